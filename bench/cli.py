@@ -1,0 +1,136 @@
+"""The `bench` command: list, validate, run, table, plot.
+
+Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
+finish ends with status 1 after rendering what it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import data as datasets
+from .records import RESULTS_DIR, read_records
+from .render import TABLES_DIR, write_table
+from .runner import RunOptions, UsageError, run_table
+from .spec import TIERS, SpecError, get_spec, load_spec, registry, settings_for
+from .tasks import get_task
+from .train import CheckpointError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="records folder (results/)")
+    p.add_argument("--tables", type=Path, default=TABLES_DIR, help="rendered tables (tables/)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="tables, their tiers and how many cells have records")
+    sub.add_parser("validate", help="check every spec file")
+
+    run = sub.add_parser("run", help="train and evaluate the cells of a table, then render it")
+    run.add_argument("table")
+    run.add_argument("--tier", choices=TIERS, default="smoke")
+    run.add_argument("--cells", help="glob(s) over cell ids, comma-separated (e.g. 'mnist-*-k50')")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("DGM_BENCH_DATA"),
+        help="where data sets live (default $DGM_BENCH_DATA); unused by the smoke tier",
+    )
+    run.add_argument(
+        "--download", action="store_true", help="let torchvision download missing data"
+    )
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--fresh", action="store_true", help="ignore records and checkpoints; start over"
+    )
+    run.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS")
+    run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+
+    table = sub.add_parser("table", help="re-render a table from its records (no training)")
+    table.add_argument("table")
+    table.add_argument("--tier", choices=TIERS, default="smoke")
+    return p
+
+
+def cmd_list(args) -> int:
+    for table_id, path in registry().items():
+        try:
+            spec = load_spec(path)
+        except SpecError as e:
+            print(f"{table_id}: INVALID: {e}")
+            continue
+        print(f"{table_id}: {spec.title} (arXiv {spec.paper['arxiv']}, {spec.paper['table']})")
+        for tier in spec.tiers:
+            records, _ = read_records(args.results, table_id, tier)
+            ok = [r for r in records.values() if r.status == "ok"]
+            commits = sorted({r.commit[:8] for r in ok})
+            at = f" at {', '.join(commits)}" if commits else ""
+            print(f"  {tier:<6} {len(ok)}/{len(spec.cells(tier))} cells with results{at}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    bad = 0
+    for path in registry().values():
+        try:
+            spec = load_spec(path)
+            task = get_task(spec.task)
+            for tier in spec.tiers:
+                settings_for(task.Settings, spec, tier)
+            print(f"ok: {path}")
+        except (SpecError, KeyError) as e:
+            print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
+
+
+def cmd_run(args) -> int:
+    spec = get_spec(args.table)
+    opts = RunOptions(
+        tier=args.tier, cells=args.cells, data_dir=args.data_dir, device=args.device,
+        seed=args.seed, fresh=args.fresh, download=args.download,
+        checkpoint_every=args.checkpoint_every, results=args.results, tables=args.tables,
+        checkpoints=args.checkpoints,
+    )  # fmt: skip
+    run_table(spec, opts)
+    records, _ = read_records(args.results, spec.id, args.tier)
+    wanted = {c.id for c in spec.select(args.tier, args.cells)}
+    missing = sorted(c for c in wanted if c not in records or records[c].status != "ok")
+    if missing:
+        print(f"{len(missing)} of {len(wanted)} cells did not finish: {', '.join(missing)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def cmd_table(args) -> int:
+    spec = get_spec(args.table)
+    records, warnings = read_records(args.results, spec.id, args.tier)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(write_table(spec, args.tier, records, warnings, args.tables))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "validate": cmd_validate, "run": cmd_run, "table": cmd_table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (SpecError, UsageError, datasets.DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint",
+              file=sys.stderr)  # fmt: skip
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

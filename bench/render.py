@@ -1,0 +1,153 @@
+"""Render a table from its spec and records: published | measured | delta for every cell.
+
+Only records feed the measured columns; a cell without one says "not run", never a number.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .records import Record, atomic_write_text
+from .spec import Cell, Metric, TableSpec
+
+TABLES_DIR = Path("tables")
+
+
+def parse_units(value: Any) -> list[int]:
+    """Active units as a list per layer: "16+5" -> [16, 5], 19 -> [19]."""
+    if isinstance(value, list | tuple):
+        return [int(v) for v in value]
+    return [int(v) for v in str(value).split("+")]
+
+
+def fmt_value(metric: Metric, value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if metric.kind == "units":
+        return "+".join(str(v) for v in parse_units(value))
+    if isinstance(value, int | float):
+        return f"{value:{metric.format}}"
+    return str(value)
+
+
+def fmt_delta(metric: Metric, published: Any, measured: Any) -> str:
+    if published in (None, "") or measured in (None, ""):
+        return "—"
+    if metric.kind == "units":
+        pub, ours = parse_units(published), parse_units(measured)
+        if len(pub) != len(ours):
+            return "—"
+        return "/".join(f"{o - p:+d}" for p, o in zip(pub, ours))
+    try:
+        return f"{float(measured) - float(published):+{metric.format}}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def measured_text(metric: Metric, record: Record | None) -> str:
+    if record is None:
+        return "not run"
+    if record.status == "skipped":
+        return "not run (data absent)"
+    if record.status != "ok":
+        return "failed"
+    return fmt_value(metric, record.metrics.get(metric.name))
+
+
+def table_cells(spec: TableSpec, tier: str) -> list[Cell]:
+    """The paper's cells, then any extra cells this tier runs (e.g. a CIFAR stand-in)."""
+    main = [
+        Cell(tuple(zip(spec.grid, values))) for values in itertools.product(*spec.grid.values())
+    ]
+    return list(dict.fromkeys(main + spec.cells(tier)))
+
+
+def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFrame:
+    """One row per combination of the layout's row fields; for each combination of its column
+    fields and each metric, three columns: published, measured, delta."""
+    table: dict[tuple, dict[str, str]] = {}
+    for cell in table_cells(spec, tier):
+        params = cell.as_dict()
+        row = table.setdefault(tuple(params[k] for k in spec.layout_rows), {})
+        prefix = " ".join(str(params[k]) for k in spec.layout_columns)
+        record = records.get(cell.id)
+        published = spec.published_for(cell)
+        for m in spec.metrics:
+            ours = record.metrics.get(m.name) if record and record.status == "ok" else None
+            name = f"{prefix} {_label(spec, m.name)}".strip()
+            row[f"{name} published"] = fmt_value(m, published.get(m.name))
+            row[f"{name} measured"] = measured_text(m, record)
+            row[f"{name} Δ"] = fmt_delta(m, published.get(m.name), ours)
+    index = pd.MultiIndex.from_tuples(list(table), names=list(spec.layout_rows))
+    return pd.DataFrame(list(table.values()), index=index).fillna("—").reset_index()
+
+
+def _label(spec: TableSpec, name: str) -> str:
+    metric = next(m for m in spec.metrics if m.name == name)
+    return f"{metric.label} ({metric.unit})" if metric.unit else metric.label
+
+
+def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: list[str]) -> str:
+    df = frame(spec, tier, records)
+    ok = [r for r in records.values() if r.status == "ok"]
+    lines = [
+        f"# {spec.title} — tier `{tier}`",
+        "",
+        f"Published: {spec.paper.get('authors', '')} (arXiv {spec.paper['arxiv']}), "
+        f"{spec.paper['table']}. Measured: records under `results/{spec.id}/{tier}/`, "
+        "rendered by `bench table`. Δ = measured − published.",
+        "",
+        df.to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
+    provenance = _provenance(records)
+    if provenance:
+        lines += ["## How these numbers were measured", "", *provenance, ""]
+    not_ok = [r for r in records.values() if r.status != "ok"]
+    if not_ok or warnings:
+        lines += ["## Cells not measured", ""]
+        lines += [f"- `{r.cell}`: {r.status}: {r.reason}" for r in not_ok]
+        lines += [f"- {w}" for w in warnings]
+        lines.append("")
+    if spec.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in spec.notes], ""]
+    if not ok:
+        lines.insert(
+            4, "**No cell of this tier has been run yet: every measured column says so.**\n"
+        )
+    return "\n".join(lines)
+
+
+def _provenance(records: dict[str, Record]) -> list[str]:
+    if not records:
+        return []
+    rs = list(records.values())
+
+    def common(values) -> str:
+        counts = Counter(values)
+        return "; ".join(
+            f"{v} ({n} cells)" if len(counts) > 1 else str(v) for v, n in counts.items()
+        )
+
+    return [
+        f"- command: {common(r.command for r in rs)}",
+        f"- commit: {common(r.commit[:12] + (' (dirty)' if r.dirty else '') for r in rs)}",
+        f"- device: {common(r.device for r in rs)}",
+        f"- versions: {common(', '.join(f'{k} {v}' for k, v in r.versions.items()) for r in rs)}",
+        f"- seed: {common(r.seed for r in rs)}",
+        f"- data: {common(r.data.get('source', '?') for r in rs)}",
+        f"- wall time: {sum(r.wall_s for r in rs) / 60:.1f} min over {len(rs)} cells",
+    ]
+
+
+def write_table(
+    spec: TableSpec, tier: str, records, warnings, tables_dir: Path = TABLES_DIR
+) -> Path:
+    path = tables_dir / f"{spec.id}-{tier}.md"
+    atomic_write_text(path, render(spec, tier, records, warnings))
+    return path

@@ -1,0 +1,197 @@
+"""Image classification (RevNet, ResNet, i-RevNet tables): SGD with step decay, top-1 error,
+parameters, activation memory, step time and, for invertible models, reconstruction error.
+
+Cell fields: dataset, model (a constructor name in models/ or torchvision).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import data as datasets
+from ..memory import measure_step
+from ..train import Fit, fit
+from . import CellResult, Context, build_model, count_parameters
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+# Per-channel mean and std of the training images, for input normalisation.
+NORMALISE = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Settings:
+    epochs: int = 1
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    lr_milestones: list = field(default_factory=list)  # epochs where lr is divided by 10
+    augment: bool = True  # CIFAR: random crop with 4-pixel padding + horizontal flip
+    train: bool = True  # False: count, invert and measure an untrained model only
+    n_train: int | None = None
+    n_test: int | None = None
+    eval_batch: int = 200
+    memory_batch: int = 32  # batch of the memory and step-time probes
+    timing_steps: int = 3
+    max_steps_per_epoch: int | None = None
+
+
+def normalise(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
+    mean, std = (
+        torch.tensor(v, device=x_uint8.device).view(1, -1, 1, 1) for v in NORMALISE[dataset]
+    )
+    return (x_uint8.float() / 255 - mean) / std
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """Random 4-pixel-padded crop and horizontal flip, per image, on a uint8 batch."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy, dx = torch.randint(0, 9, (2, n)).tolist()
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    flip = torch.rand(n) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def logits_of(output):
+    """Classifiers return logits; invertible ones return (logits, z)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
+    name, dataset, device = cell["model"], cell["dataset"], ctx.device
+    splits = datasets.load(
+        dataset, ctx.data_dir, smoke=ctx.tier == "smoke", n_train=s.n_train, n_test=s.n_test,
+        seed=ctx.seed, download=ctx.download,
+    )  # fmt: skip
+    num_classes = NUM_CLASSES[dataset]
+    x_probe = normalise(next(iter(splits.test))[0].unsqueeze(0), dataset)
+    shape = tuple(x_probe.shape[1:])
+
+    torch.manual_seed(ctx.seed)
+    model = build_model(name, num_classes=num_classes).to(device)
+    metrics = {"params": count_parameters(model) / 1e6}
+    memory = probe(name, num_classes, s.memory_batch, shape, device, s.timing_steps)
+    metrics["saved_mib"] = memory["saved_bytes"] / MIB
+    metrics["step_s"] = memory["step_s"]
+    metrics["peak_mib"] = (memory["cuda_peak_bytes"] or memory["rss_peak_bytes"]) / MIB
+
+    history = []
+    if s.train:
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+        )
+
+        def lr_at(epoch: int) -> float:
+            return s.lr * 0.1 ** sum(epoch >= m for m in s.lr_milestones)
+
+        def loss(batch):
+            x, y = batch
+            if s.augment and dataset != "imagenet":
+                x = augment(x)
+            logits = logits_of(model(normalise(x.to(device), dataset)))
+            return F.cross_entropy(logits, y.to(device))
+
+        history = fit(
+            Fit(model, optimizer, loss, splits.train, s.batch_size, s.epochs, lr_at, ctx.seed,
+                desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch),
+            ctx.checkpoint,
+        )  # fmt: skip
+        metrics["error"] = evaluate(model, splits.test, dataset, s.eval_batch, device)
+    if hasattr(model, "inverse"):
+        metrics["recon_error"] = reconstruction_error(model, splits.test, dataset, device)
+    return CellResult(metrics=metrics, memory=memory, data=asdict(splits.info), history=history)
+
+
+@torch.no_grad()
+def evaluate(model, test, dataset: str, batch: int, device) -> float:
+    """Top-1 error in percent."""
+    model.eval()
+    wrong = total = 0
+    for x, y in DataLoader(test, batch_size=batch):
+        pred = logits_of(model(normalise(x.to(device), dataset))).argmax(1).cpu()
+        wrong += (pred != y).sum().item()
+        total += len(y)
+    return 100.0 * wrong / total
+
+
+@torch.no_grad()
+def reconstruction_error(model, test, dataset: str, device, n: int = 8) -> float:
+    """max |inverse(forward(x)) - x| over a few real test images, in the normalised input space."""
+    model.eval()
+    x = torch.stack([test[i][0] for i in range(min(n, len(test)))])
+    x = normalise(x.to(device), dataset)
+    _, z = model(x)
+    return (model.inverse(z) - x).abs().max().item()
+
+
+def probe(name: str, num_classes: int, batch: int, shape: tuple, device, steps: int) -> dict:
+    """Memory and step time of one training step at a fixed batch.
+
+    On the CPU this runs in a fresh process with glibc told to return freed memory, so the peak
+    RSS belongs to this model alone (those settings slow the step, so time is taken separately).
+    """
+    if device.type == "cpu":
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        args = [sys.executable, "-m", "bench.tasks.classify", name, str(num_classes), str(batch),
+                json.dumps(shape)]  # fmt: skip
+        out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory probe of {name} failed: {out.stderr.strip()[-500:]}")
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+    else:
+        report = measure(name, num_classes, batch, shape, device)
+    report["step_s"] = step_time(name, num_classes, batch, shape, device, steps)
+    report["batch"] = batch
+    return report
+
+
+def _fresh(name, num_classes, batch, shape, device):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=num_classes).to(device).train()
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    return model, x, y
+
+
+def measure(name: str, num_classes: int, batch: int, shape: tuple, device) -> dict:
+    model, x, y = _fresh(name, num_classes, batch, shape, device)
+    return measure_step(lambda: F.cross_entropy(logits_of(model(x)), y), model.parameters(), device)
+
+
+def step_time(name: str, num_classes: int, batch: int, shape: tuple, device, steps: int) -> float:
+    """Median seconds of a full SGD step (forward, backward, update) after one warm-up step."""
+    model, x, y = _fresh(name, num_classes, batch, shape, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    times = []
+    for _ in range(steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(logits_of(model(x)), y).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+if __name__ == "__main__":
+    name, classes, batch, shape = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    print(json.dumps(measure(name, classes, batch, tuple(json.loads(shape)), torch.device("cpu"))))

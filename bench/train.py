@@ -1,0 +1,191 @@
+"""The one training loop every task uses: seeded batches, checkpoints, resume, progress, NaN stop.
+
+Resuming is exact on the CPU: the batch order of an epoch is a function of (seed, epoch), and the
+checkpoint written at the end of each epoch holds the model, optimizer and every RNG state, so a
+killed run continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm import tqdm
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, step: int, last_finite: float | None):
+        self.epoch, self.step, self.last_finite = epoch, step, last_finite
+        super().__init__(
+            f"loss became NaN/inf at epoch {epoch + 1}, step {step} "
+            f"(last finite loss {last_finite}); lower the learning rate or check the data"
+        )
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be loaded; the message names the file."""
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def epoch_batches(
+    data: Dataset, batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The batches of one epoch, in an order fixed by (seed, epoch); under DDP each rank gets its
+    slice of every global batch, so the global batch is the same as in a single process."""
+    rank, size = world()
+    n = len(data)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+    if not shuffle:
+        order = torch.arange(n)
+    if isinstance(data, TensorDataset):
+        for idx in order.split(batch_size):
+            idx = idx[rank::size]
+            yield tuple(t[idx] for t in data.tensors)
+        return
+    loader = DataLoader(data, batch_size=batch_size, sampler=order.tolist(), num_workers=0)
+    for batch in loader:
+        yield tuple(t[rank::size] for t in batch)
+
+
+@dataclass
+class Checkpoint:
+    path: Path | None
+    every: int = 1  # epochs between checkpoints
+
+    def save(self, epoch: int, model, optimizer, history: list[dict]) -> None:
+        if self.path is None or world()[0] != 0:
+            return
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "rng_python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, model, optimizer) -> tuple[int, list[dict]]:
+        """Restore the last checkpoint, if any; returns (epochs done, history)."""
+        if self.path is None or not self.path.exists():
+            return 0, []
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except Exception as e:
+            raise CheckpointError(
+                f"{self.path}: cannot resume ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "delete it or rerun with --fresh"
+            ) from None
+        torch.set_rng_state(state["rng_torch"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        np_state = list(np.random.get_state())
+        np_state[1] = state["rng_numpy"].numpy().astype(np.uint32)
+        np.random.set_state(tuple(np_state))
+        random.setstate((3, tuple(state["rng_python"].tolist()), None))
+        return state["epoch"], state["history"]
+
+    def remove(self) -> None:
+        if self.path is not None and world()[0] == 0:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Fit:
+    """What `fit` needs; the task supplies the loss and the data."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
+    train: Dataset
+    batch_size: int
+    epochs: int
+    lr_at: Callable[[int], float]  # epoch -> learning rate
+    seed: int
+    desc: str = ""
+    max_steps_per_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
+    """Train for job.epochs epochs, resuming from `checkpoint`; returns the per-epoch history."""
+    start, history = checkpoint.load(job.model, job.optimizer)
+    steps = math.ceil(len(job.train) / job.batch_size)
+    if job.max_steps_per_epoch:
+        steps = min(steps, job.max_steps_per_epoch)
+    bar = tqdm(
+        total=job.epochs * steps,
+        initial=start * steps,
+        desc=job.desc,
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None if world()[0] == 0 else True,
+        file=sys.stderr,
+    )
+    last_finite, last_log = None, time.monotonic()
+    job.model.train()
+    for epoch in range(start, job.epochs):
+        lr = job.lr_at(epoch)
+        for group in job.optimizer.param_groups:
+            group["lr"] = lr
+        t0, total, count = time.perf_counter(), 0.0, 0
+        batches = epoch_batches(job.train, job.batch_size, job.seed, epoch)
+        for step, batch in enumerate(batches):
+            if step >= steps:
+                break
+            loss = job.loss(batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                bar.close()
+                raise NonFiniteLoss(epoch, step, last_finite)
+            last_finite = value
+            job.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            job.optimizer.step()
+            total, count = total + value, count + 1
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch + 1}/{job.epochs}", loss=f"{value:.4g}", refresh=False)
+        seconds = time.perf_counter() - t0
+        history.append(
+            {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr, "seconds": seconds}
+        )
+        if bar.disable and world()[0] == 0 and time.monotonic() - last_log > 60:
+            eta = seconds * (job.epochs - epoch - 1)
+            print(
+                f"  {job.desc}: epoch {epoch + 1}/{job.epochs} loss {total / max(count, 1):.4g}"
+                f" ({seconds:.0f}s/epoch, ETA {eta / 60:.0f} min)",
+                flush=True,
+            )
+            last_log = time.monotonic()
+        if (epoch + 1) % checkpoint.every == 0 or epoch + 1 == job.epochs:
+            checkpoint.save(epoch + 1, job.model, job.optimizer, history)
+    bar.close()
+    return history
