@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="re-render a table from its records (no training)")
     table.add_argument("table")
     table.add_argument("--tier", choices=TIERS, default="smoke")
+    plot = sub.add_parser("plot", help="draw measured vs published and training curves (PNG)")
+    plot.add_argument("table")
+    plot.add_argument("--tier", choices=TIERS, default="smoke")
     return p
 
 
@@ -116,7 +119,33 @@ def cmd_table(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "validate": cmd_validate, "run": cmd_run, "table": cmd_table}
+def cmd_plot(args) -> int:
+    from .plot import plot_curves, plot_published_vs_measured
+
+    spec = get_spec(args.table)
+    records, _ = read_records(args.results, spec.id, args.tier)
+    stem = args.tables / f"{spec.id}-{args.tier}"
+    drawn = [
+        plot_published_vs_measured(spec, records, stem.with_name(stem.name + "-vs-paper.png")),
+        plot_curves(spec, records, stem.with_name(stem.name + "-curves.png")),
+    ]
+    drawn = [str(p) for p in drawn if p]
+    if not drawn:
+        print(
+            f"error: no records to plot under {args.results / spec.id / args.tier}", file=sys.stderr
+        )
+        return 2
+    print("\n".join(drawn))
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "validate": cmd_validate,
+    "run": cmd_run,
+    "table": cmd_table,
+    "plot": cmd_plot,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

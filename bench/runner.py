@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from filelock import FileLock, Timeout
 
 from . import data as datasets
@@ -56,13 +58,28 @@ class RunOptions:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device to train on; under torchrun, also join the process group (gloo on CPU)."""
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device {name}: expected cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(
             f"--device {name} asked for, but PyTorch sees no CUDA GPU here; use --device cpu"
         )
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UsageError(f"--device {name}: expected cpu, cuda or cuda:N")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if name.startswith("cuda") else "gloo")
+        if name.startswith("cuda"):
+            name = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+            torch.cuda.set_device(torch.device(name))
     return torch.device(name)
+
+
+def _agree(decision: bool) -> bool:
+    """Under torchrun every process must run the same cells: rank 0 decides for all."""
+    if world()[1] == 1:
+        return decision
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def run_key(settings: dict, seed: int, params: dict) -> str:
@@ -92,14 +109,18 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     for i, cell in enumerate(cells, 1):
         path = record_path(opts.results, spec.id, opts.tier, cell.id)
         key = run_key(raw_settings, opts.seed, cell.as_dict())
-        if not opts.fresh and _finished(path, key):
+        if _agree(not opts.fresh and _finished(path, key)):
             log(f"[{i}/{len(cells)}] {cell.id}: done already ({path}); --fresh reruns it")
             continue
         lock = FileLock(str(path.with_name(f".{path.name}.lock")))
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        locked = True
+        if rank == 0:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                locked = False
+        if not _agree(locked):
             log(f"[{i}/{len(cells)}] {cell.id}: skipped, another `bench run` is running it")
             continue
         try:
@@ -108,10 +129,11 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
             )
             if rank == 0:
                 write_record(opts.results, record)
-            log(f"[{i}/{len(cells)}] {cell.id}: {_summary(spec, record)}")
+                log(f"[{i}/{len(cells)}] {cell.id}: {_summary(spec, record)}")
             done.append(record)
         finally:
-            lock.release()
+            if lock.is_locked:
+                lock.release()
     if rank == 0:
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         table = write_table(spec, opts.tier, records, warnings, opts.tables)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
@@ -123,7 +124,7 @@ class Fit:
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    loss: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
+    loss: Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]  # (model, batch)
     train: Dataset
     batch_size: int
     epochs: int
@@ -137,6 +138,8 @@ class Fit:
 def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     """Train for job.epochs epochs, resuming from `checkpoint`; returns the per-epoch history."""
     start, history = checkpoint.load(job.model, job.optimizer)
+    # Under torchrun each process computes its slice of the batch; DDP averages the gradients.
+    net = DistributedDataParallel(job.model) if world()[1] > 1 else job.model
     steps = math.ceil(len(job.train) / job.batch_size)
     if job.max_steps_per_epoch:
         steps = min(steps, job.max_steps_per_epoch)
@@ -161,7 +164,7 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
         for step, batch in enumerate(batches):
             if step >= steps:
                 break
-            loss = job.loss(batch)
+            loss = job.loss(net, batch)
             value = loss.item()
             if not math.isfinite(value):
                 bar.close()

@@ -100,11 +100,11 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         def lr_at(epoch: int) -> float:
             return s.lr * 0.1 ** sum(epoch >= m for m in s.lr_milestones)
 
-        def loss(batch):
+        def loss(net, batch):
             x, y = batch
             if s.augment and dataset != "imagenet":
                 x = augment(x)
-            logits = logits_of(model(normalise(x.to(device), dataset)))
+            logits = logits_of(net(normalise(x.to(device), dataset)))
             return F.cross_entropy(logits, y.to(device))
 
         history = fit(

@@ -81,10 +81,12 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), eps=s.adam_eps)
     lr_at, epochs = lr_schedule(s)
 
-    def loss(batch):
-        return model.loss(binarize(batch[0]), k, objective)
+    def loss(net, batch):
+        return net(binarize(batch[0]), k, objective)
 
-    memory = measure_step(lambda: loss((x_train[: s.batch_size],)), model.parameters(), device)
+    memory = measure_step(
+        lambda: loss(model, (x_train[: s.batch_size],)), model.parameters(), device
+    )
     history = fit(
         Fit(model, optimizer, loss, train, s.batch_size, epochs, lr_at, ctx.seed,
             desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch),

@@ -1,0 +1,83 @@
+"""Figures from records: measured vs published per metric, and training curves.
+
+Like tables, figures are drawn from records only, so they can be redrawn at any time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .records import Record  # noqa: E402
+from .render import parse_units  # noqa: E402
+from .spec import Metric, TableSpec  # noqa: E402
+
+
+def _number(metric: Metric, value) -> float | None:
+    if value in (None, ""):
+        return None
+    if metric.kind == "units":
+        return float(sum(parse_units(value)))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_published_vs_measured(
+    spec: TableSpec, records: dict[str, Record], path: Path
+) -> Path | None:
+    """One panel per metric that has both numbers for some cell; the diagonal is agreement."""
+    panels = []
+    for m in spec.metrics:
+        points = []
+        for cell in spec.cells("full") if "full" in spec.tiers else []:
+            record = records.get(cell.id)
+            if record is None or record.status != "ok":
+                continue
+            pub = _number(m, spec.published_for(cell).get(m.name))
+            ours = _number(m, record.metrics.get(m.name))
+            if pub is not None and ours is not None:
+                points.append((pub, ours, cell.id))
+        if points:
+            panels.append((m, points))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (m, points) in zip(axes[0], panels):
+        xs, ys, names = zip(*points)
+        ax.scatter(xs, ys, s=18)
+        lo, hi = min(xs + ys), max(xs + ys)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = published")
+        for x, y, name in points:
+            ax.annotate(name, (x, y), fontsize=6, alpha=0.7)
+        unit = f" ({m.unit})" if m.unit else ""
+        ax.set(xlabel=f"published {m.label}{unit}", ylabel=f"measured {m.label}{unit}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{spec.title}: measured vs published (arXiv {spec.paper['arxiv']})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
+    """Training loss per epoch of every cell with a logged history."""
+    curves = [(r.cell, r.history) for r in records.values() if r.history]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, history in sorted(curves):
+        ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
+    ax.set(xlabel="epoch", ylabel="training loss", title=f"{spec.title}: training curves")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
