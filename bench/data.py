@@ -11,6 +11,7 @@ batches them by indexing, which is far faster on CPU than a DataLoader over PIL 
 
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import os
 import re
@@ -103,16 +104,20 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class DataInfo:
-    name: str
-    source: str
-    n_train: int
+    """What a record must say about its data: where it came from and exactly which bytes."""
+
+    name: str  # one of NAMES
+    source: str  # human-readable origin, e.g. which copy or layout was read
+    n_train: int  # sizes actually used, after any subset
     n_test: int
-    sha256: dict[str, str]
-    notes: str = ""
+    sha256: dict[str, str]  # file name -> sha256 of the files read (verified where known)
+    notes: str = ""  # preprocessing and subsetting applied
 
 
 @dataclass
 class Splits:
+    """Items are (x uint8 C x H x W, y int64); in-memory sets are TensorDatasets."""
+
     train: Dataset
     test: Dataset
     info: DataInfo
@@ -177,7 +182,8 @@ def _verified(root: Path, rel: str) -> str:
 
 def _tensor_splits(name, x_train, y_train, x_test, y_test, source, sha256, notes="") -> Splits:
     def dataset(x, y):
-        return TensorDataset(torch.as_tensor(x, dtype=torch.uint8), torch.as_tensor(y).long())
+        x = torch.as_tensor(x, dtype=torch.uint8).contiguous()
+        return TensorDataset(x, torch.as_tensor(y).long())
 
     train, test = dataset(x_train, y_train), dataset(x_test, y_test)
     info = DataInfo(name, source, len(train), len(test), sha256, notes)
@@ -289,13 +295,10 @@ def _load_omniglot(root: Path, download: bool, size: int) -> Splits:
     """Omniglot from (1) chardata.mat, else (2) torchvision's folders, else (3) the repo's zips."""
     folder = root / "omniglot"
     mat = folder / "chardata.mat"
-    if mat.is_file():
-        try:
-            import scipy.io
-        except ImportError:
-            scipy = None
-        if scipy is not None:
-            return _omniglot_from_mat(mat, scipy.io.loadmat(mat))
+    if mat.is_file() and importlib.util.find_spec("scipy") is not None:
+        import scipy.io
+
+        return _omniglot_from_mat(mat, scipy.io.loadmat(mat))
     if download:
         for background in (True, False):
             datasets.Omniglot(folder, background=background, download=True)

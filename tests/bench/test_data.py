@@ -1,0 +1,443 @@
+"""bench.data: every loader on small files written in the real on-disk formats, plus the samples."""
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import TensorDataset
+from torchvision import datasets
+
+from bench import data
+from bench.data import CIFAR10_CLASSES, DataError, load
+
+REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture
+def no_known_sums(monkeypatch):
+    """Generated files cannot match the real files' sums: check nothing but what a test adds."""
+    monkeypatch.setattr(data, "KNOWN_SHA256", {})
+    return data.KNOWN_SHA256
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- MNIST -------------------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX: magic (0, 0, type 0x08 = ubyte, number of dims), big-endian int32 dims, then bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, n_train=6, n_test=4):
+    raw = root / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    for name, array in arrays.items():
+        write_idx(raw / name, array)
+    return raw, arrays
+
+
+def test_mnist_reads_idx_files_and_verifies_known_sums(tmp_path, no_known_sums):
+    raw, arrays = write_mnist(tmp_path)
+    for name in arrays:
+        no_known_sums[f"mnist/MNIST/raw/{name}"] = sha256(raw / name)
+    splits = load("mnist", tmp_path)
+    x, y = splits.train.tensors
+    assert isinstance(splits.train, TensorDataset)
+    assert x.dtype == torch.uint8 and x.shape == (6, 1, 28, 28) and y.dtype == torch.int64
+    assert np.array_equal(x[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
+    assert np.array_equal(y.numpy(), arrays["train-labels-idx1-ubyte"])
+    assert np.array_equal(splits.test.tensors[0][:, 0].numpy(), arrays["t10k-images-idx3-ubyte"])
+    assert (splits.info.n_train, splits.info.n_test) == (6, 4)
+    assert splits.info.sha256 == {name: sha256(raw / name) for name in arrays}
+
+
+def test_mnist_checksum_mismatch_names_file_and_both_sums(tmp_path):
+    raw, _ = write_mnist(tmp_path)
+    with pytest.raises(DataError) as error:
+        load("mnist", tmp_path)
+    message = str(error.value)
+    assert str(raw / "train-images-idx3-ubyte") in message
+    assert data.KNOWN_SHA256["mnist/MNIST/raw/train-images-idx3-ubyte"] in message
+    assert sha256(raw / "train-images-idx3-ubyte") in message
+    assert "\n" not in message
+
+
+def test_mnist_missing_names_expected_path_and_stays_offline(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download without download=True")
+
+    monkeypatch.setattr(datasets.MNIST, "download", no_network)
+    with pytest.raises(DataError, match="and 3 more IDX files") as error:
+        load("mnist", tmp_path)
+    assert str(tmp_path / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte") in str(error.value)
+    assert "--download" in str(error.value)
+
+
+# --- Omniglot ----------------------------------------------------------------------------------
+
+
+def drawing(drawer: int) -> bytes:
+    """Black strokes on white like the real PNGs: a block top-left for drawers 1-15, else
+    bottom-right, so the split and the inversion show in the loaded pixels."""
+    image = Image.new("1", (105, 105), 1)
+    box = (0, 0, 40, 40) if drawer <= 15 else (65, 65, 104, 104)
+    ImageDraw.Draw(image).rectangle(box, fill=0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_omniglot_zip(path: Path, characters: list[tuple[str, str]]) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        for alphabet, character in characters:
+            for drawer in range(1, 21):
+                name = f"{path.stem}/{alphabet}/{character}/0{len(alphabet)}07_{drawer:02d}.png"
+                zf.writestr(name, drawing(drawer))
+
+
+def check_omniglot_split(splits, n_characters):
+    x_train, y_train = splits.train.tensors
+    x_test, y_test = splits.test.tensors
+    assert x_train.shape == (15 * n_characters, 1, 28, 28) and x_train.dtype == torch.uint8
+    assert x_test.shape == (5 * n_characters, 1, 28, 28)
+    assert torch.equal(torch.bincount(y_train), torch.full((n_characters,), 15))
+    assert torch.equal(torch.bincount(y_test), torch.full((n_characters,), 5))
+    # Inverted: strokes are 255 on a 0 background; train drawers top-left, test bottom-right.
+    assert (x_train[:, 0, :8, :8] == 255).all() and (x_train[:, 0, -8:, -8:] == 0).all()
+    assert (x_test[:, 0, -8:, -8:] == 255).all() and (x_test[:, 0, :8, :8] == 0).all()
+
+
+def test_omniglot_zips_split_drawers_invert_and_deduplicate(tmp_path, no_known_sums):
+    folder = tmp_path / "omniglot"
+    folder.mkdir()
+    shared = [("Greek", "character01"), ("Greek", "character02")]
+    write_omniglot_zip(
+        folder / "images_background_small1.zip", [("Korean", "character01")] + shared
+    )
+    write_omniglot_zip(
+        folder / "images_background_small2.zip", shared + [("Tagalog", "character01")]
+    )
+    splits = load("omniglot", tmp_path)
+    check_omniglot_split(splits, n_characters=4)
+    assert "images_background_small1.zip+images_background_small2.zip" in splits.info.source
+    assert "40 duplicate drawings dropped" in splits.info.notes
+    assert set(splits.info.sha256) == {
+        "images_background_small1.zip",
+        "images_background_small2.zip",
+    }
+    # Classes are the sorted (alphabet, character) pairs: Greek/01, Greek/02, Korean, Tagalog.
+    assert splits.train.tensors[1][:15].tolist() == [0] * 15
+    assert splits.train.tensors[1][-15:].tolist() == [3] * 15
+
+
+def test_omniglot_zip_checksum_mismatch(tmp_path):
+    (tmp_path / "omniglot").mkdir()
+    path = tmp_path / "omniglot" / "images_background_small1.zip"
+    write_omniglot_zip(path, [("Greek", "character01")])
+    with pytest.raises(DataError, match="checksum mismatch") as error:
+        load("omniglot", tmp_path)  # the real zip's sum is known and this one differs
+    assert str(path) in str(error.value)
+
+
+def test_omniglot_conflicting_copies_raise(tmp_path, no_known_sums):
+    (tmp_path / "omniglot").mkdir()
+    write_omniglot_zip(tmp_path / "omniglot" / "images_background_small1.zip", [("Greek", "c01")])
+    with zipfile.ZipFile(tmp_path / "omniglot" / "images_zz.zip", "w") as zf:
+        zf.writestr("images_zz/Greek/c01/0507_01.png", drawing(20))
+    with pytest.raises(DataError, match="Greek/c01/0507_01.png differs between copies"):
+        load("omniglot", tmp_path)
+
+
+def test_omniglot_torchvision_folders(tmp_path, no_known_sums):
+    tree = tmp_path / "omniglot" / "omniglot-py" / "images_background"
+    for character in ("character01", "character02"):
+        (tree / "Latin" / character).mkdir(parents=True)
+        for drawer in range(1, 21):
+            (tree / "Latin" / character / f"0500_{drawer:02d}.png").write_bytes(drawing(drawer))
+    splits = load("omniglot", tmp_path)
+    check_omniglot_split(splits, n_characters=2)
+    assert splits.info.source.startswith("torchvision Omniglot folders images_background")
+
+
+def test_omniglot_chardata_mat_is_read_column_major(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    upright = np.zeros((28, 28))
+    upright[:5, :] = 1.0  # a bar along the top edge
+    columns = np.stack([upright.flatten(order="F")] * 3, axis=1)  # MATLAB: 784 x N
+    target = np.eye(50)[:, [0, 1, 1]]
+    (tmp_path / "omniglot").mkdir()
+    scipy_io.savemat(
+        tmp_path / "omniglot" / "chardata.mat",
+        {
+            "data": columns,
+            "testdata": columns[:, :1],
+            "target": target,
+            "testtarget": target[:, :1],
+        },
+    )
+    splits = load("omniglot", tmp_path)
+    assert np.array_equal(splits.train.tensors[0][0, 0].numpy(), (upright * 255).astype(np.uint8))
+    assert splits.train.tensors[1].tolist() == [0, 1, 1]
+    assert "chardata.mat" in splits.info.source
+
+
+def test_omniglot_missing_names_all_layouts(tmp_path):
+    with pytest.raises(DataError) as error:
+        load("omniglot", tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "omniglot" / "chardata.mat") in message
+    assert "omniglot-py/images_background" in message and "images_background*.zip" in message
+
+
+# --- CIFAR -------------------------------------------------------------------------------------
+
+COLOURS = {label: (25 * i, 255 - 25 * i, 120) for i, label in enumerate(CIFAR10_CLASSES)}
+
+
+def write_cifar10_jpeg(root: Path) -> Path:
+    """Solid-colour 32x32 JPEGs in the copy's layout, added to the tarball in shuffled order."""
+    folder = root / "cifar10-jpeg"
+    folder.mkdir(parents=True)
+    path = folder / "cifar10-jpeg.tar.gz"
+    members = [
+        (split, label, index)
+        for split, n in (("train", 2), ("test", 1))
+        for label in CIFAR10_CLASSES
+        for index in range(n)
+    ]
+    with tarfile.open(path, "w:gz") as tar:
+        for split, label, index in reversed(members):
+            buffer = io.BytesIO()
+            Image.new("RGB", (32, 32), COLOURS[label]).save(buffer, format="JPEG", quality=75)
+            member = tarfile.TarInfo(f"{split}/{label}/{index:04d}.jpg")
+            member.size = len(buffer.getvalue())
+            tar.addfile(member, io.BytesIO(buffer.getvalue()))
+    return path
+
+
+def check_cifar10_jpeg(splits):
+    x_train, y_train = splits.train.tensors
+    assert x_train.shape == (20, 3, 32, 32) and x_train.dtype == torch.uint8
+    assert y_train.tolist() == [i for i in range(10) for _ in range(2)]
+    assert splits.test.tensors[1].tolist() == list(range(10))
+    expected = torch.tensor([COLOURS[CIFAR10_CLASSES[int(i)]] for i in y_train])
+    assert (x_train.float().mean((2, 3)) - expected).abs().max() < 3  # JPEG of a flat colour
+    assert "JPEG re-encoded copy" in splits.info.source
+
+
+def test_cifar10_jpeg_decodes_once_then_reads_cache(tmp_path, no_known_sums, monkeypatch):
+    path = write_cifar10_jpeg(tmp_path)
+    no_known_sums["cifar10-jpeg/cifar10-jpeg.tar.gz"] = sha256(path)
+    first = load("cifar10", tmp_path)
+    check_cifar10_jpeg(first)
+    assert list((path.parent / "extracted").glob("cifar10-jpeg-*.npz"))
+
+    def no_decoding(path):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(data, "_decode_cifar10_tar", no_decoding)
+    second = load("cifar10", tmp_path)
+    assert torch.equal(first.train.tensors[0], second.train.tensors[0])
+    assert first.info.sha256 == {"cifar10-jpeg.tar.gz": sha256(path)}
+
+
+def test_cifar10_jpeg_read_only_folder_caches_in_home(tmp_path, no_known_sums, monkeypatch):
+    path = write_cifar10_jpeg(tmp_path / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    os.chmod(path.parent, 0o555)
+    try:
+        check_cifar10_jpeg(load("cifar10", tmp_path / "data"))
+        assert sorted(p.name for p in path.parent.iterdir()) == ["cifar10-jpeg.tar.gz"]
+    finally:
+        os.chmod(path.parent, 0o755)
+    assert list((tmp_path / "cache" / "dgm-bench" / "cifar10-jpeg").glob("*.npz"))
+
+
+def test_cifar10_jpeg_checksum_mismatch(tmp_path):
+    path = write_cifar10_jpeg(tmp_path)
+    with pytest.raises(DataError, match="checksum mismatch") as error:
+        load("cifar10", tmp_path)
+    assert str(path) in str(error.value) and data.KNOWN_SHA256[
+        "cifar10-jpeg/cifar10-jpeg.tar.gz"
+    ] in str(error.value)
+
+
+def write_cifar10_batches(root: Path) -> dict[str, np.ndarray]:
+    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [0, 5, 9]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+        batches[name] = batch
+    meta = {"label_names": list(CIFAR10_CLASSES)}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return batches
+
+
+def test_cifar10_python_batches_via_torchvision(tmp_path, monkeypatch):
+    batches = write_cifar10_batches(tmp_path)
+    with pytest.raises(DataError, match="md5"):
+        load("cifar10", tmp_path)  # generated batches fail torchvision's own md5 check
+    # torchvision checks the real batches' md5 sums (data and meta files); accept these ones.
+    monkeypatch.setattr(datasets.cifar, "check_integrity", lambda path, md5=None: True)
+    splits = load("cifar10", tmp_path)
+    x_train, y_train = splits.train.tensors
+    assert x_train.shape == (15, 3, 32, 32) and x_train.dtype == torch.uint8
+    expected = np.concatenate([batches[f"data_batch_{i}"]["data"] for i in range(1, 6)])
+    assert np.array_equal(x_train.numpy(), expected.reshape(15, 3, 32, 32))
+    assert y_train.tolist() == [0, 5, 9] * 5 and len(splits.test) == 3
+    assert splits.info.source == "torchvision CIFAR10 python batches"
+    assert len(splits.info.sha256) == 6
+
+
+def test_cifar_missing(tmp_path):
+    with pytest.raises(DataError) as error:
+        load("cifar100", tmp_path)
+    assert str(tmp_path / "cifar100" / "cifar-100-python") in str(error.value)
+    with pytest.raises(DataError, match="cifar10-jpeg.tar.gz"):
+        load("cifar10", tmp_path)
+
+
+# --- ImageNet ----------------------------------------------------------------------------------
+
+
+def test_imagenet_image_folder_gives_uint8_crops(tmp_path):
+    for split, wnids in (
+        ("train", ("n01440764", "n01443537")),
+        ("val", ("n01440764", "n01443537")),
+    ):
+        for wnid in wnids:
+            (tmp_path / "imagenet" / split / wnid).mkdir(parents=True)
+            Image.new("RGB", (400, 300), (200, 10, 10)).save(
+                tmp_path / "imagenet" / split / wnid / f"{wnid}_1.JPEG"
+            )
+    splits = load("imagenet", tmp_path, seed=0)
+    x, y = splits.test[1]
+    assert x.shape == (3, 224, 224) and x.dtype == torch.uint8 and type(x) is torch.Tensor
+    assert y == 1 and (splits.info.n_train, splits.info.n_test) == (2, 2)
+    assert splits.train[0][0].shape == (3, 224, 224)
+    assert load("imagenet", tmp_path, image_size=64).test[0][0].shape == (3, 64, 64)
+    assert len(load("imagenet", tmp_path, n_train=1).train) == 1
+
+
+def test_imagenet_missing_and_no_download(tmp_path):
+    with pytest.raises(DataError, match="ImageFolder") as error:
+        load("imagenet", tmp_path)
+    assert f"{tmp_path / 'imagenet'}/train/<wnid>/*.JPEG" in str(error.value)
+    with pytest.raises(DataError, match="cannot be downloaded"):
+        load("imagenet", tmp_path, download=True)
+
+
+# --- smoke samples, subsets, errors ------------------------------------------------------------
+
+SAMPLES = {  # name: (n_train, n_test, C x H x W, number of classes)
+    "mnist": (512, 256, (1, 28, 28), 10),
+    "omniglot": (512, 256, (1, 28, 28), 242),
+    "cifar10": (384, 192, (3, 32, 32), 10),
+    "imagenet": (8, 8, (3, 224, 224), 1000),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_smoke_sample_loads_with_documented_shapes(name):
+    n_train, n_test, shape, n_classes = SAMPLES[name]
+    splits = load(name, "/nonexistent", smoke=True)
+    (x_train, y_train), (x_test, y_test) = splits.train.tensors, splits.test.tensors
+    assert x_train.shape == (n_train, *shape) and x_test.shape == (n_test, *shape)
+    assert x_train.dtype == torch.uint8 and y_train.dtype == torch.int64
+    assert y_train.min() >= 0 and y_train.max() < n_classes and y_test.max() < n_classes
+    assert x_train.float().std() > 20  # real images, not blanks
+    path = data.SAMPLES_DIR / f"{name}.npz"
+    assert splits.info.sha256 == {path.name: sha256(path)} == {path.name: data.SAMPLE_SHA256[name]}
+    assert f"bench/samples/{name}.npz" in splits.info.source
+    assert sha256(path) in (data.SAMPLES_DIR / "README.md").read_text()
+
+
+def test_samples_total_size_under_3_mb():
+    assert sum(p.stat().st_size for p in data.SAMPLES_DIR.glob("*.npz")) < 3_000_000
+
+
+def test_corrupt_sample_raises_naming_file(tmp_path, monkeypatch):
+    shutil.copy(data.SAMPLES_DIR / "mnist.npz", tmp_path / "mnist.npz")
+    with open(tmp_path / "mnist.npz", "r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setattr(data, "SAMPLES_DIR", tmp_path)
+    with pytest.raises(DataError, match="checksum mismatch") as error:
+        load("mnist", None, smoke=True)
+    assert str(tmp_path / "mnist.npz") in str(error.value)
+    with pytest.raises(DataError, match="no committed smoke sample for cifar100"):
+        load("cifar100", None, smoke=True)
+
+
+def test_subsets_are_seeded_and_sized():
+    full = load("mnist", None, smoke=True)
+    a = load("mnist", None, smoke=True, n_train=100, n_test=50, seed=3)
+    b = load("mnist", None, smoke=True, n_train=100, n_test=50, seed=3)
+    c = load("mnist", None, smoke=True, n_train=100, n_test=50, seed=4)
+    assert (len(a.train), len(a.test), a.info.n_train, a.info.n_test) == (100, 50, 100, 50)
+    assert torch.equal(a.train.tensors[0], b.train.tensors[0])
+    assert torch.equal(a.test.tensors[1], b.test.tensors[1])
+    assert not torch.equal(a.train.tensors[0], c.train.tensors[0])
+    assert "seed 3" in a.info.notes
+    # Every picked image is one of the full set's, in the set's order.
+    position = {x.numpy().tobytes(): i for i, x in enumerate(full.train.tensors[0])}
+    rows = [position[x.numpy().tobytes()] for x in a.train.tensors[0]]
+    assert rows == sorted(rows) and len(set(rows)) == 100
+    capped = load("mnist", None, smoke=True, n_train=10_000)
+    assert capped.info.n_train == 512 and capped.info.notes == ""
+
+
+def test_image_size_resizes_in_memory_sets():
+    splits = load("mnist", None, smoke=True, n_train=4, n_test=2, image_size=32)
+    assert splits.train.tensors[0].shape == (4, 1, 32, 32)
+    assert splits.train.tensors[0].dtype == torch.uint8 and "28x28->32x32" in splits.info.notes
+
+
+def test_errors_are_one_line():
+    with pytest.raises(DataError, match="unknown data set 'svhn'"):
+        load("svhn", None)
+    with pytest.raises(DataError, match="--data-dir"):
+        load("mnist", None)
+    assert "\n" not in str(DataError("first line\nsecond line"))
+
+
+# --- the real data, where this checkout has it -------------------------------------------------
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"no real data at {REAL_DATA}")
+def test_real_mnist_and_omniglot_zips():
+    mnist = load("mnist", REAL_DATA)
+    assert (mnist.info.n_train, mnist.info.n_test) == (60_000, 10_000)
+    assert mnist.train.tensors[0].shape == (60_000, 1, 28, 28)
+    omniglot = load("omniglot", REAL_DATA)
+    # 10 alphabet copies, Greek and Latin twice (1,000 identical drawings): 242 characters x 20.
+    assert (omniglot.info.n_train, omniglot.info.n_test) == (242 * 15, 242 * 5)
+    assert int(omniglot.train.tensors[1].max()) + 1 == 242
+    assert "1000 duplicate drawings dropped" in omniglot.info.notes
+    assert 0.05 < omniglot.train.tensors[0].float().mean() / 255 < 0.15  # sparse bright strokes
