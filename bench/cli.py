@@ -15,7 +15,7 @@ from . import data as datasets
 from .records import RESULTS_DIR, read_records
 from .render import TABLES_DIR, write_table
 from .runner import RunOptions, UsageError, run_table
-from .spec import TIERS, SpecError, get_spec, load_spec, registry, settings_for
+from .spec import SPEC_DIR, TIERS, SpecError, get_spec, load_spec, registry, settings_for
 from .tasks import get_task
 from .train import CheckpointError
 
@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="records folder (results/)")
     p.add_argument("--tables", type=Path, default=TABLES_DIR, help="rendered tables (tables/)")
+    p.add_argument("--specs", type=Path, default=SPEC_DIR, help="spec folder (bench/specs/)")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="tables, their tiers and how many cells have records")
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args) -> int:
-    for table_id, path in registry().items():
+    for table_id, path in registry(args.specs).items():
         try:
             spec = load_spec(path)
         except SpecError as e:
@@ -78,7 +79,7 @@ def cmd_list(args) -> int:
 
 def cmd_validate(args) -> int:
     bad = 0
-    for path in registry().values():
+    for path in registry(args.specs).values():
         try:
             spec = load_spec(path)
             task = get_task(spec.task)
@@ -92,7 +93,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    spec = get_spec(args.table)
+    spec = get_spec(args.table, args.specs)
     opts = RunOptions(
         tier=args.tier, cells=args.cells, data_dir=args.data_dir, device=args.device,
         seed=args.seed, fresh=args.fresh, download=args.download,
@@ -111,7 +112,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
-    spec = get_spec(args.table)
+    spec = get_spec(args.table, args.specs)
     records, warnings = read_records(args.results, spec.id, args.tier)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -122,7 +123,7 @@ def cmd_table(args) -> int:
 def cmd_plot(args) -> int:
     from .plot import plot_curves, plot_published_vs_measured
 
-    spec = get_spec(args.table)
+    spec = get_spec(args.table, args.specs)
     records, _ = read_records(args.results, spec.id, args.tier)
     stem = args.tables / f"{spec.id}-{args.tier}"
     drawn = [

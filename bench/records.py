@@ -100,7 +100,10 @@ def read_records(root: Path, table: str, tier: str) -> tuple[dict[str, Record], 
 
 def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        # Ask the checkout this code lives in, wherever `bench` was started from.
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""

@@ -69,8 +69,10 @@ def table_cells(spec: TableSpec, tier: str) -> list[Cell]:
 
 def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFrame:
     """One row per combination of the layout's row fields; for each combination of its column
-    fields and each metric, three columns: published, measured, delta."""
+    fields and each published metric, three columns: published, measured, delta."""
     table: dict[tuple, dict[str, str]] = {}
+    # Metrics the paper did not publish (memory, step time) get one measured column.
+    compared = {name for _, values in spec.published for name in values}
     for cell in table_cells(spec, tier):
         params = cell.as_dict()
         row = table.setdefault(tuple(params[k] for k in spec.layout_rows), {})
@@ -80,6 +82,9 @@ def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFram
         for m in spec.metrics:
             ours = record.metrics.get(m.name) if record and record.status == "ok" else None
             name = f"{prefix} {_label(spec, m.name)}".strip()
+            if m.name not in compared:
+                row[name] = measured_text(m, record)
+                continue
             row[f"{name} published"] = fmt_value(m, published.get(m.name))
             row[f"{name} measured"] = measured_text(m, record)
             row[f"{name} Δ"] = fmt_delta(m, published.get(m.name), ours)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .tasks import TASKS
+
 SPEC_DIR = Path(__file__).parent / "specs"
 TIERS = ("smoke", "small", "full")
 _TOP_FIELDS = {
@@ -159,6 +161,9 @@ def load_spec(path: str | Path) -> TableSpec:
             path, sorted(unknown)[0], f"unknown field; known: {', '.join(sorted(_TOP_FIELDS))}"
         )
     table_id = _require(data, "id", str, path)
+    task = _require(data, "task", str, path)
+    if task not in TASKS:
+        raise _fail(path, "task", f"unknown task '{task}'; known: {', '.join(TASKS)}")
     if table_id != path.stem:
         raise _fail(path, "id", f"'{table_id}' must equal the file name '{path.stem}'")
     paper = _require(data, "paper", dict, path)
@@ -181,6 +186,10 @@ def load_spec(path: str | Path) -> TableSpec:
     for key in rows + columns:
         if key not in grid:
             raise _fail(path, "layout", f"'{key}' is not a grid field ({', '.join(grid)})")
+    if sorted(rows + columns) != sorted(grid):
+        raise _fail(
+            path, "layout", f"rows + columns must name each grid field once ({', '.join(grid)})"
+        )
 
     published = []
     entries = data.get("published", [])
@@ -219,7 +228,7 @@ def load_spec(path: str | Path) -> TableSpec:
     return TableSpec(
         id=table_id,
         title=_require(data, "title", str, path),
-        task=_require(data, "task", str, path),
+        task=task,
         paper=paper,
         metrics=metrics,
         grid=grid,
@@ -271,6 +280,8 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
     except TypeError as e:
         missing = str(e).split("argument")[-1].strip(": ")
         raise _fail(spec.path, f"tiers.{tier}", f"missing setting {missing}") from None
+    except ValueError as e:  # a Settings.__post_init__ found settings that contradict each other
+        raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list}

@@ -25,10 +25,12 @@ from tqdm import tqdm
 
 
 class NonFiniteLoss(Exception):
+    """A NaN/inf training loss; `epoch` and `step` count from 0, the message from 1."""
+
     def __init__(self, epoch: int, step: int, last_finite: float | None):
         self.epoch, self.step, self.last_finite = epoch, step, last_finite
         super().__init__(
-            f"loss became NaN/inf at epoch {epoch + 1}, step {step} "
+            f"loss became NaN/inf at epoch {epoch + 1}, step {step + 1} "
             f"(last finite loss {last_finite}); lower the learning rate or check the data"
         )
 
@@ -76,6 +78,7 @@ class Checkpoint:
     def save(self, epoch: int, model, optimizer, history: list[dict]) -> None:
         if self.path is None or world()[0] != 0:
             return
+        _, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state()
         state = {
             "epoch": epoch,
             "model": model.state_dict(),
@@ -83,8 +86,11 @@ class Checkpoint:
             "history": history,
             "rng_torch": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            # NumPy's state is (name, key, position, has_gauss, cached_gaussian): all of it.
+            "rng_numpy": torch.from_numpy(np_key.astype(np.int64)),
+            "rng_numpy_rest": [int(np_pos), int(np_has_gauss), float(np_gauss)],
             "rng_python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+            "rng_python_gauss": random.getstate()[2],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -99,18 +105,18 @@ class Checkpoint:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng_torch"])
+            if state["rng_cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            np_key = state["rng_numpy"].numpy().astype(np.uint32)
+            np.random.set_state(("MT19937", np_key, *state["rng_numpy_rest"]))
+            random.setstate((3, tuple(state["rng_python"].tolist()), state["rng_python_gauss"]))
         except Exception as e:
+            first_line = (str(e).splitlines() or [""])[0]
             raise CheckpointError(
-                f"{self.path}: cannot resume ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                f"{self.path}: cannot resume ({type(e).__name__}: {first_line}); "
                 "delete it or rerun with --fresh"
             ) from None
-        torch.set_rng_state(state["rng_torch"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        np_state = list(np.random.get_state())
-        np_state[1] = state["rng_numpy"].numpy().astype(np.uint32)
-        np.random.set_state(tuple(np_state))
-        random.setstate((3, tuple(state["rng_python"].tolist()), None))
         return state["epoch"], state["history"]
 
     def remove(self) -> None:

@@ -138,6 +138,24 @@ def init_weights(model: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
+def depth(model: nn.Module) -> int:
+    """Weighted layers as the papers count them: convolutions and the classifier, not the
+    projection shortcuts (`shortcut` in a ResNet unit, `h1`/`h2` in a RevNet downsampling unit)."""
+    return sum(
+        isinstance(m, nn.Conv2d | nn.Linear)
+        for name, m in model.named_modules()
+        if name.split(".")[-1] not in ("shortcut", "h1", "h2")
+    )
+
+
+RESIDUALS = {"basic": BasicResidual, "bottleneck": BottleneckResidual}
+
+
+def resnet_cifar(units: int, block: str = "basic", num_classes: int = 10) -> ResNet:
+    """A CIFAR ResNet of any depth: `units` per stage (depth 6n+2 basic, 9n+2 bottleneck)."""
+    return ResNet(RESIDUALS[block], (units,) * 3, num_classes=num_classes)
+
+
 def resnet32(num_classes: int = 10) -> ResNet:
     return ResNet(BasicResidual, (5, 5, 5), num_classes=num_classes)
 

@@ -38,6 +38,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from models.resnet import (
+    RESIDUALS,
     BasicResidual,
     BottleneckResidual,
     Residual,
@@ -301,6 +302,14 @@ def without_reversible_blocks(model: RevNet) -> RevNet:
             if isinstance(unit, ReversibleSequence):
                 stage[k] = nn.Identity()
     return stripped
+
+
+def revnet_cifar(
+    units: int, block: str = "basic", num_classes: int = 10, memory_saving: bool = True
+) -> RevNet:
+    """A CIFAR RevNet of any depth with RevNet-110's widths: `units` per stage."""
+    widths = (32, 32, 64, 128)
+    return RevNet(RESIDUALS[block], (units,) * 3, widths, num_classes, False, memory_saving)
 
 
 def revnet38(num_classes: int = 10, memory_saving: bool = True) -> RevNet:

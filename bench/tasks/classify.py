@@ -140,7 +140,9 @@ def reconstruction_error(model, test, dataset: str, device, n: int = 8) -> float
     return (model.inverse(z) - x).abs().max().item()
 
 
-def probe(name: str, num_classes: int, batch: int, shape: tuple, device, steps: int) -> dict:
+def probe(
+    name: str, num_classes: int, batch: int, shape: tuple, device, steps: int, kwargs=None
+) -> dict:
     """Memory and step time of one training step at a fixed batch.
 
     On the CPU this runs in a fresh process with glibc told to return freed memory, so the peak
@@ -148,35 +150,37 @@ def probe(name: str, num_classes: int, batch: int, shape: tuple, device, steps: 
     """
     if device.type == "cpu":
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-        args = [sys.executable, "-m", "bench.tasks.classify", name, str(num_classes), str(batch),
-                json.dumps(shape)]  # fmt: skip
+        spec = json.dumps([name, num_classes, batch, shape, kwargs or {}])
+        args = [sys.executable, "-m", "bench.tasks.classify", spec]
         out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"memory probe of {name} failed: {out.stderr.strip()[-500:]}")
         report = json.loads(out.stdout.strip().splitlines()[-1])
     else:
-        report = measure(name, num_classes, batch, shape, device)
-    report["step_s"] = step_time(name, num_classes, batch, shape, device, steps)
+        report = measure(name, num_classes, batch, shape, device, kwargs)
+    report["step_s"] = step_time(name, num_classes, batch, shape, device, steps, kwargs)
     report["batch"] = batch
     return report
 
 
-def _fresh(name, num_classes, batch, shape, device):
+def _fresh(name, num_classes, batch, shape, device, kwargs=None):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=num_classes).to(device).train()
+    model = build_model(name, num_classes=num_classes, **(kwargs or {})).to(device).train()
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
     return model, x, y
 
 
-def measure(name: str, num_classes: int, batch: int, shape: tuple, device) -> dict:
-    model, x, y = _fresh(name, num_classes, batch, shape, device)
+def measure(name: str, num_classes: int, batch: int, shape: tuple, device, kwargs=None) -> dict:
+    model, x, y = _fresh(name, num_classes, batch, shape, device, kwargs)
     return measure_step(lambda: F.cross_entropy(logits_of(model(x)), y), model.parameters(), device)
 
 
-def step_time(name: str, num_classes: int, batch: int, shape: tuple, device, steps: int) -> float:
+def step_time(
+    name: str, num_classes: int, batch: int, shape: tuple, device, steps: int, kwargs=None
+) -> float:
     """Median seconds of a full SGD step (forward, backward, update) after one warm-up step."""
-    model, x, y = _fresh(name, num_classes, batch, shape, device)
+    model, x, y = _fresh(name, num_classes, batch, shape, device, kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     times = []
     for _ in range(steps + 1):
@@ -193,5 +197,6 @@ def step_time(name: str, num_classes: int, batch: int, shape: tuple, device, ste
 
 
 if __name__ == "__main__":
-    name, classes, batch, shape = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    print(json.dumps(measure(name, classes, batch, tuple(json.loads(shape)), torch.device("cpu"))))
+    name, classes, batch, shape, kwargs = json.loads(sys.argv[1])
+    report = measure(name, classes, batch, tuple(shape), torch.device("cpu"), kwargs)
+    print(json.dumps(report))

@@ -35,6 +35,9 @@ class Settings:
     au_samples: int = 100  # z1 samples for the top layer's active units
     max_steps_per_epoch: int | None = None
 
+    def __post_init__(self):
+        stage_epochs(self)  # fail when the spec is read, not after a cell has started
+
 
 def stage_epochs(s: Settings) -> list[int]:
     epochs = s.epochs_per_stage or [3**i for i in range(s.stages)]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from bench.memory import count_saved_bytes
-from models.resnet import PadShortcut, ResNet, resnet32, resnet110, resnet164
+from models.resnet import PadShortcut, depth, resnet32, resnet110, resnet164
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +20,6 @@ def one_thread():
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def depth(model: ResNet) -> int:
-    """Weighted layers as He et al. count them: convolutions and the classifier, not the
-    projection shortcuts."""
-    return sum(
-        isinstance(m, nn.Conv2d | nn.Linear)
-        for name, m in model.named_modules()
-        if not name.endswith("shortcut")
-    )
 
 
 @pytest.mark.parametrize(

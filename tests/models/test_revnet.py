@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.memory import count_saved_bytes
-from models.resnet import BasicResidual, BottleneckResidual
+from models.resnet import BasicResidual, BottleneckResidual, depth
 from models.revnet import (
     DownsampleBlock,
     ReversibleBlock,
@@ -197,16 +197,6 @@ def test_cifar_depth_and_parameter_count_match_the_paper(build, layers, publishe
     model = build()
     assert depth(model) == layers
     assert abs(n_params(model) - published) / published < 0.02
-
-
-def depth(model: RevNet) -> int:
-    """Weighted layers as the paper counts them: convolutions and the classifier, not the
-    projection shortcuts of the downsampling units."""
-    return sum(
-        isinstance(m, nn.Conv2d | nn.Linear)
-        for name, m in model.named_modules()
-        if name.split(".")[-1] not in ("h1", "h2")
-    )
 
 
 @pytest.mark.parametrize("build, layers", [(revnet56_imagenet, 56), (revnet104_imagenet, 104)])
