@@ -1,0 +1,117 @@
+"""bench.records: atomic writes that never leave half a file, and unreadable records reported as
+one warning line naming the file, not as a crash."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench import records as rec
+from bench.records import Record, read_record, read_records, record_path, write_record
+
+
+def record(cell="mnist-layers1-k1-vae", **changes) -> Record:
+    fields = dict(
+        table="tiny",
+        tier="smoke",
+        cell=cell,
+        params={"dataset": "mnist", "layers": 1, "k": 1, "model": "vae"},
+        status="ok",
+        metrics={"nll": 90.5, "active_units": [20]},
+        seed=3,
+    )
+    return Record(**{**fields, **changes})
+
+
+def files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_write_then_read_round_trips(tmp_path):
+    path = write_record(tmp_path, record())
+    assert path == record_path(tmp_path, "tiny", "smoke", "mnist-layers1-k1-vae")
+    assert path == tmp_path / "tiny" / "smoke" / "mnist-layers1-k1-vae.json"
+    assert read_record(path) == record()
+    assert json.loads(path.read_text())["metrics"] == {"nll": 90.5, "active_units": [20]}
+    assert files(path.parent) == ["mnist-layers1-k1-vae.json"]  # no temp file left
+
+
+def test_overwrite_replaces_the_record(tmp_path):
+    write_record(tmp_path, record())
+    path = write_record(tmp_path, record(metrics={"nll": 80.0}))
+    assert read_record(path).metrics == {"nll": 80.0}
+    assert files(path.parent) == ["mnist-layers1-k1-vae.json"]
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_a_failed_write_leaves_the_old_record_and_no_temp_file(tmp_path, monkeypatch, failing):
+    path = write_record(tmp_path, record())
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rec.os, failing, boom)
+    with pytest.raises(OSError, match="No space left"):
+        write_record(tmp_path, record(metrics={"nll": 1.0}))
+    assert path.read_bytes() == before
+    assert files(path.parent) == ["mnist-layers1-k1-vae.json"]
+
+
+def test_a_failure_while_serialising_leaves_the_old_record(tmp_path, monkeypatch):
+    path = write_record(tmp_path, record())
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise TypeError("Object of type Tensor is not JSON serializable")
+
+    monkeypatch.setattr(rec.json, "dumps", boom)
+    with pytest.raises(TypeError):
+        write_record(tmp_path, record(metrics={"nll": 1.0}))
+    assert path.read_bytes() == before
+    assert files(path.parent) == ["mnist-layers1-k1-vae.json"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"table": "tiny", "tier": "sm', "[1, 2]", '{"table": "tiny"}', '{"colour": 1}', ""],
+    ids=["truncated", "not an object", "fields missing", "unknown field", "empty"],
+)
+def test_read_records_warns_about_an_unreadable_file_and_skips_it(tmp_path, text):
+    good = write_record(tmp_path, record())
+    bad = good.with_name("mnist-layers1-k1-iwae.json")
+    bad.write_text(text)
+    records, warnings = read_records(tmp_path, "tiny", "smoke")
+    assert list(records) == ["mnist-layers1-k1-vae"]
+    assert records["mnist-layers1-k1-vae"] == record()
+    assert len(warnings) == 1
+    assert str(bad) in warnings[0]
+    assert "\n" not in warnings[0]
+
+
+def test_read_records_of_a_tier_never_run(tmp_path):
+    assert read_records(tmp_path, "tiny", "small") == ({}, [])
+
+
+def test_records_are_keyed_by_their_cell(tmp_path):
+    write_record(tmp_path, record())
+    write_record(tmp_path, record(cell="mnist-layers1-k1-iwae", status="failed", reason="NaN"))
+    records, warnings = read_records(tmp_path, "tiny", "smoke")
+    assert warnings == []
+    assert records["mnist-layers1-k1-iwae"].reason == "NaN"
+    assert records["mnist-layers1-k1-vae"].status == "ok"
+
+
+def test_provenance_names_the_commit_of_the_code_not_of_the_working_directory(
+    tmp_path, monkeypatch
+):
+    package = Path(rec.__file__).parent
+    head = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)  # fmt: skip
+    if head.returncode != 0:
+        pytest.skip("bench is not installed from a git checkout")
+    monkeypatch.chdir(tmp_path)  # e.g. `bench run` started from a scratch folder
+    assert rec.provenance()["commit"] == head.stdout.strip()

@@ -1,0 +1,157 @@
+"""bench.render: published numbers always shown, measured columns only from records ("not run"
+otherwise), deltas for numbers and for active units "a+b", failed and skipped cells say so."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from bench.records import Record
+from bench.render import fmt_delta, fmt_value, parse_units, render, write_table
+from bench.spec import Metric, get_spec
+
+NLL = Metric("nll", "NLL", unit="nats", format=".2f", better="lower")
+UNITS = Metric("active_units", "active units", kind="units")
+
+
+@pytest.fixture(scope="module")
+def iwae():
+    return get_spec("iwae-table")
+
+
+def markdown_rows(text: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table in `text`, as {header: cell text}."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    header, body = split[0], split[2:]
+    return [dict(zip(header, row)) for row in body]
+
+
+def find_row(rows, dataset, layers, k):
+    (row,) = [
+        r for r in rows if (r["dataset"], r["layers"], r["k"]) == (dataset, str(layers), str(k))
+    ]
+    return row
+
+
+def ok_record(cell: str, **metrics) -> Record:
+    return Record(table="iwae-table", tier="smoke", cell=cell, params={}, status="ok",
+                  metrics=metrics, command="bench run iwae-table", commit="0123456789abcdef",
+                  device="cpu: test", seed=0)  # fmt: skip
+
+
+def test_every_published_number_is_rendered_without_records(iwae):
+    text = render(iwae, "smoke", {}, [])
+    rows = markdown_rows(text)
+    assert len(rows) == 12  # dataset x layers x k
+    published = tomllib.loads(iwae.path.read_text())["published"]
+    assert len(published) == 24
+    for entry in published:
+        row = find_row(rows, entry["dataset"], entry["layers"], entry["k"])
+        model = entry["model"]
+        assert row[f"{model} NLL (nats) published"] == f"{entry['nll']:.2f}", entry
+        assert row[f"{model} active units published"] == entry["active_units"], entry
+    assert "82.90" in text and "44+7" in text
+    assert "No cell of this tier has been run yet" in text
+
+
+def test_without_records_every_measured_column_says_not_run(iwae):
+    rows = markdown_rows(render(iwae, "smoke", {}, []))
+    for row in rows:
+        for name, value in row.items():
+            if name.endswith("measured"):
+                assert value == "not run"
+                assert not re.search(r"\d", value)
+            if name.endswith("Δ"):
+                assert value == "—"
+
+
+def test_a_record_fills_only_its_own_cell(iwae):
+    records = {"mnist-layers2-k50-iwae": ok_record("mnist-layers2-k50-iwae", nll=85.0,
+                                                   active_units=[30, 6])}  # fmt: skip
+    text = render(iwae, "smoke", records, [])
+    rows = markdown_rows(text)
+    row = find_row(rows, "mnist", 2, 50)
+    assert row["iwae NLL (nats) measured"] == "85.00"
+    assert row["iwae NLL (nats) Δ"] == "+2.10"  # 85.00 - 82.90
+    assert row["iwae active units measured"] == "30+6"
+    assert row["iwae active units Δ"] == "+4/-1"  # 30+6 vs 26+7
+    assert row["vae NLL (nats) measured"] == "not run"
+    measured = [v for r in rows for n, v in r.items() if n.endswith("measured")]
+    assert measured.count("not run") == len(measured) - 2
+    assert "No cell of this tier has been run yet" not in text
+    assert "- command: bench run iwae-table" in text
+    assert "- commit: 0123456789ab" in text
+
+
+def test_deltas_of_numbers():
+    assert fmt_delta(NLL, 86.76, 90.0) == "+3.24"
+    assert fmt_delta(NLL, 86.76, 80.0) == "-6.76"
+    assert fmt_delta(NLL, 86.76, 86.76) == "+0.00"
+    assert fmt_delta(NLL, None, 80.0) == "—"
+    assert fmt_delta(NLL, 86.76, None) == "—"
+    assert fmt_delta(Metric("p", "p", format=".3f"), 0.46, 0.4701) == "+0.010"
+
+
+def test_deltas_of_active_units():
+    assert fmt_delta(UNITS, "16+5", [20, 3]) == "+4/-2"
+    assert fmt_delta(UNITS, "19", [19]) == "+0"
+    assert fmt_delta(UNITS, "25", [50]) == "+25"
+    assert fmt_delta(UNITS, "16+5", "17+5") == "+1/+0"
+    assert fmt_delta(UNITS, "16+5", [20]) == "—"  # one layer against two: no delta
+
+
+def test_values_are_formatted_by_their_metric():
+    assert parse_units("26+7") == [26, 7]
+    assert parse_units([50]) == [50]
+    assert parse_units(19) == [19]
+    assert fmt_value(UNITS, [26, 7]) == "26+7"
+    assert fmt_value(NLL, 82.9) == "82.90"
+    assert fmt_value(NLL, None) == "—"
+
+
+def test_failed_and_skipped_records(iwae):
+    reason = "loss became NaN/inf at epoch 1, step 2 (last finite loss 543.2)"
+    records = {
+        "mnist-layers1-k1-vae": Record(table="iwae-table", tier="smoke",
+                                       cell="mnist-layers1-k1-vae", params={}, status="failed",
+                                       reason=reason, metrics={"nll": 1.0}),
+        "omniglot-layers1-k1-vae": Record(table="iwae-table", tier="smoke",
+                                          cell="omniglot-layers1-k1-vae", params={},
+                                          status="skipped", reason="Omniglot not found in /x"),
+    }  # fmt: skip
+    text = render(iwae, "smoke", records, ["/r/bad.json: unreadable record"])
+    rows = markdown_rows(text)
+    failed = find_row(rows, "mnist", 1, 1)
+    assert failed["vae NLL (nats) measured"] == "failed"  # never the number the record holds
+    assert failed["vae NLL (nats) Δ"] == "—"
+    assert failed["vae active units measured"] == "failed"
+    skipped = find_row(rows, "omniglot", 1, 1)
+    assert skipped["vae NLL (nats) measured"] == "not run (data absent)"
+    assert f"- `mnist-layers1-k1-vae`: failed: {reason}" in text
+    assert "- `omniglot-layers1-k1-vae`: skipped: Omniglot not found in /x" in text
+    assert "- /r/bad.json: unreadable record" in text
+
+
+def test_write_table_names_the_file_by_table_and_tier(iwae, tmp_path):
+    path = write_table(iwae, "small", {}, [], tmp_path / "tables")
+    assert path == tmp_path / "tables" / "iwae-table-small.md"
+    assert path.read_text().startswith("# VAE vs IWAE: test NLL and active units — tier `small`")
+
+
+def test_a_tier_grid_adds_its_cells_to_the_papers(tmp_path):
+    spec = get_spec("revnet-cifar")
+    rows = markdown_rows(render(spec, "smoke", {}, []))
+    assert [r["model"] for r in rows] == [c.as_dict()["model"] for c in spec.cells("smoke")]
+    row = rows[0]
+    assert row["cifar10 error (%) published"] == "7.14"
+    assert row["cifar100 error (%) published"] == "29.95"
+    assert row["cifar10 params (M) published"] == "0.460"
+    assert row["cifar100 params (M) published"] == "—"  # the paper gives none
+    # Every column that is not a grid field, a published number or a delta is measured.
+    for row in rows:
+        for name, value in row.items():
+            if name != "model" and not name.endswith(("published", "Δ")):
+                assert value == "not run", name
