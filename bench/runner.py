@@ -104,6 +104,7 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     rank = world()[0]
+    origin = provenance()  # the code as it was when the run started, not when a cell ended
 
     done = []
     for i, cell in enumerate(cells, 1):
@@ -125,7 +126,7 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
             continue
         try:
             record = _run_cell(
-                spec, cell, task, settings, raw_settings, key, device, opts, i, len(cells)
+                spec, cell, task, settings, raw_settings, key, device, opts, i, len(cells), origin
             )
             if rank == 0:
                 write_record(opts.results, record)
@@ -151,7 +152,7 @@ def _finished(path: Path, key: str) -> bool:
     return record.status == "ok" and record.settings.get("_key") == key
 
 
-def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n) -> Record:
+def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n, origin) -> Record:
     ckpt = Checkpoint(opts.checkpoints / spec.id / opts.tier / f"{cell.id}.{key}.pt",
                       every=opts.checkpoint_every)  # fmt: skip
     if opts.fresh:
@@ -173,7 +174,7 @@ def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n)
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status=status,
         reason=reason, settings={**raw_settings, "_key": key}, seed=opts.seed,
         device=device_name(device), command=command_line(), started=started,
-        wall_s=round(time.perf_counter() - t0, 2), **provenance(),
+        wall_s=round(time.perf_counter() - t0, 2), **origin,
     )  # fmt: skip
     if result is not None:
         record.metrics, record.memory = result.metrics, result.memory
