@@ -5,14 +5,13 @@ Three views, because each answers a different question:
   about). Counted exactly with `saved_tensors_hooks`, each storage once, parameters excluded. It is
   the same on every device, so CPU runs can check the paper's memory claims.
 - CUDA: the allocator's peak (`max_memory_allocated`) and what NVML says the process holds.
-- CPU: the process's resident set (current and peak).
+- CPU: the process's resident set: before the step, and the peak the step adds above it.
 A measurement that cannot be taken here is `None` with the reason in `notes`, never an error.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 from collections.abc import Callable, Iterable
 
 import torch
@@ -56,8 +55,26 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since it started (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process image (VmHWM).
+
+    Not getrusage's ru_maxrss: Linux carries that across fork and exec, so a probe process
+    started by a large parent would report the parent's peak as its own.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Restart VmHWM from the current RSS (Linux >= 4.0), so a peak belongs to what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def nvml_process_bytes(device: torch.device) -> tuple[int | None, str | None]:
@@ -97,17 +114,24 @@ def measure_step(
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_bytes()
+    reset = reset_peak_rss()
     saved, n_saved, loss = count_saved_bytes(step, exclude=params)
     rss_forward = rss_bytes() - rss_before
     loss.backward()
+    peak = peak_rss_bytes()
     report = {
         "saved_bytes": saved,
         "saved_tensors": n_saved,
+        "rss_before_bytes": rss_before,
         "rss_forward_delta_bytes": rss_forward,
-        "rss_peak_bytes": peak_rss_bytes(),
+        "rss_peak_bytes": peak,
+        # What one step adds to the resident set at its peak: activations, gradients, workspace.
+        "rss_step_peak_bytes": peak - rss_before if reset else None,
         "cuda_peak_bytes": None,
         "nvml_process_bytes": None,
     }
+    if not reset:
+        notes["rss_step_peak_bytes"] = "cannot reset the peak RSS here (/proc/self/clear_refs)"
     if cuda:
         torch.cuda.synchronize(device)
         report["cuda_peak_bytes"] = int(torch.cuda.max_memory_allocated(device))

@@ -113,6 +113,9 @@ def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: lis
     provenance = _provenance(records)
     if provenance:
         lines += ["## How these numbers were measured", "", *provenance, ""]
+    if spec.ratios:
+        lines += ["## Claims as ratios (both cells from the records above)", "",
+                  ratio_table(spec, records), ""]  # fmt: skip
     not_ok = [r for r in records.values() if r.status != "ok"]
     if not_ok or warnings:
         lines += ["## Cells not measured", ""]
@@ -126,6 +129,30 @@ def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: lis
             4, "**No cell of this tier has been run yet: every measured column says so.**\n"
         )
     return "\n".join(lines)
+
+
+def ratio_table(spec: TableSpec, records: dict[str, Record]) -> str:
+    rows = []
+    for ratio in spec.ratios:
+        over, under = (_find(records, where) for where in (ratio.over, ratio.under or ratio.over))
+        under_metric = ratio.under_metric or ratio.metric
+        value, met = None, "—"
+        if over and under and under.metrics.get(under_metric):
+            value = over.metrics[ratio.metric] / under.metrics[under_metric]
+            if ratio.target:
+                op, bound = ratio.target[:2], float(ratio.target[2:])
+                met = "yes" if (value <= bound if op == "<=" else value >= bound) else "no"
+        measured = f"{value:.3f}" if value is not None else "not run"
+        rows.append({"ratio": ratio.label, "measured": measured, "target": ratio.target or "—",
+                     "met": met})  # fmt: skip
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _find(records: dict[str, Record], where: dict) -> Record | None:
+    for r in records.values():
+        if r.status == "ok" and all(r.params.get(k) == v for k, v in where.items()):
+            return r
+    return None
 
 
 def _provenance(records: dict[str, Record]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ SPEC_DIR = Path(__file__).parent / "specs"
 TIERS = ("smoke", "small", "full")
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "defaults", "tiers",
+    "ratios", "defaults", "tiers",
 }  # fmt: skip
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
@@ -65,6 +66,18 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class Ratio:
+    """A claim checked as a ratio of one metric between two cells of the same run."""
+
+    label: str
+    metric: str
+    over: dict[str, Any]
+    under: dict[str, Any] | None = None  # default: the same cell as `over`
+    under_metric: str | None = None  # default: `metric`
+    target: str = ""  # e.g. "<= 0.15"
+
+
+@dataclass(frozen=True)
 class TableSpec:
     id: str
     title: str
@@ -77,6 +90,7 @@ class TableSpec:
     published: tuple[tuple[Cell, dict[str, Any]], ...]
     tiers: dict[str, Tier]
     notes: tuple[str, ...] = ()
+    ratios: tuple[Ratio, ...] = ()
     path: Path = field(default=Path(), compare=False)
 
     def cells(self, tier: str) -> list[Cell]:
@@ -225,6 +239,25 @@ def load_spec(path: str | Path) -> TableSpec:
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise _fail(path, "notes", "expected a list of strings")
+    ratios = []
+    for i, raw in enumerate(data.get("ratios", [])):
+        where = f"ratios[{i}]"
+        known = {"label", "metric", "over", "under", "under_metric", "target"}
+        if (
+            not isinstance(raw, dict)
+            or set(raw) - known
+            or not {"label", "metric", "over"} <= set(raw)
+        ):
+            raise _fail(
+                path, where, "expected label, metric, over; optional: under, under_metric, target"
+            )
+        ratio = Ratio(**raw)
+        for name in (ratio.metric, ratio.under_metric or ratio.metric):
+            if name not in metric_names:
+                raise _fail(path, f"{where}.metric", f"'{name}' is not a metric")
+        if not re.fullmatch(r"(<=|>=) *[0-9.]+", ratio.target or "<= 0"):
+            raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
+        ratios.append(ratio)
     return TableSpec(
         id=table_id,
         title=_require(data, "title", str, path),
@@ -237,6 +270,7 @@ def load_spec(path: str | Path) -> TableSpec:
         published=tuple(published),
         tiers=tiers,
         notes=tuple(notes),
+        ratios=tuple(ratios),
         path=path,
     )
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.memory import count_saved_bytes, measure_step
+from bench.memory import count_saved_bytes, measure_step, peak_rss_bytes
 
 
 def test_a_product_saves_its_other_factor():
@@ -60,12 +60,13 @@ def test_measure_step_on_the_cpu():
     x = torch.randn(8, 64)
     report = measure_step(lambda: layer(x).square().sum(), layer.parameters(), torch.device("cpu"))
     assert set(report) == {
-        "saved_bytes", "saved_tensors", "rss_forward_delta_bytes", "rss_peak_bytes",
-        "cuda_peak_bytes", "nvml_process_bytes", "notes",
+        "saved_bytes", "saved_tensors", "rss_before_bytes", "rss_forward_delta_bytes",
+        "rss_peak_bytes", "rss_step_peak_bytes", "cuda_peak_bytes", "nvml_process_bytes", "notes",
     }  # fmt: skip
     # Saved: x (2,048 bytes) for the weight gradient, layer(x) (1,024 bytes) for square.
     assert (report["saved_bytes"], report["saved_tensors"]) == (8 * 64 * 4 + 8 * 32 * 4, 2)
-    assert report["rss_peak_bytes"] > 0
+    assert report["rss_peak_bytes"] >= report["rss_before_bytes"] > 0
+    assert report["rss_step_peak_bytes"] is not None and report["rss_step_peak_bytes"] >= 0
     assert report["cuda_peak_bytes"] is None and report["nvml_process_bytes"] is None
     assert report["notes"]["cuda_peak_bytes"] and report["notes"]["nvml_process_bytes"]
     assert all(p.grad is None for p in layer.parameters())  # the step leaves no gradients behind
@@ -80,3 +81,17 @@ def test_measure_step_on_a_gpu():
     assert report["saved_bytes"] == 8 * 64 * 4 + 8 * 32 * 4  # the same count as on the CPU
     assert report["cuda_peak_bytes"] >= report["saved_bytes"]
     assert report["nvml_process_bytes"] is not None or report["notes"]["nvml_process_bytes"]
+
+
+def test_peak_rss_belongs_to_the_process_not_its_parent():
+    """A probe process must not report its (large) parent's peak: ru_maxrss would."""
+    import subprocess
+    import sys
+
+    ballast = torch.ones(200 * 2**20, dtype=torch.uint8)  # 200 MiB resident in this process
+    ballast += 1
+    code = "from bench.memory import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout)  # fmt: skip
+    assert child < peak_rss_bytes() - 150 * 2**20
+    del ballast
