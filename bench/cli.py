@@ -50,10 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS")
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    run.add_argument("--save-weights", action="store_true",
+                     help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
 
     table = sub.add_parser("table", help="re-render a table from its records (no training)")
     table.add_argument("table")
     table.add_argument("--tier", choices=TIERS, default="smoke")
+    inv = sub.add_parser("invert", help="x -> forward -> inverse -> x: a PNG grid and the error")
+    inv.add_argument("--model", default="irevnet_b", help="an invertible model (default irevnet_b)")
+    inv.add_argument("--dataset", default="imagenet", choices=["imagenet", "cifar10"])
+    inv.add_argument("--images", type=Path, help="folder of images (default: the committed sample)")
+    inv.add_argument("--weights", type=Path, help="a state_dict file (default: random weights)")
+    inv.add_argument("-n", type=int, default=4, help="how many images")
+    inv.add_argument("--out", type=Path, help="PNG path (default tables/invert-MODEL.png)")
+
     plot = sub.add_parser("plot", help="draw measured vs published and training curves (PNG)")
     plot.add_argument("table")
     plot.add_argument("--tier", choices=TIERS, default="smoke")
@@ -97,8 +107,8 @@ def cmd_run(args) -> int:
     opts = RunOptions(
         tier=args.tier, cells=args.cells, data_dir=args.data_dir, device=args.device,
         seed=args.seed, fresh=args.fresh, download=args.download,
-        checkpoint_every=args.checkpoint_every, results=args.results, tables=args.tables,
-        checkpoints=args.checkpoints,
+        save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
+        results=args.results, tables=args.tables, checkpoints=args.checkpoints,
     )  # fmt: skip
     run_table(spec, opts)
     records, _ = read_records(args.results, spec.id, args.tier)
@@ -140,12 +150,22 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_invert(args) -> int:
+    from .invert import invert
+
+    out = args.out or args.tables / f"invert-{args.model}.png"
+    path, error = invert(args.model, args.dataset, out, args.images, args.weights, args.n)
+    print(f"{path}: max |x - inverse(forward(x))| = {error:.2e}")
+    return 0
+
+
 COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
     "run": cmd_run,
     "table": cmd_table,
     "plot": cmd_plot,
+    "invert": cmd_invert,
 }
 
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from filelock import FileLock, Timeout
 
 from . import data as datasets
+from .errors import UsageError
 from .records import (
     RESULTS_DIR,
     Record,
@@ -38,10 +39,6 @@ from .tasks import Context, get_task
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
 
 
-class UsageError(Exception):
-    """A request that cannot run as given (unknown tier or cells, no GPU); one line."""
-
-
 @dataclass(frozen=True)
 class RunOptions:
     tier: str = "smoke"
@@ -51,6 +48,7 @@ class RunOptions:
     seed: int = 0
     fresh: bool = False
     download: bool = False
+    save_weights: bool = False
     checkpoint_every: int = 1
     results: Path = RESULTS_DIR
     tables: Path = TABLES_DIR
@@ -153,13 +151,14 @@ def _finished(path: Path, key: str) -> bool:
 
 
 def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n, origin) -> Record:
-    ckpt = Checkpoint(opts.checkpoints / spec.id / opts.tier / f"{cell.id}.{key}.pt",
-                      every=opts.checkpoint_every)  # fmt: skip
+    folder = opts.checkpoints / spec.id / opts.tier
+    ckpt = Checkpoint(folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every)
     if opts.fresh:
         ckpt.remove()
     ctx = Context(
         data_dir=opts.data_dir, device=device, seed=opts.seed, tier=opts.tier, checkpoint=ckpt,
         desc=f"[{i}/{n}] {cell.id}", download=opts.download,
+        weights=folder / f"{cell.id}.weights.pt" if opts.save_weights else None,
     )  # fmt: skip
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()

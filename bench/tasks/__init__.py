@@ -17,6 +17,7 @@ import torch
 
 import models
 
+from ..errors import UsageError
 from ..train import Checkpoint
 
 TASKS = ("iwae", "classify", "memory")
@@ -33,6 +34,7 @@ class Context:
     checkpoint: Checkpoint
     desc: str = ""
     download: bool = False
+    weights: Path | None = None  # where to save the trained state_dict, if anywhere
 
 
 @dataclass
@@ -60,7 +62,7 @@ def build_model(name: str, **kwargs) -> torch.nn.Module:
 
     if name in torchvision.models.list_models():
         return torchvision.models.get_model(name, weights=None, **kwargs)
-    raise KeyError(f"no model constructor named '{name}' in models/ or torchvision")
+    raise UsageError(f"no model constructor named '{name}' in models/ or torchvision")
 
 
 def count_parameters(model: torch.nn.Module) -> int:

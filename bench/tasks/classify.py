@@ -44,6 +44,7 @@ class Settings:
     train: bool = True  # False: count, invert and measure an untrained model only
     n_train: int | None = None
     n_test: int | None = None
+    image_size: int | None = None  # resize the images (smoke tiers: cheap steps on real images)
     eval_batch: int = 200
     memory_batch: int = 32  # batch of the memory and step-time probes
     timing_steps: int = 3
@@ -77,7 +78,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     name, dataset, device = cell["model"], cell["dataset"], ctx.device
     splits = datasets.load(
         dataset, ctx.data_dir, smoke=ctx.tier == "smoke", n_train=s.n_train, n_test=s.n_test,
-        seed=ctx.seed, download=ctx.download,
+        seed=ctx.seed, download=ctx.download, image_size=s.image_size,
     )  # fmt: skip
     num_classes = NUM_CLASSES[dataset]
     x_probe = normalise(next(iter(splits.test))[0].unsqueeze(0), dataset)
@@ -113,6 +114,9 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
             ctx.checkpoint,
         )  # fmt: skip
         metrics["error"] = evaluate(model, splits.test, dataset, s.eval_batch, device)
+        if ctx.weights is not None:
+            ctx.weights.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), ctx.weights)
     if hasattr(model, "inverse"):
         metrics["recon_error"] = reconstruction_error(model, splits.test, dataset, device)
     return CellResult(metrics=metrics, memory=memory, data=asdict(splits.info), history=history)

@@ -1,0 +1,89 @@
+"""`bench invert`: push real images through an invertible network and back, and show it.
+
+The figure has three rows: the originals, inverse(forward(x)), and |difference| scaled up so
+that float32 round-off becomes visible; the title gives the maximum absolute error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from . import data as datasets  # noqa: E402
+from .errors import UsageError  # noqa: E402
+from .tasks import build_model  # noqa: E402
+from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
+
+
+def load_images(folder: Path | None, dataset: str, n: int, size: int) -> torch.Tensor:
+    """uint8 [n, 3, size, size]: files from `folder`, else the committed sample of `dataset`."""
+    if folder is None:
+        x = datasets.load(dataset, None, smoke=True).test.tensors[0][:n]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        if not files:
+            raise datasets.DataError(
+                f"{folder}: no .jpg/.jpeg/.png images; pass a folder of images"
+            )
+        x = torch.stack([_square(Image.open(p), size) for p in files[:n]])
+    if x.shape[-1] != size:
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255).byte()
+    return x
+
+
+def _square(image: Image.Image, size: int) -> torch.Tensor:
+    image = image.convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def invert(
+    model_name: str, dataset: str, out: Path, images: Path | None = None,
+    weights: Path | None = None, n: int = 4, size: int | None = None, seed: int = 0,
+) -> tuple[Path, float]:  # fmt: skip
+    torch.manual_seed(seed)
+    model = build_model(model_name, num_classes=NUM_CLASSES[dataset])
+    if not hasattr(model, "inverse"):
+        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model")
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.eval()
+    size = size or (224 if dataset == "imagenet" else 32)
+    x_uint8 = load_images(images, dataset, n, size)
+    x = normalise(x_uint8, dataset)
+    _, z = model(x)
+    x_hat = model.inverse(z)
+    error = (x_hat - x).abs().max().item()
+
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in NORMALISE[dataset])
+    shown = [x * std + mean, x_hat * std + mean]
+    diff = (x_hat - x).abs().amax(1, keepdim=True).expand_as(x)
+    scale = 1 / max(diff.max().item(), 1e-12)
+    fig, axes = plt.subplots(3, len(x), figsize=(2.2 * len(x), 6.8), squeeze=False)
+    labels = ["original x", "inverse(forward(x))", f"|difference| x {scale:.1e}"]
+    for j in range(len(x)):
+        for i, img in enumerate([*shown, diff * scale]):
+            axes[i][j].imshow(img[j].permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[i][j].set_xticks([])
+            axes[i][j].set_yticks([])
+            if j == 0:
+                axes[i][j].set_ylabel(labels[i], fontsize=8)
+    state = "trained weights " + weights.name if weights else f"random weights (seed {seed})"
+    fig.suptitle(f"{model_name}, {state}: max |x - inverse(forward(x))| = {error:.2e}", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out, error
