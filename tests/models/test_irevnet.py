@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.tasks import count_parameters
 from models.irevnet import (
     InjectivePad,
     IRevBlock,
@@ -14,20 +15,6 @@ from models.irevnet import (
     irevnet_cifar,
     irevnet_released_imagenet,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads spin against the other jobs sharing this machine's 2 cores: one thread
-    runs these small-batch passes many times faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def calibrated(model: IRevNet, x: torch.Tensor) -> IRevNet:
@@ -144,15 +131,15 @@ def test_parameter_counts_match_table_1():
     """Table 1: i-RevNet (a) 181M, (b) 29M. (b) is the released layout with the paper's
     1x1-3x3-1x1 bottleneck; (a)'s configuration is a fit to its count (see `irevnet_a`)."""
     with torch.device("meta"):
-        assert abs(n_params(irevnet_a()) / 181e6 - 1) < 0.02
-        assert abs(n_params(irevnet_b()) / 29e6 - 1) < 0.02
+        assert abs(count_parameters(irevnet_a()) / 181e6 - 1) < 0.02
+        assert abs(count_parameters(irevnet_b()) / 29e6 - 1) < 0.02
 
 
 def test_parameter_count_of_released_code():
     """The released ILSVRC_main.py model (3x3-3x3-3x3): 125,120,356 parameters, the 125.12M
     reported in jhjacobsen/pytorch-i-revnet issue #19."""
     with torch.device("meta"):
-        assert n_params(irevnet_released_imagenet()) == 125_120_356
+        assert count_parameters(irevnet_released_imagenet()) == 125_120_356
 
 
 def test_cifar_model_shapes_and_inverse():
@@ -168,7 +155,7 @@ def test_cifar_model_shapes_and_inverse():
     assert (x_rec - x).abs().max() < 1e-4
     # Released CIFAR layout counts 6,274,826 with its padding before F; ours reads the
     # 2 unpadded channels of x̃_0 in the first convolution instead of 16 (see module docstring).
-    assert n_params(model) == 6_274_322
+    assert count_parameters(model) == 6_274_322
 
 
 def test_gradients_reach_every_parameter():

@@ -5,21 +5,8 @@ import torch
 from torch import nn
 
 from bench.memory import count_saved_bytes
+from bench.tasks import count_parameters
 from models.resnet import PadShortcut, depth, resnet32, resnet110, resnet164
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads spin against the other jobs sharing this machine's 2 cores: one thread
-    runs these small-batch passes many times faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize(
@@ -29,7 +16,7 @@ def n_params(model: nn.Module) -> int:
 def test_depth_and_parameter_count_match_the_paper(build, layers, published):
     model = build()
     assert depth(model) == layers
-    assert abs(n_params(model) - published) / published < 0.02
+    assert abs(count_parameters(model) - published) / published < 0.02
 
 
 def test_head_follows_num_classes():

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.memory import count_saved_bytes
+from bench.tasks import count_parameters
 from models.resnet import BasicResidual, BottleneckResidual, depth
 from models.revnet import (
     DownsampleBlock,
@@ -23,20 +24,6 @@ from models.revnet import (
     revnet164,
     without_reversible_blocks,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads spin against the other jobs sharing this machine's 2 cores: one thread
-    runs these small-batch passes many times faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -196,7 +183,7 @@ def test_stored_activations_are_flat_in_depth():
 def test_cifar_depth_and_parameter_count_match_the_paper(build, layers, published):
     model = build()
     assert depth(model) == layers
-    assert abs(n_params(model) - published) / published < 0.02
+    assert abs(count_parameters(model) - published) / published < 0.02
 
 
 @pytest.mark.parametrize("build, layers", [(revnet56_imagenet, 56), (revnet104_imagenet, 104)])
@@ -209,7 +196,7 @@ def test_imagenet_depths(build, layers):
 
 def test_imagenet_revnet56_has_the_28m_parameters_of_i_revnet_table_1():
     with torch.device("meta"):
-        assert abs(n_params(revnet56_imagenet()) - 28e6) / 28e6 < 0.02
+        assert abs(count_parameters(revnet56_imagenet()) - 28e6) / 28e6 < 0.02
 
 
 def test_units_that_change_shape_are_the_only_non_reversible_ones():
