@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 RESULTS_DIR = Path("results")
 
@@ -125,9 +126,23 @@ def provenance() -> dict[str, Any]:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
-    return f"cpu: {cpu}, {torch.get_num_threads()} threads"
+        name = f"cuda: {torch.cuda.get_device_name(device)}"
+    else:
+        name = f"cpu: {_cpu_model()}, {torch.get_num_threads()} threads"
+    if dist.is_available() and dist.is_initialized():
+        name += f", x{dist.get_world_size()} processes (DDP, {dist.get_backend()})"
+    return name
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def command_line() -> str:

@@ -101,8 +101,10 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     device = resolve_device(opts.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    rank = world()[0]
+    rank, size = world()
     origin = provenance()  # the code as it was when the run started, not when a cell ended
+    if rank != 0:
+        log = _quiet
 
     done = []
     for i, cell in enumerate(cells, 1):
@@ -137,7 +139,13 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         table = write_table(spec, opts.tier, records, warnings, opts.tables)
         log(f"table: {table}")
+    if size > 1:
+        dist.barrier()  # every process sees the records before it reports
     return done
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of processes other than rank 0: one copy of each line is enough."""
 
 
 def _finished(path: Path, key: str) -> bool:

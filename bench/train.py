@@ -183,6 +183,10 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{job.epochs}", loss=f"{value:.4g}", refresh=False)
         seconds = time.perf_counter() - t0
+        if world()[1] > 1:  # log the loss of the global batch, not of this process's slice
+            sums = torch.tensor([total, count], dtype=torch.float64)
+            dist.all_reduce(sums)
+            total, count = sums.tolist()
         history.append(
             {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr, "seconds": seconds}
         )
