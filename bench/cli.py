@@ -131,7 +131,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_curves, plot_published_vs_measured
+    from .plot import plot_curves, plot_metrics, plot_published_vs_measured
 
     spec = get_spec(args.table, args.specs)
     records, _ = read_records(args.results, spec.id, args.tier)
@@ -139,6 +139,7 @@ def cmd_plot(args) -> int:
     drawn = [
         plot_published_vs_measured(spec, records, stem.with_name(stem.name + "-vs-paper.png")),
         plot_curves(spec, records, stem.with_name(stem.name + "-curves.png")),
+        plot_metrics(spec, records, stem.with_name(stem.name + ".png")),
     ]
     drawn = [str(p) for p in drawn if p]
     if not drawn:

@@ -81,3 +81,36 @@ def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_metrics(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
+    """The spec's [plot]: each y metric against the x metric, one line per series."""
+    if not spec.plot:
+        return None
+    x_name, y_names = spec.plot["x"], spec.plot["y"]
+    series: dict[str, list[Record]] = {}
+    for r in records.values():
+        if r.status == "ok":
+            key = " ".join(str(r.params[f]) for f in spec.plot.get("series", []))
+            series.setdefault(key, []).append(r)
+    if not series:
+        return None
+    metrics = {m.name: m for m in spec.metrics}
+    fig, axes = plt.subplots(1, len(y_names), figsize=(5 * len(y_names), 4.2), squeeze=False)
+    for ax, y_name in zip(axes[0], y_names):
+        for key, rs in sorted(series.items()):
+            rs = sorted(rs, key=lambda r: r.metrics[x_name])
+            xs = [r.metrics[x_name] for r in rs]
+            ax.plot(xs, [r.metrics[y_name] for r in rs], "o-", label=key, lw=1.2)
+        for axis, name in (("x", x_name), ("y", y_name)):
+            m = metrics[name]
+            getattr(ax, f"set_{axis}label")(f"{m.label} ({m.unit})" if m.unit else m.label)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    devices = sorted({r.device for rs in series.values() for r in rs})
+    fig.suptitle(f"{spec.title}\n{'; '.join(devices)}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

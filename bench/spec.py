@@ -21,7 +21,7 @@ SPEC_DIR = Path(__file__).parent / "specs"
 TIERS = ("smoke", "small", "full")
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "ratios", "defaults", "tiers",
+    "ratios", "plot", "defaults", "tiers",
 }  # fmt: skip
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
@@ -91,6 +91,7 @@ class TableSpec:
     tiers: dict[str, Tier]
     notes: tuple[str, ...] = ()
     ratios: tuple[Ratio, ...] = ()
+    plot: dict[str, Any] = field(default_factory=dict)  # x, y (metrics), series (grid fields)
     path: Path = field(default=Path(), compare=False)
 
     def cells(self, tier: str) -> list[Cell]:
@@ -258,6 +259,14 @@ def load_spec(path: str | Path) -> TableSpec:
         if not re.fullmatch(r"(<=|>=) *[0-9.]+", ratio.target or "<= 0"):
             raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
         ratios.append(ratio)
+    plot = data.get("plot", {})
+    for key, value in plot.items():
+        names = value if isinstance(value, list) else [value]
+        known = metric_names if key in ("x", "y") else set(grid) if key == "series" else None
+        if known is None or not all(n in known for n in names):
+            raise _fail(
+                path, f"plot.{key}", "expected x = metric, y = [metrics], series = [fields]"
+            )
     return TableSpec(
         id=table_id,
         title=_require(data, "title", str, path),
@@ -271,6 +280,7 @@ def load_spec(path: str | Path) -> TableSpec:
         tiers=tiers,
         notes=tuple(notes),
         ratios=tuple(ratios),
+        plot=plot,
         path=path,
     )
 
