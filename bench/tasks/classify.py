@@ -81,13 +81,13 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         seed=ctx.seed, download=ctx.download, image_size=s.image_size,
     )  # fmt: skip
     num_classes = NUM_CLASSES[dataset]
-    x_probe = normalise(next(iter(splits.test))[0].unsqueeze(0), dataset)
-    shape = tuple(x_probe.shape[1:])
+    shape = tuple(splits.test[0][0].shape)
+    # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.
+    memory = probe(name, num_classes, s.memory_batch, shape, device, s.timing_steps)
 
     torch.manual_seed(ctx.seed)
     model = build_model(name, num_classes=num_classes).to(device)
     metrics = {"params": count_parameters(model) / 1e6}
-    memory = probe(name, num_classes, s.memory_batch, shape, device, s.timing_steps)
     metrics["saved_mib"] = memory["saved_bytes"] / MIB
     metrics["step_s"] = memory["step_s"]
     metrics["peak_mib"] = peak_mib(memory)
