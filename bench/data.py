@@ -145,7 +145,10 @@ def load(
     if smoke:
         splits = _load_sample(name)
     elif data_dir is None:
-        raise DataError(f"no data directory given for {name}: pass --data-dir DIR (or use --smoke)")
+        raise DataError(
+            f"no data directory given for {name}: pass --data-dir DIR (or set $DGM_BENCH_DATA), "
+            "or run the smoke tier (--tier smoke) on the committed samples"
+        )
     else:
         root = Path(data_dir).expanduser()
         if name == "mnist":
