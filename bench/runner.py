@@ -25,6 +25,7 @@ from .errors import UsageError
 from .records import (
     RESULTS_DIR,
     Record,
+    RecordError,
     command_line,
     device_name,
     provenance,
@@ -153,7 +154,7 @@ def _finished(path: Path, key: str) -> bool:
         return False
     try:
         record = read_record(path)
-    except Exception:
+    except RecordError:
         return False
     return record.status == "ok" and record.settings.get("_key") == key
 
@@ -186,7 +187,7 @@ def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n,
     if result is not None:
         record.metrics, record.memory = result.metrics, result.memory
         record.data, record.history = result.data, result.history
-        record.deterministic = result.deterministic or _determinism(device)
+        record.deterministic = _determinism(device)
         ckpt.remove()
     return record
 

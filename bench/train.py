@@ -13,7 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +57,8 @@ def epoch_batches(
     slice of every global batch, so the global batch is the same as in a single process."""
     rank, size = world()
     n = len(data)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
-    if not shuffle:
-        order = torch.arange(n)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     if isinstance(data, TensorDataset):
         for idx in order.split(batch_size):
             idx = idx[rank::size]
@@ -138,14 +137,14 @@ class Fit:
     seed: int
     desc: str = ""
     max_steps_per_epoch: int | None = None
-    history: list[dict] = field(default_factory=list)
 
 
 def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     """Train for job.epochs epochs, resuming from `checkpoint`; returns the per-epoch history."""
     start, history = checkpoint.load(job.model, job.optimizer)
+    rank, size = world()
     # Under torchrun each process computes its slice of the batch; DDP averages the gradients.
-    net = DistributedDataParallel(job.model) if world()[1] > 1 else job.model
+    net = DistributedDataParallel(job.model) if size > 1 else job.model
     steps = math.ceil(len(job.train) / job.batch_size)
     if job.max_steps_per_epoch:
         steps = min(steps, job.max_steps_per_epoch)
@@ -156,7 +155,7 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
         unit="step",
         leave=False,
         dynamic_ncols=True,
-        disable=None if world()[0] == 0 else True,
+        disable=None if rank == 0 else True,
         file=sys.stderr,
     )
     last_finite, last_log = None, time.monotonic()
@@ -183,17 +182,16 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
             bar.update(1)
             bar.set_postfix(epoch=f"{epoch + 1}/{job.epochs}", loss=f"{value:.4g}", refresh=False)
         seconds = time.perf_counter() - t0
-        if world()[1] > 1:  # log the loss of the global batch, not of this process's slice
+        if size > 1:  # log the loss of the global batch, not of this process's slice
             sums = torch.tensor([total, count], dtype=torch.float64)
             dist.all_reduce(sums)
             total, count = sums.tolist()
-        history.append(
-            {"epoch": epoch + 1, "loss": total / max(count, 1), "lr": lr, "seconds": seconds}
-        )
-        if bar.disable and world()[0] == 0 and time.monotonic() - last_log > 60:
+        mean = total / max(count, 1)
+        history.append({"epoch": epoch + 1, "loss": mean, "lr": lr, "seconds": seconds})
+        if bar.disable and rank == 0 and time.monotonic() - last_log > 60:
             eta = seconds * (job.epochs - epoch - 1)
             print(
-                f"  {job.desc}: epoch {epoch + 1}/{job.epochs} loss {total / max(count, 1):.4g}"
+                f"  {job.desc}: epoch {epoch + 1}/{job.epochs} loss {mean:.4g}"
                 f" ({seconds:.0f}s/epoch, ETA {eta / 60:.0f} min)",
                 flush=True,
             )

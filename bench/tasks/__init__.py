@@ -43,7 +43,6 @@ class CellResult:
     memory: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-    deterministic: str = ""
 
 
 def get_task(name: str) -> ModuleType:
