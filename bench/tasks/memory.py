@@ -60,6 +60,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         metrics["above_floor"] = metrics["saved_mib"] / metrics["floor_mib"]
     if hasattr(model, "memory_saving"):
         metrics.update(gradient_errors(model, x[: s.grad_check_batch], y[: s.grad_check_batch]))
+        metrics["drift"] = reconstruction_drift(model, x[: s.grad_check_batch])
     metrics["peak_mib"] = peak_mib(memory)
     metrics["step_s"] = memory["step_s"]
     return CellResult(metrics=metrics, memory=memory, data={"source": "random inputs"})
@@ -89,3 +90,28 @@ def gradient_errors(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
         "grad_error_f64": worst(saving, exact),
         "plain_grad_error_f64": worst(plain, exact),
     }
+
+
+def reconstruction_drift(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Worst float32 error of the inputs the memory-saving backward reconstructs.
+
+    Every run of reversible blocks (a module with `memory_saving` and `inverse`) rebuilds its
+    input from its output; this is max |inverse(run(x)) - x| / max |x| over the runs, in train
+    mode as in a training step. It isolates the reconstruction from what the gradients do with it.
+    """
+    m = copy.deepcopy(model).float()
+    runs = [mod for mod in m.modules() if hasattr(mod, "memory_saving") and hasattr(mod, "inverse")]
+    seen: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
+    hooks = [
+        run.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
+        for run in runs
+    ]
+    with torch.no_grad():
+        m(x.float())
+        drift = max(
+            ((mod.inverse(out) - inp).abs().max() / inp.abs().max()).item()
+            for mod, inp, out in seen
+        )
+    for h in hooks:
+        h.remove()
+    return drift
