@@ -172,7 +172,7 @@ def _provenance(records: dict[str, Record]) -> list[str]:
         f"- device: {common(r.device for r in rs)}",
         f"- versions: {common(', '.join(f'{k} {v}' for k, v in r.versions.items()) for r in rs)}",
         f"- seed: {common(r.seed for r in rs)}",
-        f"- data: {common(r.data.get('source', '?') for r in rs)}",
+        f"- data: {common(r.data.get('source') or f'none ({r.status})' for r in rs)}",
         f"- wall time: {sum(r.wall_s for r in rs) / 60:.1f} min over {len(rs)} records "
         f"({sum(r.status == 'ok' for r in rs)} ok)",
     ]
