@@ -133,6 +133,7 @@ def test_failed_and_skipped_records(iwae):
     assert f"- `mnist-layers1-k1-vae`: failed: {reason}" in text
     assert "- `omniglot-layers1-k1-vae`: skipped: Omniglot not found in /x" in text
     assert "- /r/bad.json: unreadable record" in text
+    assert "- data: none (failed) (1 cells); none (skipped) (1 cells)" in text
 
 
 def test_write_table_names_the_file_by_table_and_tier(iwae, tmp_path):
