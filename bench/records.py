@@ -99,22 +99,29 @@ def read_records(root: Path, table: str, tier: str) -> tuple[dict[str, Record], 
     return records, warnings
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, cwd: Path = Path(__file__).parent) -> str:
     try:
         # Ask the checkout this code lives in, wherever `bench` was started from.
-        out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def code_changed(cwd: Path = Path(__file__).parent) -> bool:
+    """Whether tracked files differ from the commit, outputs aside: a run that rewrites
+    `results/` and `tables/` must not mark the next run's code as modified."""
+    outputs = [f":(top,exclude){d}" for d in ("results", "tables")]
+    return bool(
+        _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outputs, cwd=cwd)
+    )
 
 
 def provenance() -> dict[str, Any]:
     """Commit, dirtiness and versions of what produced a record."""
     return {
         "commit": _git("rev-parse", "HEAD") or "unknown (not a git checkout)",
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": code_changed(),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

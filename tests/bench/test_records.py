@@ -115,3 +115,22 @@ def test_provenance_names_the_commit_of_the_code_not_of_the_working_directory(
         pytest.skip("bench is not installed from a git checkout")
     monkeypatch.chdir(tmp_path)  # e.g. `bench run` started from a scratch folder
     assert rec.provenance()["commit"] == head.stdout.strip()
+
+
+def test_outputs_do_not_make_the_code_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("results/r.json", "tables/t.md", "models/m.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sub = tmp_path / "models"
+    assert not rec.code_changed(sub)
+    (tmp_path / "results/r.json").write_text("1\n")
+    (tmp_path / "tables/t.md").write_text("1\n")
+    assert not rec.code_changed(sub)
+    (tmp_path / "models/m.py").write_text("1\n")
+    assert rec.code_changed(sub)
