@@ -55,11 +55,18 @@ def record_path(root: Path, table: str, tier: str, cell: str) -> Path:
     return root / table / tier / f"{cell}.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide tables from other users
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -4,6 +4,7 @@ one warning line naming the file, not as a crash."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -134,3 +135,12 @@ def test_outputs_do_not_make_the_code_dirty(tmp_path):
     assert not rec.code_changed(sub)
     (tmp_path / "models/m.py").write_text("1\n")
     assert rec.code_changed(sub)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        rec.atomic_write_text(tmp_path / "t.md", "x\n")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
