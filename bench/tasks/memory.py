@@ -96,22 +96,18 @@ def reconstruction_drift(model: torch.nn.Module, x: torch.Tensor) -> float:
     """Worst float32 error of the inputs the memory-saving backward reconstructs.
 
     Every run of reversible blocks (a module with `memory_saving` and `inverse`) rebuilds its
-    input from its output; this is max |inverse(run(x)) - x| / max |x| over the runs, in train
-    mode as in a training step. It isolates the reconstruction from what the gradients do with it.
+    input from its output; this is max |inverse(run(x)) - x| / max |x| over the runs, in the
+    model's mode (train mode here, as in a training step). It isolates the reconstruction from
+    what the gradients do with it.
     """
     m = copy.deepcopy(model).float()
-    runs = [mod for mod in m.modules() if hasattr(mod, "memory_saving") and hasattr(mod, "inverse")]
     seen: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
-    hooks = [
-        run.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
-        for run in runs
-    ]
+    for mod in m.modules():
+        if hasattr(mod, "memory_saving") and hasattr(mod, "inverse"):
+            mod.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0], out)))
     with torch.no_grad():
         m(x.float())
-        drift = max(
+        return max(
             ((mod.inverse(out) - inp).abs().max() / inp.abs().max()).item()
             for mod, inp, out in seen
         )
-    for h in hooks:
-        h.remove()
-    return drift
