@@ -19,6 +19,7 @@ from PIL import Image  # noqa: E402
 
 from . import data as datasets  # noqa: E402
 from .errors import UsageError  # noqa: E402
+from .plot import save_figure  # noqa: E402
 from .tasks import build_model  # noqa: E402
 from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
 
@@ -82,8 +83,4 @@ def invert(
                 axes[i][j].set_ylabel(labels[i], fontsize=8)
     state = "trained weights " + weights.name if weights else f"random weights (seed {seed})"
     fig.suptitle(f"{model_name}, {state}: max |x - inverse(forward(x))| = {error:.2e}", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out, error
+    return save_figure(fig, out, dpi=110), error

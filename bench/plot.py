@@ -28,10 +28,10 @@ def _number(metric: Metric, value) -> float | None:
         return None
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -67,7 +67,7 @@ def plot_published_vs_measured(
         ax.set(xlabel=f"published {m.label}{unit}", ylabel=f"measured {m.label}{unit}")
         ax.legend(fontsize=7)
     fig.suptitle(f"{spec.title}: measured vs published (arXiv {spec.paper['arxiv']})", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
@@ -80,7 +80,7 @@ def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path
         ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
     ax.set(xlabel="epoch", ylabel="training loss", title=f"{spec.title}: training curves")
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metrics(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
@@ -109,4 +109,4 @@ def plot_metrics(spec: TableSpec, records: dict[str, Record], path: Path) -> Pat
         ax.legend(fontsize=7)
     devices = sorted({r.device for rs in series.values() for r in rs})
     fig.suptitle(f"{spec.title}\n{'; '.join(devices)}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

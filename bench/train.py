@@ -69,6 +69,14 @@ def epoch_batches(
         yield tuple(t[rank::size] for t in batch)
 
 
+def save_atomic(obj, path: Path) -> None:
+    """torch.save via a temp file and a rename: a killed run leaves the old file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 @dataclass
 class Checkpoint:
     path: Path | None
@@ -91,10 +99,7 @@ class Checkpoint:
             "rng_python": torch.tensor(random.getstate()[1], dtype=torch.int64),
             "rng_python_gauss": random.getstate()[2],
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        save_atomic(state, self.path)
 
     def load(self, model, optimizer) -> tuple[int, list[dict]]:
         """Restore the last checkpoint, if any; returns (epochs done, history)."""

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from .. import data as datasets
 from ..memory import measure_step
-from ..train import Fit, fit
+from ..train import Fit, fit, save_atomic
 from . import CellResult, Context, build_model, count_parameters
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -115,8 +115,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         )  # fmt: skip
         metrics["error"] = evaluate(model, splits.test, dataset, s.eval_batch, device)
         if ctx.weights is not None:
-            ctx.weights.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), ctx.weights)
+            save_atomic(model.state_dict(), ctx.weights)
     if hasattr(model, "inverse"):
         metrics["recon_error"] = reconstruction_error(model, splits.test, dataset, device)
     return CellResult(metrics=metrics, memory=memory, data=asdict(splits.info), history=history)
@@ -175,8 +174,9 @@ def probe(
     return report
 
 
-def _fresh(name, num_classes, batch, shape, device, kwargs=None):
-    torch.manual_seed(0)
+def fresh_model(name, num_classes, batch, shape, device, kwargs=None, seed=0):
+    """A seeded model in train mode with a random batch (x, y) to measure it on."""
+    torch.manual_seed(seed)
     model = build_model(name, num_classes=num_classes, **(kwargs or {})).to(device).train()
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
@@ -184,7 +184,7 @@ def _fresh(name, num_classes, batch, shape, device, kwargs=None):
 
 
 def measure(name: str, num_classes: int, batch: int, shape: tuple, device, kwargs=None) -> dict:
-    model, x, y = _fresh(name, num_classes, batch, shape, device, kwargs)
+    model, x, y = fresh_model(name, num_classes, batch, shape, device, kwargs)
     return measure_step(lambda: F.cross_entropy(logits_of(model(x)), y), model.parameters(), device)
 
 
@@ -192,7 +192,7 @@ def step_time(
     name: str, num_classes: int, batch: int, shape: tuple, device, steps: int, kwargs=None
 ) -> float:
     """Median seconds of a full SGD step (forward, backward, update) after one warm-up step."""
-    model, x, y = _fresh(name, num_classes, batch, shape, device, kwargs)
+    model, x, y = fresh_model(name, num_classes, batch, shape, device, kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     times = []
     for _ in range(steps + 1):

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from models.resnet import depth
 
 from ..memory import count_saved_bytes
-from . import CellResult, Context, build_model, count_parameters
-from .classify import MIB, logits_of, peak_mib, probe
+from . import CellResult, Context, count_parameters
+from .classify import MIB, fresh_model, logits_of, peak_mib, probe
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,9 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     name = cell["model"]
     kwargs = {k: v for k, v in cell.items() if k != "model"}
     shape = (3, s.image_size, s.image_size)
-    torch.manual_seed(ctx.seed)
-    model = build_model(name, num_classes=s.num_classes, **kwargs).to(ctx.device).train()
-    x = torch.randn(s.batch_size, *shape, device=ctx.device)
-    y = torch.randint(0, s.num_classes, (s.batch_size,), device=ctx.device)
+    model, x, y = fresh_model(
+        name, s.num_classes, s.batch_size, shape, ctx.device, kwargs, ctx.seed
+    )
     # The probe (a fresh process) counts the saved bytes; only the floor is counted here.
     memory = probe(name, s.num_classes, s.batch_size, shape, ctx.device, s.timing_steps, kwargs)
     metrics = {
