@@ -328,4 +328,4 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
 
 
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list}
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from statistics import median
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +153,14 @@ def peak_mib(memory: dict) -> float | None:
 
 
 def probe(
-    name: str, num_classes: int, batch: int, shape: tuple, device, steps: int, kwargs=None
+    name: str,
+    num_classes: int,
+    batch: int,
+    shape: tuple,
+    device,
+    steps: int,
+    kwargs=None,
+    reference: dict | None = None,
 ) -> dict:
     """Memory and step time of one training step at a fixed batch.
 
@@ -169,7 +177,7 @@ def probe(
         report = json.loads(out.stdout.strip().splitlines()[-1])
     else:
         report = measure(name, num_classes, batch, shape, device, kwargs)
-    report["step_s"] = step_time(name, num_classes, batch, shape, device, steps, kwargs)
+    report.update(step_times(name, num_classes, batch, shape, device, steps, kwargs, reference))
     report["batch"] = batch
     return report
 
@@ -188,14 +196,12 @@ def measure(name: str, num_classes: int, batch: int, shape: tuple, device, kwarg
     return measure_step(lambda: F.cross_entropy(logits_of(model(x)), y), model.parameters(), device)
 
 
-def step_time(
-    name: str, num_classes: int, batch: int, shape: tuple, device, steps: int, kwargs=None
-) -> float:
-    """Median seconds of a full SGD step (forward, backward, update) after one warm-up step."""
+def timed_step(name, num_classes, batch, shape, device, kwargs=None):
+    """A fresh model's full SGD step (forward, backward, update), as a call returning seconds."""
     model, x, y = fresh_model(name, num_classes, batch, shape, device, kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    times = []
-    for _ in range(steps + 1):
+
+    def step() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -204,8 +210,42 @@ def step_time(
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]
+        return time.perf_counter() - t0
+
+    return step
+
+
+def step_times(
+    name: str,
+    num_classes: int,
+    batch: int,
+    shape: tuple,
+    device,
+    steps: int,
+    kwargs=None,
+    reference: dict | None = None,
+) -> dict:
+    """Median seconds of `steps` SGD steps, after one warm-up step.
+
+    With a `reference` (a model name under "model" and its keyword arguments), the reference
+    model takes a step before and after each timed step, and `step_rel` is the median of each
+    step's time over the mean of its two neighbours'. Two cells timed minutes apart on a shared
+    machine can see its speed change by a third; the ratio of their `step_rel` cancels that,
+    the ratio of their `step_s` does not.
+    """
+    step = timed_step(name, num_classes, batch, shape, device, kwargs)
+    if reference is None:
+        return {"step_s": median([step() for _ in range(steps + 1)][1:])}
+    ref_kwargs = {k: v for k, v in reference.items() if k != "model"}
+    ref = timed_step(reference["model"], num_classes, batch, shape, device, ref_kwargs)
+    step(), ref()  # warm-up
+    around = [ref()]
+    times = []
+    for _ in range(steps):
+        times.append(step())
+        around.append(ref())
+    rel = [t / ((a + b) / 2) for t, a, b in zip(times, around, around[1:])]
+    return {"step_s": median(times), "reference_step_s": median(around), "step_rel": median(rel)}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ class Settings:
     num_classes: int = 10
     timing_steps: int = 3
     grad_check_batch: int = 8  # batch of the float32/float64 gradient comparison
+    # A cell-like table ({model = ..., its keyword arguments}) that takes turns with every cell's
+    # timed steps, so ratios of step times cancel the machine's drift between cells.
+    timing_reference: dict | None = None
+
+    def __post_init__(self):
+        if self.timing_reference is not None and "model" not in self.timing_reference:
+            raise ValueError("timing_reference needs a `model` (a constructor name)")
 
 
 def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -45,7 +52,16 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         name, s.num_classes, s.batch_size, shape, ctx.device, kwargs, ctx.seed
     )
     # The probe (a fresh process) counts the saved bytes; only the floor is counted here.
-    memory = probe(name, s.num_classes, s.batch_size, shape, ctx.device, s.timing_steps, kwargs)
+    memory = probe(
+        name,
+        s.num_classes,
+        s.batch_size,
+        shape,
+        ctx.device,
+        s.timing_steps,
+        kwargs,
+        s.timing_reference,
+    )
     metrics = {
         "depth": depth(model),
         "params": count_parameters(model) / 1e6,
@@ -62,6 +78,8 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         metrics["drift"] = reconstruction_drift(model, x[: s.grad_check_batch])
     metrics["peak_mib"] = peak_mib(memory)
     metrics["step_s"] = memory["step_s"]
+    if "step_rel" in memory:
+        metrics["step_rel"] = memory["step_rel"]
     return CellResult(metrics=metrics, memory=memory, data={"source": "random inputs"})
 
 

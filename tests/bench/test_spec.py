@@ -3,11 +3,14 @@ and the field; cell ids and `--cells` globs."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec, registry, settings_for
 from bench.tasks import get_task
 from bench.tasks.iwae import Settings as IWAESettings
+from bench.tasks.memory import Settings as MemorySettings
 
 from .conftest import write_spec
 
@@ -196,3 +199,17 @@ def test_layout_must_place_every_grid_field_once(spec_dir, layout):
         write_spec(spec_dir), 'rows = ["dataset", "layers", "k"]\ncolumns = ["model"]', layout
     )
     expect_error(path, "layout")
+
+
+@pytest.mark.parametrize(
+    "reference, problem",
+    [('{ block = "bottleneck", units = 18 }', "needs a `model`"), ('"resnet164"', "expected dict")],
+)
+def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem):
+    shipped = (SPEC_DIR / "revnet-memory.toml").read_text()
+    path = tmp_path / "revnet-memory.toml"
+    path.write_text(re.sub(r"(?m)^timing_reference = \{.*\}$", f"timing_reference = {reference}",
+                           shipped, count=1))  # fmt: skip
+    with pytest.raises(SpecError, match=problem) as info:
+        settings_for(MemorySettings, load_spec(path), "full")
+    assert str(path) in str(info.value)

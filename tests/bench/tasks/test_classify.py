@@ -1,0 +1,42 @@
+"""bench.tasks.classify: the paired step timing behind the step-time ratios."""
+
+import pytest
+import torch
+
+from bench.tasks import classify
+
+
+def scripted(monkeypatch, seconds: dict[str, list[float]]):
+    """Make `timed_step` return each model's scripted step times, in order."""
+
+    def timed_step(name, *args, **kwargs):
+        times = iter(seconds[name])
+        return lambda: next(times)
+
+    monkeypatch.setattr(classify, "timed_step", timed_step)
+
+
+def test_paired_step_time_cancels_a_change_of_machine_speed(monkeypatch):
+    # The machine slows down 3x halfway through; the cell always costs 1.5 reference steps.
+    # Order: warm-up cell, warm-up reference, then reference, (cell, reference) x 4.
+    scripted(monkeypatch, {
+        "cell": [9.0, 1.5, 1.5, 4.5, 4.5],
+        "ref": [9.0, 1.0, 1.0, 1.0, 3.0, 3.0],
+    })  # fmt: skip
+    cpu = torch.device("cpu")
+    t = classify.step_times("cell", 10, 2, (3, 8, 8), cpu, steps=4, reference={"model": "ref"})
+    # Around the speed change the pair gives 4.5 / 2, an outlier the median ignores.
+    assert t["step_rel"] == pytest.approx(1.5)
+    assert t["step_s"] == pytest.approx(3.0)  # the plain median moves with the machine
+
+
+def test_step_time_without_reference_skips_the_warm_up(monkeypatch):
+    scripted(monkeypatch, {"cell": [9.0, 1.0, 3.0, 2.0]})
+    t = classify.step_times("cell", 10, 2, (3, 8, 8), torch.device("cpu"), steps=3)
+    assert t == {"step_s": 2.0}
+
+
+def test_timed_step_returns_the_seconds_of_a_real_step():
+    step = classify.timed_step("resnet_cifar", 10, 2, (3, 8, 8), torch.device("cpu"),
+                               {"block": "basic", "units": 1})  # fmt: skip
+    assert step() > 0
