@@ -197,20 +197,25 @@ def measure(name: str, num_classes: int, batch: int, shape: tuple, device, kwarg
 
 
 def timed_step(name, num_classes, batch, shape, device, kwargs=None):
-    """A fresh model's full SGD step (forward, backward, update), as a call returning seconds."""
+    """A fresh model's full SGD step (forward, backward, update), as a call returning the
+    seconds of its forward pass and of the whole step."""
     model, x, y = fresh_model(name, num_classes, batch, shape, device, kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def step() -> float:
+    def now() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+        return time.perf_counter()
+
+    def step() -> tuple[float, float]:
+        t0 = now()
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(logits_of(model(x)), y).backward()
+        loss = F.cross_entropy(logits_of(model(x)), y)
+        t1 = now()
+        loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
+        t2 = now()
+        return t1 - t0, t2 - t0
 
     return step
 
@@ -225,7 +230,7 @@ def step_times(
     kwargs=None,
     reference: dict | None = None,
 ) -> dict:
-    """Median seconds of `steps` SGD steps, after one warm-up step.
+    """Median seconds of `steps` SGD steps, after one warm-up step, and the forward pass's share.
 
     With a `reference` (a model name under "model" and its keyword arguments), the reference
     model takes a step before and after each timed step, and `step_rel` is the median of each
@@ -235,17 +240,24 @@ def step_times(
     """
     step = timed_step(name, num_classes, batch, shape, device, kwargs)
     if reference is None:
-        return {"step_s": median([step() for _ in range(steps + 1)][1:])}
-    ref_kwargs = {k: v for k, v in reference.items() if k != "model"}
-    ref = timed_step(reference["model"], num_classes, batch, shape, device, ref_kwargs)
-    step(), ref()  # warm-up
-    around = [ref()]
-    times = []
-    for _ in range(steps):
-        times.append(step())
-        around.append(ref())
-    rel = [t / ((a + b) / 2) for t, a, b in zip(times, around, around[1:])]
-    return {"step_s": median(times), "reference_step_s": median(around), "step_rel": median(rel)}
+        timed = [step() for _ in range(steps + 1)][1:]
+    else:
+        ref_kwargs = {k: v for k, v in reference.items() if k != "model"}
+        ref = timed_step(reference["model"], num_classes, batch, shape, device, ref_kwargs)
+        step(), ref()  # warm-up
+        around = [ref()[1]]
+        timed = []
+        for _ in range(steps):
+            timed.append(step())
+            around.append(ref()[1])
+    times = {
+        "step_s": median(t for _, t in timed),
+        "forward_share": median(f / t for f, t in timed),
+    }
+    if reference is not None:
+        rel = [t / ((a + b) / 2) for (_, t), a, b in zip(timed, around, around[1:])]
+        times.update(reference_step_s=median(around), step_rel=median(rel))
+    return times
 
 
 if __name__ == "__main__":

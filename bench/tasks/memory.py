@@ -78,6 +78,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         metrics["drift"] = reconstruction_drift(model, x[: s.grad_check_batch])
     metrics["peak_mib"] = peak_mib(memory)
     metrics["step_s"] = memory["step_s"]
+    metrics["forward_share"] = memory["forward_share"]
     if "step_rel" in memory:
         metrics["step_rel"] = memory["step_rel"]
     return CellResult(metrics=metrics, memory=memory, data={"source": "random inputs"})

@@ -7,11 +7,12 @@ from bench.tasks import classify
 
 
 def scripted(monkeypatch, seconds: dict[str, list[float]]):
-    """Make `timed_step` return each model's scripted step times, in order."""
+    """Make `timed_step` return each model's scripted step times, in order, with a forward pass
+    taking a quarter of each step."""
 
     def timed_step(name, *args, **kwargs):
         times = iter(seconds[name])
-        return lambda: next(times)
+        return lambda: (lambda t: (t / 4, t))(next(times))
 
     monkeypatch.setattr(classify, "timed_step", timed_step)
 
@@ -28,15 +29,18 @@ def test_paired_step_time_cancels_a_change_of_machine_speed(monkeypatch):
     # Around the speed change the pair gives 4.5 / 2, an outlier the median ignores.
     assert t["step_rel"] == pytest.approx(1.5)
     assert t["step_s"] == pytest.approx(3.0)  # the plain median moves with the machine
+    assert t["reference_step_s"] == pytest.approx(1.0)
+    assert t["forward_share"] == pytest.approx(0.25)
 
 
 def test_step_time_without_reference_skips_the_warm_up(monkeypatch):
     scripted(monkeypatch, {"cell": [9.0, 1.0, 3.0, 2.0]})
     t = classify.step_times("cell", 10, 2, (3, 8, 8), torch.device("cpu"), steps=3)
-    assert t == {"step_s": 2.0}
+    assert t == {"step_s": 2.0, "forward_share": 0.25}
 
 
-def test_timed_step_returns_the_seconds_of_a_real_step():
+def test_timed_step_times_the_forward_within_the_step():
     step = classify.timed_step("resnet_cifar", 10, 2, (3, 8, 8), torch.device("cpu"),
                                {"block": "basic", "units": 1})  # fmt: skip
-    assert step() > 0
+    forward, whole = step()
+    assert 0 < forward < whole
