@@ -240,24 +240,26 @@ def step_times(
     """
     step = timed_step(name, num_classes, batch, shape, device, kwargs)
     if reference is None:
-        timed = [step() for _ in range(steps + 1)][1:]
-    else:
-        ref_kwargs = {k: v for k, v in reference.items() if k != "model"}
-        ref = timed_step(reference["model"], num_classes, batch, shape, device, ref_kwargs)
-        step(), ref()  # warm-up
-        around = [ref()[1]]
-        timed = []
-        for _ in range(steps):
-            timed.append(step())
-            around.append(ref()[1])
-    times = {
+        return _summary([step() for _ in range(steps + 1)][1:])
+    ref_kwargs = {k: v for k, v in reference.items() if k != "model"}
+    ref = timed_step(reference["model"], num_classes, batch, shape, device, ref_kwargs)
+    step()  # warm-up
+    ref()
+    around = [ref()[1]]
+    timed = []
+    for _ in range(steps):
+        timed.append(step())
+        around.append(ref()[1])
+    rel = [t / ((a + b) / 2) for (_, t), a, b in zip(timed, around, around[1:])]
+    return {**_summary(timed), "reference_step_s": median(around), "step_rel": median(rel)}
+
+
+def _summary(timed: list[tuple[float, float]]) -> dict:
+    """Median step seconds and forward share of (forward seconds, step seconds) pairs."""
+    return {
         "step_s": median(t for _, t in timed),
         "forward_share": median(f / t for f, t in timed),
     }
-    if reference is not None:
-        rel = [t / ((a + b) / 2) for (_, t), a, b in zip(timed, around, around[1:])]
-        times.update(reference_step_s=median(around), step_rel=median(rel))
-    return times
 
 
 if __name__ == "__main__":

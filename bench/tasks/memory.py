@@ -77,10 +77,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         metrics.update(gradient_errors(model, x[: s.grad_check_batch], y[: s.grad_check_batch]))
         metrics["drift"] = reconstruction_drift(model, x[: s.grad_check_batch])
     metrics["peak_mib"] = peak_mib(memory)
-    metrics["step_s"] = memory["step_s"]
-    metrics["forward_share"] = memory["forward_share"]
-    if "step_rel" in memory:
-        metrics["step_rel"] = memory["step_rel"]
+    metrics.update({k: memory[k] for k in ("step_s", "forward_share", "step_rel") if k in memory})
     return CellResult(metrics=metrics, memory=memory, data={"source": "random inputs"})
 
 
