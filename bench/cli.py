@@ -16,16 +16,59 @@ from . import data as datasets
 from .records import RESULTS_DIR, read_records
 from .render import TABLES_DIR, write_table
 from .runner import RunOptions, UsageError, run_table
-from .spec import SPEC_DIR, TIERS, SpecError, get_spec, load_spec, registry, settings_for
+from .spec import (
+    SPEC_DIR,
+    TIERS,
+    SpecError,
+    check_cells,
+    get_spec,
+    load_spec,
+    registry,
+    settings_for,
+)
 from .tasks import get_task
 from .train import CheckpointError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (exit status 2 through main), like every other."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _at_least_1(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
+
+
+def _seed(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 0 to {SEED_LIMIT - 1}, got {text!r}"
+        )
+    return value
+
+
+def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """--results, --tables, --specs: before the subcommand, or after it (without defaults there,
+    so that a subcommand does not reset one given before it)."""
+    for flag, default, what in [("--results", RESULTS_DIR, "records folder (results/)"),
+                                ("--tables", TABLES_DIR, "rendered tables (tables/)"),
+                                ("--specs", SPEC_DIR, "spec folder (bench/specs/)")]:  # fmt: skip
+        p.add_argument(flag, type=Path, default=default if defaults else argparse.SUPPRESS,
+                       help=what)  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="records folder (results/)")
-    p.add_argument("--tables", type=Path, default=TABLES_DIR, help="rendered tables (tables/)")
-    p.add_argument("--specs", type=Path, default=SPEC_DIR, help="spec folder (bench/specs/)")
+    p = _Parser(prog="bench", description=__doc__.splitlines()[0])
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="tables, their tiers and how many cells have records")
@@ -45,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         "--download", action="store_true", help="let torchvision download missing data"
     )
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=_seed, default=0, help=f"0 to {SEED_LIMIT - 1}")
     run.add_argument(
         "--fresh", action="store_true", help="ignore records and checkpoints; start over"
     )
-    run.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS")
+    run.add_argument("--checkpoint-every", type=_at_least_1, default=1, metavar="EPOCHS")
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
@@ -62,17 +105,29 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--dataset", default="imagenet", choices=["imagenet", "cifar10"])
     inv.add_argument("--images", type=Path, help="folder of images (default: the committed sample)")
     inv.add_argument("--weights", type=Path, help="a state_dict file (default: random weights)")
-    inv.add_argument("-n", type=int, default=4, help="how many images")
+    inv.add_argument("-n", type=_at_least_1, default=4, help="how many images (>= 1)")
     inv.add_argument("--out", type=Path, help="PNG path (default tables/invert-MODEL.png)")
 
     plot = sub.add_parser("plot", help="draw measured vs published and training curves (PNG)")
     plot.add_argument("table")
     plot.add_argument("--tier", choices=TIERS, default="smoke")
+
+    for command in sub.choices.values():
+        _global_options(command, defaults=False)
     return p
 
 
+def _specs(args) -> dict[str, Path]:
+    """The spec files of --specs; none there is an error, not an empty listing."""
+    specs = registry(args.specs) if args.specs.is_dir() else {}
+    if not specs:
+        what = "no spec files (*.toml) in" if args.specs.is_dir() else "no such folder:"
+        raise UsageError(f"--specs {args.specs}: {what} {args.specs}; pass the folder of specs")
+    return specs
+
+
 def cmd_list(args) -> int:
-    for table_id, path in registry(args.specs).items():
+    for table_id, path in _specs(args).items():
         try:
             spec = load_spec(path)
         except SpecError as e:
@@ -90,12 +145,13 @@ def cmd_list(args) -> int:
 
 def cmd_validate(args) -> int:
     bad = 0
-    for path in registry(args.specs).values():
+    for path in _specs(args).values():
         try:
             spec = load_spec(path)
             task = get_task(spec.task)
             for tier in spec.tiers:
-                settings_for(task.Settings, spec, tier)
+                settings = settings_for(task.Settings, spec, tier)
+                check_cells(spec, tier, task, settings, spec.cells(tier))
             print(f"ok: {path}")
         except (SpecError, KeyError) as e:
             print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)
@@ -111,10 +167,14 @@ def cmd_run(args) -> int:
         save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
         results=args.results, tables=args.tables, checkpoints=args.checkpoints,
     )  # fmt: skip
-    run_table(spec, opts)
+    ran = run_table(spec, opts)
     records, _ = read_records(args.results, spec.id, args.tier)
     wanted = {c.id for c in spec.select(args.tier, args.cells)}
-    missing = sorted(c for c in wanted if c not in records or records[c].status != "ok")
+    # A cell that failed in this run is unfinished even where an older ok record was kept.
+    failed = {r.cell for r in ran if r.status != "ok"}
+    missing = sorted(
+        c for c in wanted if c in failed or c not in records or records[c].status != "ok"
+    )
     if missing:
         print(f"{len(missing)} of {len(wanted)} cells did not finish: {', '.join(missing)}",
               file=sys.stderr)  # fmt: skip
@@ -127,7 +187,15 @@ def cmd_table(args) -> int:
     records, warnings = read_records(args.results, spec.id, args.tier)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(write_table(spec, args.tier, records, warnings, args.tables))
+    if not records and not warnings:  # e.g. a misspelt --results: keep the committed table
+        print(f"error: no records under {args.results / spec.id / args.tier}; check --results"
+              f" or run `bench run {spec.id} --tier {args.tier}`", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        print(write_table(spec, args.tier, records, warnings, args.tables))
+    except OSError as e:
+        raise UsageError(f"{args.tables}: cannot write the table ({e.strerror or e});"
+                         " fix its permissions or pass --tables DIR") from None  # fmt: skip
     return 0
 
 
@@ -171,19 +239,30 @@ COMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler or `kill` ending the run): unwinds like Ctrl-C, releasing locks."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as a program: `bench list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (SpecError, UsageError, datasets.DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         print("interrupted; rerun the same command to resume from the last checkpoint",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,28 +17,42 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import models  # noqa: E402
+
 from . import data as datasets  # noqa: E402
 from .errors import UsageError  # noqa: E402
 from .plot import save_figure  # noqa: E402
-from .tasks import build_model  # noqa: E402
 from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
 
 
 def load_images(folder: Path | None, dataset: str, n: int, size: int) -> torch.Tensor:
     """uint8 [n, 3, size, size]: files from `folder`, else the committed sample of `dataset`."""
     if folder is None:
-        x = datasets.load(dataset, None, smoke=True).test.tensors[0][:n]
+        x = datasets.load(dataset, None, sample=True).test.tensors[0][:n]
     else:
+        if not folder.is_dir():
+            raise UsageError(f"--images {folder}: no such folder; pass a folder of images")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
         if not files:
             raise datasets.DataError(
                 f"{folder}: no .jpg/.jpeg/.png images; pass a folder of images"
             )
-        x = torch.stack([_square(Image.open(p), size) for p in files[:n]])
+        x = torch.stack([_square(_open(p), size) for p in files[:n]])
     if x.shape[-1] != size:
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
         x = x.round().clamp(0, 255).byte()
     return x
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, ValueError) as e:
+        raise datasets.DataError(
+            f"{path}: not a readable image ({type(e).__name__}); remove it from --images"
+        ) from None
 
 
 def _square(image: Image.Image, size: int) -> torch.Tensor:
@@ -55,11 +69,14 @@ def invert(
     weights: Path | None = None, n: int = 4, size: int | None = None, seed: int = 0,
 ) -> tuple[Path, float]:  # fmt: skip
     torch.manual_seed(seed)
-    model = build_model(model_name, num_classes=NUM_CLASSES[dataset])
+    try:
+        model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
+    except models.UnknownModel as e:
+        raise UsageError(str(e)) from None
     if not hasattr(model, "inverse"):
         raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model")
     if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        _load_weights(model, model_name, weights)
     model.eval()
     size = size or (224 if dataset == "imagenet" else 32)
     x_uint8 = load_images(images, dataset, n, size)
@@ -84,3 +101,17 @@ def invert(
     state = "trained weights " + weights.name if weights else f"random weights (seed {seed})"
     fig.suptitle(f"{model_name}, {state}: max |x - inverse(forward(x))| = {error:.2e}", fontsize=9)
     return save_figure(fig, out, dpi=110), error
+
+
+def _load_weights(model: torch.nn.Module, model_name: str, weights: Path) -> None:
+    if not weights.is_file():
+        raise UsageError(
+            f"--weights {weights}: no such file; pass a state_dict saved by torch.save"
+        )
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as e:  # a torch.load or load_state_dict failure: name the file, not the trace
+        why = " ".join(str(e).split())[:160]
+        raise UsageError(
+            f"--weights {weights}: not a state_dict of {model_name} ({type(e).__name__}: {why})"
+        ) from None

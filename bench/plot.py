@@ -63,8 +63,7 @@ def plot_published_vs_measured(
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = published")
         for x, y, name in points:
             ax.annotate(name, (x, y), fontsize=6, alpha=0.7)
-        unit = f" ({m.unit})" if m.unit else ""
-        ax.set(xlabel=f"published {m.label}{unit}", ylabel=f"measured {m.label}{unit}")
+        ax.set(xlabel=f"published {m.title}", ylabel=f"measured {m.title}")
         ax.legend(fontsize=7)
     fig.suptitle(f"{spec.title}: measured vs published (arXiv {spec.paper['arxiv']})", fontsize=9)
     return save_figure(fig, path)
@@ -104,7 +103,7 @@ def plot_metrics(spec: TableSpec, records: dict[str, Record], path: Path) -> Pat
             ax.plot(xs, [r.metrics[y_name] for r in rs], "o-", label=key, lw=1.2)
         for axis, name in (("x", x_name), ("y", y_name)):
             m = metrics[name]
-            getattr(ax, f"set_{axis}label")(f"{m.label} ({m.unit})" if m.unit else m.label)
+            getattr(ax, f"set_{axis}label")(m.title)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     devices = sorted({r.device for rs in series.values() for r in rs})

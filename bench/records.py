@@ -10,15 +10,21 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torchvision
+
+from .errors import UsageError
 
 RESULTS_DIR = Path("results")
 
@@ -29,7 +35,7 @@ class Record:
     tier: str
     cell: str
     params: dict[str, Any]
-    status: str  # "ok", "failed" or "skipped" (e.g. its data set is absent)
+    status: str  # one of STATUSES: "ok", "failed" or "skipped" (e.g. its data set is absent)
     metrics: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
@@ -43,8 +49,14 @@ class Record:
     dirty: bool = False
     command: str = ""
     started: str = ""
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # all segments of a resumed cell together
     deterministic: str = ""
+    resumed: bool = False  # continued from a checkpoint written by an earlier process
+    segments: int = 1  # processes that trained it
+    detail: str = ""  # why a cell was skipped, as the table says it: "data absent", "data corrupt"
+
+
+STATUSES = ("ok", "failed", "skipped")
 
 
 class RecordError(Exception):
@@ -83,14 +95,55 @@ def write_record(root: Path, record: Record) -> Path:
     return path
 
 
+def _type_error(value: Any, hint: Any) -> str:
+    """Why `value` does not fit the Record field type `hint` ("" if it does); one level deep."""
+    origin = typing.get_origin(hint) or hint
+    if hint is Any:
+        return ""
+    if origin is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif origin is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, origin)
+    if not ok:
+        return f"expected {origin.__name__}, got {json.dumps(value)[:40]}"
+    args = typing.get_args(hint)
+    items = value.values() if origin is dict else value if origin is list else ()
+    for item in items:
+        if why := _type_error(item, args[-1] if args else Any):
+            return f"an item: {why}"
+    return ""
+
+
+_FIELD_TYPES = typing.get_type_hints(Record)
+
+
+def _invalid(record_dict: dict, path: Path) -> str:
+    """What is wrong with a parsed record at `path`, or ""."""
+    for name in (f.name for f in fields(Record) if f.name in record_dict):
+        if why := _type_error(record_dict[name], _FIELD_TYPES[name]):
+            return f"field '{name}': {why}"
+    if record_dict["status"] not in STATUSES:
+        return f"field 'status': {record_dict['status']!r} is not one of {', '.join(STATUSES)}"
+    table, tier, cell = record_dict["table"], record_dict["tier"], record_dict["cell"]
+    if record_path(path.parent.parent.parent, table, tier, cell) != path:
+        return f"it is the record of {table}/{tier}/{cell}, which does not belong at this path"
+    return ""
+
+
 def read_record(path: Path) -> Record:
+    """The record at `path`, checked against the Record field types and against its path."""
     try:
         data = json.loads(path.read_text())
-        return Record(**data)
+        record = Record(**data)
     except (OSError, ValueError, TypeError) as e:
         raise RecordError(
             f"{path}: unreadable record ({type(e).__name__}: {e}); rerun its cell"
         ) from None
+    if why := _invalid(data, path):
+        raise RecordError(f"{path}: invalid record ({why}); rerun its cell or remove the file")
+    return record
 
 
 def read_records(root: Path, table: str, tier: str) -> tuple[dict[str, Record], list[str]]:
@@ -115,12 +168,18 @@ def _git(*args: str, cwd: Path = Path(__file__).parent) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+CODE_DIRS = ("bench", "models")  # where an untracked file is code that ran
+
+
 def code_changed(cwd: Path = Path(__file__).parent) -> bool:
-    """Whether tracked files differ from the commit, outputs aside: a run that rewrites
-    `results/` and `tables/` must not mark the next run's code as modified."""
+    """Whether the code differs from the commit: tracked files outside the outputs (a run that
+    rewrites `results/` and `tables/` must not mark the next run's code as modified), or a new,
+    not ignored file under bench/ or models/ (a new spec or model module the commit lacks)."""
     outputs = [f":(top,exclude){d}" for d in ("results", "tables")]
+    code = [f":(top){d}" for d in CODE_DIRS]
     return bool(
         _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outputs, cwd=cwd)
+        or _git("ls-files", "--others", "--exclude-standard", "--", *code, cwd=cwd)
     )
 
 
@@ -132,6 +191,8 @@ def provenance() -> dict[str, Any]:
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": np.__version__,
             "cuda": torch.version.cuda or "none",
             "platform": platform.platform(),
         },
@@ -160,4 +221,18 @@ def _cpu_model() -> str:
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The command as it can be pasted back into a shell."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def writable_folder(folder: Path, option: str) -> None:
+    """Create `folder` if needed; a folder that cannot be written is a one-line UsageError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"{folder}: cannot write there ({e.strerror or e}); fix its permissions or pass"
+            f" {option} DIR"
+        ) from None

@@ -5,7 +5,6 @@ Only records feed the measured columns; a cell without one says "not run", never
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from .records import Record, atomic_write_text
-from .spec import Cell, Metric, TableSpec
+from .spec import Metric, TableSpec, matches
 
 TABLES_DIR = Path("tables")
 
@@ -44,27 +43,22 @@ def fmt_delta(metric: Metric, published: Any, measured: Any) -> str:
             return "—"
         return "/".join(f"{o - p:+d}" for p, o in zip(pub, ours))
     try:
-        return f"{float(measured) - float(published):+{metric.format}}"
+        delta = float(measured) - float(published)
     except (TypeError, ValueError):
         return "—"
+    text = f"{delta:+{metric.format}}"
+    direction = metric.direction(delta) if float(text) != 0 else ""
+    return text + (f" ({direction})" if direction else "")
 
 
 def measured_text(metric: Metric, record: Record | None) -> str:
     if record is None:
         return "not run"
     if record.status == "skipped":
-        return "not run (data absent)"
+        return f"not run ({record.detail or 'data absent'})"  # or "data corrupt"
     if record.status != "ok":
         return "failed"
     return fmt_value(metric, record.metrics.get(metric.name))
-
-
-def table_cells(spec: TableSpec, tier: str) -> list[Cell]:
-    """The paper's cells, then any extra cells this tier runs (e.g. a CIFAR stand-in)."""
-    main = [
-        Cell(tuple(zip(spec.grid, values))) for values in itertools.product(*spec.grid.values())
-    ]
-    return list(dict.fromkeys(main + spec.cells(tier)))
 
 
 def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFrame:
@@ -73,7 +67,7 @@ def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFram
     table: dict[tuple, dict[str, str]] = {}
     # Metrics the paper did not publish (memory, step time) get one measured column.
     compared = {name for _, values in spec.published for name in values}
-    for cell in table_cells(spec, tier):
+    for cell in spec.table_cells(tier):
         params = cell.as_dict()
         row = table.setdefault(tuple(params[k] for k in spec.layout_rows), {})
         prefix = " ".join(str(params[k]) for k in spec.layout_columns)
@@ -81,7 +75,7 @@ def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFram
         published = spec.published_for(cell)
         for m in spec.metrics:
             ours = record.metrics.get(m.name) if record and record.status == "ok" else None
-            name = f"{prefix} {_label(spec, m.name)}".strip()
+            name = f"{prefix} {m.title}".strip()
             if m.name not in compared:
                 row[name] = measured_text(m, record)
                 continue
@@ -92,11 +86,6 @@ def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFram
     return pd.DataFrame(list(table.values()), index=index).fillna("—").reset_index()
 
 
-def _label(spec: TableSpec, name: str) -> str:
-    metric = next(m for m in spec.metrics if m.name == name)
-    return f"{metric.label} ({metric.unit})" if metric.unit else metric.label
-
-
 def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: list[str]) -> str:
     df = frame(spec, tier, records)
     ok = [r for r in records.values() if r.status == "ok"]
@@ -105,7 +94,8 @@ def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: lis
         "",
         f"Published: {spec.paper.get('authors', '')} (arXiv {spec.paper['arxiv']}), "
         f"{spec.paper['table']}. Measured: records under `results/{spec.id}/{tier}/`, "
-        "rendered by `bench table`. Δ = measured − published.",
+        "rendered by `bench table`. Δ = measured − published, marked (better) or (worse) where"
+        " the metric has a preferred direction.",
         "",
         df.to_markdown(index=False, disable_numparse=True),
         "",
@@ -122,6 +112,10 @@ def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: lis
         lines += [f"- `{r.cell}`: {r.status}: {r.reason}" for r in not_ok]
         lines += [f"- {w}" for w in warnings]
         lines.append("")
+    if spec.sources:
+        lines += ["## Sources of the published numbers", ""]
+        lines += [f"- {_where(cell)}: {source}" for cell, source in spec.sources]
+        lines.append("")
     if spec.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in spec.notes], ""]
     if not ok:
@@ -129,6 +123,10 @@ def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: lis
             4, "**No cell of this tier has been run yet: every measured column says so.**\n"
         )
     return "\n".join(lines)
+
+
+def _where(cell) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in cell.params)
 
 
 def ratio_table(spec: TableSpec, records: dict[str, Record]) -> str:
@@ -149,10 +147,9 @@ def ratio_table(spec: TableSpec, records: dict[str, Record]) -> str:
 
 
 def _find(records: dict[str, Record], where: dict) -> Record | None:
-    for r in records.values():
-        if r.status == "ok" and all(r.params.get(k) == v for k, v in where.items()):
-            return r
-    return None
+    return next(
+        (r for r in records.values() if r.status == "ok" and matches(r.params, where)), None
+    )
 
 
 def _provenance(records: dict[str, Record]) -> list[str]:

@@ -2,25 +2,25 @@
 
 A finished cell (an ok record with the same settings and seed) is skipped; an interrupted one
 resumes from its checkpoint. A cell that fails (NaN loss, missing data) gets a record saying why,
-and the run moves on. Each cell holds a file lock, so two `bench run` processes on the same table
-never work on, or write, the same cell.
+and the run moves on, but an ok record is never replaced by a failed or skipped one. Each cell
+holds a file lock, so two `bench run` processes on the same table never work on, or write, the
+same cell. A checkpoint is removed only once its cell's record is on disk.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import fcntl
 import os
-import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from filelock import FileLock, Timeout
 
 from . import data as datasets
+from . import fingerprint
 from .errors import UsageError
 from .records import (
     RESULTS_DIR,
@@ -32,11 +32,13 @@ from .records import (
     read_record,
     read_records,
     record_path,
+    writable_folder,
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .spec import TableSpec, settings_for
-from .tasks import Context, get_task
+from .spec import TableSpec, check_cells, settings_for
+from .tasks import TASKS, get_task
+from .tasks.common import Context
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
 
 
@@ -81,10 +83,22 @@ def _agree(decision: bool) -> bool:
     return box[0]
 
 
-def run_key(settings: dict, seed: int, params: dict) -> str:
-    """Identifies what a record or checkpoint was made from; a change means start the cell over."""
-    blob = json.dumps([settings, seed, params], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def cell_key(spec: TableSpec, cell, settings, opts: RunOptions) -> tuple[str, dict]:
+    """The reuse key of a cell and what it was made from: every resolved setting, the seed, the
+    cell, the sums of the data files it reads and the hash of the code that computes it."""
+    params = cell.as_dict()
+    resolved = asdict(settings)
+    sample = resolved.get("data") == "sample"
+    data = {}
+    if "dataset" in params:
+        try:
+            data = datasets.fingerprint(params["dataset"], opts.data_dir, sample=sample)
+        except datasets.DataError:
+            data = {}  # unknown or absent: the cell will say so when it runs
+    model_names = [params.get("model"), (resolved.get("timing_reference") or {}).get("model")]
+    code = fingerprint.code(TASKS[spec.task], [m for m in model_names if m])
+    key = fingerprint.run_key(resolved, opts.seed, params, data, code)
+    return key, {**resolved, "_key": key, "_code": code, "_data": data}
 
 
 def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
@@ -98,7 +112,8 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         raise UsageError(f"--cells '{opts.cells}' matches no cell of {spec.id}; cells: {known}")
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
-    raw_settings = spec.settings(opts.tier)
+    check_cells(spec, opts.tier, task, settings, cells)  # every cell, before any trains
+    place = fingerprint.place()
     device = resolve_device(opts.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -106,39 +121,41 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     origin = provenance()  # the code as it was when the run started, not when a cell ended
     if rank != 0:
         log = _quiet
+    else:
+        writable_folder(opts.results / spec.id / opts.tier, "--results")
+        writable_folder(opts.tables, "--tables")
 
     done = []
     for i, cell in enumerate(cells, 1):
         path = record_path(opts.results, spec.id, opts.tier, cell.id)
-        key = run_key(raw_settings, opts.seed, cell.as_dict())
-        if _agree(not opts.fresh and _finished(path, key)):
+        key, made_from = cell_key(spec, cell, settings, opts)
+        made_from["_place"] = place
+        if _agree(not opts.fresh and _finished(path, key, place)):
             log(f"[{i}/{len(cells)}] {cell.id}: done already ({path}); --fresh reruns it")
             continue
-        lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+        lock = CellLock(path.with_name(f".{path.name}.lock"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        locked = True
-        if rank == 0:
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                locked = False
-        if not _agree(locked):
+        if not _agree(lock.acquire() if rank == 0 else True):
             log(f"[{i}/{len(cells)}] {cell.id}: skipped, another `bench run` is running it")
             continue
         try:
-            record = _run_cell(
-                spec, cell, task, settings, raw_settings, key, device, opts, i, len(cells), origin
+            record, ckpt = _run_cell(
+                spec, cell, task, settings, made_from, key, device, opts, i, len(cells), origin
             )
             if rank == 0:
-                write_record(opts.results, record)
-                log(f"[{i}/{len(cells)}] {cell.id}: {_summary(spec, record)}")
+                record = _save(spec, record, ckpt, path, opts, log, f"[{i}/{len(cells)}] {cell.id}")
             done.append(record)
         finally:
-            if lock.is_locked:
-                lock.release()
+            lock.release()
     if rank == 0:
         records, warnings = read_records(opts.results, spec.id, opts.tier)
-        table = write_table(spec, opts.tier, records, warnings, opts.tables)
+        try:
+            table = write_table(spec, opts.tier, records, warnings, opts.tables)
+        except OSError as e:
+            raise UsageError(
+                f"{opts.tables}: cannot write the table ({e.strerror or e}); the records are"
+                f" saved, `bench table {spec.id} --tier {opts.tier}` renders it"
+            ) from None
         log(f"table: {table}")
     if size > 1:
         dist.barrier()  # every process sees the records before it reports
@@ -149,17 +166,80 @@ def _quiet(*args, **kwargs) -> None:
     """The log of processes other than rank 0: one copy of each line is enough."""
 
 
-def _finished(path: Path, key: str) -> bool:
+class CellLock:
+    """A non-blocking flock on a cell's `.<cell>.json.lock`, whose file is deleted on release so
+    that none is left (or committed) under results/. Deleting is safe because a lock is only
+    held if the locked file is still the one at the path: a process that opened the file just
+    before it was deleted finds another (or no) file there and backs off."""
+
+    def __init__(self, path: Path):
+        self.path, self.fd = path, None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still locked: see the class docstring
+            os.close(self.fd)
+            self.fd = None
+
+
+def _save(spec, record: Record, ckpt: Checkpoint, path: Path, opts, log, prefix: str) -> Record:
+    """Write the record, then remove the checkpoint; keep an ok record a worse one would replace.
+
+    Returns the record as it stands for this run: a write that fails is a failed cell whose
+    checkpoint survives, so the same command resumes it."""
+    try:
+        kept = read_record(path) if record.status != "ok" and path.exists() else None
+    except RecordError:
+        kept = None
+    if kept is not None and kept.status == "ok":
+        log(
+            f"{prefix}: {record.status}: {record.reason}; kept the ok record {path}"
+            f" (seed {kept.seed}, started {kept.started}) instead of replacing it"
+        )
+        return record
+    try:
+        write_record(opts.results, record)
+    except OSError as e:
+        reason = f"cannot write {path} ({e.strerror or e})"
+        if ckpt.path is not None and ckpt.path.exists():
+            log(f"{prefix}: error: {reason}; kept the checkpoint {ckpt.path}, rerun to resume")
+        else:
+            log(f"{prefix}: error: {reason}; rerun the cell")
+        return replace(record, status="failed", reason=reason)
+    if record.status == "ok":
+        ckpt.remove()
+    log(f"{prefix}: {_summary(spec, record)}")
+    return record
+
+
+def _finished(path: Path, key: str, place: str) -> bool:
+    """An ok record of the same key made in this checkout on this machine: records made
+    elsewhere (the committed ones, on a fresh clone) are references, and the cell runs again."""
     if not path.exists():
         return False
     try:
         record = read_record(path)
     except RecordError:
         return False
-    return record.status == "ok" and record.settings.get("_key") == key
+    same = record.settings.get("_key") == key and record.settings.get("_place") == place
+    return record.status == "ok" and same
 
 
-def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n, origin) -> Record:
+def _run_cell(
+    spec, cell, task, settings, made_from, key, device, opts, i, n, origin
+) -> tuple[Record, Checkpoint]:
     folder = opts.checkpoints / spec.id / opts.tier
     ckpt = Checkpoint(folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every)
     if opts.fresh:
@@ -168,28 +248,54 @@ def _run_cell(spec, cell, task, settings, raw_settings, key, device, opts, i, n,
         data_dir=opts.data_dir, device=device, seed=opts.seed, tier=opts.tier, checkpoint=ckpt,
         desc=f"[{i}/{n}] {cell.id}", download=opts.download,
         weights=folder / f"{cell.id}.weights.pt" if opts.save_weights else None,
+        samples=opts.tables / "samples" / f"{spec.id}-{opts.tier}-{cell.id}.png",
     )  # fmt: skip
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    status, reason, result = "ok", "", None
+    status, reason, detail, result = "ok", "", "", None
     try:
         result = task.run(cell.as_dict(), settings, ctx)
     except datasets.DataError as e:
-        status, reason = "skipped", str(e)
+        status, reason, detail = "skipped", str(e), _data_detail(e)
     except (NonFiniteLoss, CheckpointError) as e:
         status, reason = "failed", str(e)
+    except (OSError, RuntimeError) as e:
+        if not (opts.download and _raised_by_torchvision_datasets(e)):
+            raise
+        status, detail = "skipped", "data absent"
+        reason = str(_download_error(e, cell.as_dict().get("dataset", "data"), opts.data_dir))
     record = Record(
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status=status,
-        reason=reason, settings={**raw_settings, "_key": key}, seed=opts.seed,
+        reason=reason, detail=detail, settings=made_from, seed=opts.seed,
         device=device_name(device), command=command_line(), started=started,
-        wall_s=round(time.perf_counter() - t0, 2), **origin,
+        wall_s=round(ckpt.wall_s(), 2), resumed=ckpt.resumed_at > 0, segments=ckpt.segments,
+        **origin,
     )  # fmt: skip
     if result is not None:
         record.metrics, record.memory = result.metrics, result.memory
         record.data, record.history = result.data, result.history
         record.deterministic = _determinism(device)
-        ckpt.remove()
-    return record
+    return record, ckpt
+
+
+def _data_detail(error: datasets.DataError) -> str:
+    """How the table says a skipped cell's data failed: corrupt (a checksum failed) or absent."""
+    return "data corrupt" if getattr(error, "corrupt", False) else "data absent"
+
+
+def _raised_by_torchvision_datasets(error: BaseException) -> bool:
+    """Whether `error` came out of torchvision's data set code (its downloaders, under
+    --download), rather than out of training."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(Path(f.filename).parent.name == "datasets" and "torchvision" in f.filename
+               for f in frames)  # fmt: skip
+
+
+def _download_error(error: BaseException, name: str, data_dir: Path | None) -> datasets.DataError:
+    why = " ".join(str(error).split())[:200]  # torchvision lists every mirror it tried
+    return datasets.DataError(
+        f"{name}: --download failed ({type(error).__name__}: {why}); run with network, or"
+        f" place the data set under --data-dir {data_dir} and rerun without --download"
+    )
 
 
 def _determinism(device: torch.device) -> str:

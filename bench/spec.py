@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .tasks import TASKS
+from .tasks import TASKS  # the registry only: no task (and so no torch) is imported here
 
 SPEC_DIR = Path(__file__).parent / "specs"
 TIERS = ("smoke", "small", "full")
@@ -39,6 +39,18 @@ class Metric:
     better: str = ""  # "lower", "higher" or "" (no preferred direction)
     kind: str = "number"  # "number", or "units" for active units written "a+b"
 
+    @property
+    def title(self) -> str:
+        """ "label (unit)": how tables and figures name the metric."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def direction(self, delta: float) -> str:
+        """Whether a measured - published difference is in the metric's good direction."""
+        if not self.better or delta == 0:
+            return ""
+        good = delta < 0 if self.better == "lower" else delta > 0
+        return "better" if good else "worse"
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -54,8 +66,12 @@ class Cell:
         return dict(self.params)
 
     def matches(self, where: dict[str, Any]) -> bool:
-        mine = self.as_dict()
-        return all(mine.get(k) == v for k, v in where.items())
+        return matches(self.as_dict(), where)
+
+
+def matches(params: dict[str, Any], where: dict[str, Any]) -> bool:
+    """Whether a cell's fields hold every value of `where` (a published entry, a ratio's side)."""
+    return all(params.get(k) == v for k, v in where.items())
 
 
 @dataclass(frozen=True)
@@ -90,14 +106,18 @@ class TableSpec:
     published: tuple[tuple[Cell, dict[str, Any]], ...]
     tiers: dict[str, Tier]
     notes: tuple[str, ...] = ()
+    # Where each published entry comes from, when it is not the spec's `paper` table
+    sources: tuple[tuple[Cell, str], ...] = ()
     ratios: tuple[Ratio, ...] = ()
     plot: dict[str, Any] = field(default_factory=dict)  # x, y (metrics), series (grid fields)
     path: Path = field(default=Path(), compare=False)
 
     def cells(self, tier: str) -> list[Cell]:
-        grid = self.tiers[tier].grid or self.grid
-        keys = list(grid)
-        return [Cell(tuple(zip(keys, values))) for values in itertools.product(*grid.values())]
+        return _product(self.tiers[tier].grid or self.grid)
+
+    def table_cells(self, tier: str) -> list[Cell]:
+        """The paper's cells, then any extra cells this tier runs (e.g. a CIFAR stand-in)."""
+        return list(dict.fromkeys(_product(self.grid) + self.cells(tier)))
 
     def select(self, tier: str, pattern: str | None) -> list[Cell]:
         """Cells of a tier whose id matches a glob (comma-separated globs allowed)."""
@@ -115,6 +135,14 @@ class TableSpec:
 
     def settings(self, tier: str) -> dict[str, Any]:
         return dict(self.tiers[tier].settings)
+
+
+def _product(grid: dict[str, tuple]) -> list[Cell]:
+    return [Cell(tuple(zip(grid, values))) for values in itertools.product(*grid.values())]
+
+
+# Cell ids name record, lock and checkpoint files: no separators, no leading dot.
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 
 
 def _fail(path: Path, where: str, problem: str) -> SpecError:
@@ -139,6 +167,18 @@ def _grid(raw: Any, path: Path, where: str) -> dict[str, tuple]:
     for key, values in raw.items():
         if not isinstance(values, list) or not values:
             raise _fail(path, f"{where}.{key}", "expected a non-empty list of values")
+        if not _SAFE_VALUE.fullmatch(key):
+            raise _fail(path, f"{where}.{key}", "field names use letters, digits and _ only")
+        for value in values:
+            if not isinstance(value, str | int | float) or (
+                isinstance(value, str) and not _SAFE_VALUE.fullmatch(value)
+            ):
+                raise _fail(
+                    path,
+                    f"{where}.{key}",
+                    f"{value!r} cannot be part of a cell id (a file name): use letters, digits"
+                    " and _ . + = -, not starting with . or -",
+                )
         grid[key] = tuple(values)
     return grid
 
@@ -206,22 +246,34 @@ def load_spec(path: str | Path) -> TableSpec:
             path, "layout", f"rows + columns must name each grid field once ({', '.join(grid)})"
         )
 
-    published = []
+    published, sources = [], []
     entries = data.get("published", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise _fail(path, "published", "expected a list of inline tables {field = value, ...}")
     for i, entry in enumerate(entries):
+        source = entry.pop("source", None)
+        if source is not None and not isinstance(source, str):
+            raise _fail(path, f"published[{i}].source", "expected a string: arXiv id and table")
         where = {k: v for k, v in entry.items() if k in grid}
         values = {k: v for k, v in entry.items() if k not in grid}
         for k, v in where.items():
             if v not in grid[k]:
                 raise _fail(path, f"published[{i}].{k}", f"{v!r} is not in grid.{k}")
-        for k in values:
+        for k, v in values.items():
             if k not in metric_names:
                 raise _fail(
                     path, f"published[{i}].{k}", "neither a grid field nor a metric; check spelling"
                 )
+            kind = next(m.kind for m in metrics if m.name == k)
+            ok = (isinstance(v, int | float) and not isinstance(v, bool)) or (
+                kind == "units" and isinstance(v, str) and re.fullmatch(r"\d+(\+\d+)*", v)
+            )
+            if not ok:
+                form = 'a number or "a+b" active units' if kind == "units" else "a number"
+                raise _fail(path, f"published[{i}].{k}", f"expected {form}, got {v!r}")
         published.append((Cell(tuple(where.items())), values))
+        if source:
+            sources.append((Cell(tuple(where.items())), source))
 
     defaults = data.get("defaults", {})
     raw_tiers = _require(data, "tiers", dict, path)
@@ -277,6 +329,7 @@ def load_spec(path: str | Path) -> TableSpec:
         layout_rows=rows,
         layout_columns=columns,
         published=tuple(published),
+        sources=tuple(sources),
         tiers=tiers,
         notes=tuple(notes),
         ratios=tuple(ratios),
@@ -287,6 +340,8 @@ def load_spec(path: str | Path) -> TableSpec:
 
 def registry(spec_dir: Path = SPEC_DIR) -> dict[str, Path]:
     """Table id -> spec file, for every spec shipped with the package."""
+    if not spec_dir.is_dir():
+        raise SpecError(f"{spec_dir}: no such spec folder; check --specs")
     return {p.stem: p for p in sorted(spec_dir.glob("*.toml"))}
 
 
@@ -326,6 +381,17 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
         raise _fail(spec.path, f"tiers.{tier}", f"missing setting {missing}") from None
     except ValueError as e:  # a Settings.__post_init__ found settings that contradict each other
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
+
+
+def check_cells(spec: TableSpec, tier: str, task: Any, settings: Any, cells: list[Cell]) -> None:
+    """Ask the task whether it can run each cell (model known, arguments valid, data preparation
+    right for the model) before anything trains; the first refusal is one line naming the cell."""
+    for cell in cells:
+        try:
+            task.preflight(cell.as_dict(), settings)
+        except (ValueError, KeyError, TypeError) as e:
+            problem = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +81,23 @@ def save_atomic(obj, path: Path) -> None:
 
 @dataclass
 class Checkpoint:
+    """A cell's resume point; it also carries the wall time of every process that trained the
+    cell (keyed by a per-process token, so loading twice in one process counts it once)."""
+
     path: Path | None
     every: int = 1  # epochs between checkpoints
+    started: float = field(default_factory=time.perf_counter, repr=False)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+    earlier: dict[str, float] = field(default_factory=dict, repr=False)  # token -> wall seconds
+    resumed_at: int = 0  # epochs done when this process loaded it
+
+    def wall_s(self) -> float:
+        """Seconds spent on the cell by earlier processes (up to their last save) and this one."""
+        return sum(self.earlier.values()) + time.perf_counter() - self.started
+
+    @property
+    def segments(self) -> int:
+        return len(self.earlier) + 1
 
     def save(self, epoch: int, model, optimizer, history: list[dict]) -> None:
         if self.path is None or world()[0] != 0:
@@ -98,6 +115,7 @@ class Checkpoint:
             "rng_numpy_rest": [int(np_pos), int(np_has_gauss), float(np_gauss)],
             "rng_python": torch.tensor(random.getstate()[1], dtype=torch.int64),
             "rng_python_gauss": random.getstate()[2],
+            "segments": {**self.earlier, self.token: time.perf_counter() - self.started},
         }
         save_atomic(state, self.path)
 
@@ -116,16 +134,26 @@ class Checkpoint:
             np.random.set_state(("MT19937", np_key, *state["rng_numpy_rest"]))
             random.setstate((3, tuple(state["rng_python"].tolist()), state["rng_python_gauss"]))
         except Exception as e:
-            first_line = (str(e).splitlines() or [""])[0]
             raise CheckpointError(
-                f"{self.path}: cannot resume ({type(e).__name__}: {first_line}); "
+                f"{self.path}: cannot resume ({type(e).__name__}: {_why(e)}); "
                 "delete it or rerun with --fresh"
             ) from None
+        self.earlier = {k: v for k, v in state.get("segments", {}).items() if k != self.token}
+        self.resumed_at = state["epoch"]
         return state["epoch"], state["history"]
 
     def remove(self) -> None:
         if self.path is not None and world()[0] == 0:
             self.path.unlink(missing_ok=True)
+
+
+def _why(error: Exception) -> str:
+    """The gist of a load error: for a weights-only refusal, the refused object, without torch's
+    advice to load with weights_only=False (which would run code from the file)."""
+    refused = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?: |$)", str(error))
+    if refused:
+        return f"holds Python objects, not plain tensors: {refused.group(1)}"
+    return re.sub(r"\x1b\[[0-9;]*m", "", (str(error).splitlines() or [""])[0])
 
 
 @dataclass

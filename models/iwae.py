@@ -114,12 +114,17 @@ class IWAE(nn.Module):
     Two layers: q(z1|x) q(z2|z1), p(x|z1) p(z1|z2), p(z2) = N(0, I).
     """
 
-    def __init__(self, layers: int = 1, x_dim: int = 784) -> None:
+    input_kind = "binary"  # x in {0, 1}: the likelihood task binarizes the images for it
+
+    def __init__(self, layers: int = 1, x_dim: int = 784, k: int = 1, objective: str = "iwae"):
         super().__init__()
         if layers not in (1, 2):
             raise ValueError(f"layers must be 1 or 2, got {layers}")
+        if objective not in ("vae", "iwae") or k < 1:
+            raise ValueError(f"objective must be 'vae' or 'iwae' and k >= 1, got {objective}, {k}")
         self.layers = layers
         self.x_dim = x_dim
+        self.k, self.objective = k, objective  # the training bound that forward(x) returns
         z1_dim = 50 if layers == 1 else 100
         self.q_z1 = GaussianMLP(x_dim, 200, z1_dim)
         self.p_x = BernoulliMLP(z1_dim, 200, x_dim)
@@ -130,6 +135,11 @@ class IWAE(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def init_from_data(self, x_uint8: Tensor) -> None:
+        """The likelihood task's hook: start p(x|z) at the training images' mean intensity."""
+        self.set_output_bias(x_uint8.flatten(1).float().mean(0) / 255)
 
     @torch.no_grad()
     def set_output_bias(self, mean_x: Tensor) -> None:
@@ -158,7 +168,11 @@ class IWAE(nn.Module):
 
     def loss(self, x: Tensor, k: int, objective: str) -> Tensor:
         """The negative training bound, averaged over the batch."""
-        log_w = self.log_weights(x, k)
+        return self.negative_bound(x, k, objective).mean()
+
+    def negative_bound(self, x: Tensor, k: int, objective: str) -> Tensor:
+        """The negative training bound of each image, [B] (x may be [B, D] or [B, C, H, W])."""
+        log_w = self.log_weights(x.flatten(1), k)
         if objective == "vae":
             # L_VAE = (1/k) sum_i log w_i   (the ELBO of Section 2, averaged over k draws)
             bound = log_w.mean(dim=0)
@@ -167,17 +181,19 @@ class IWAE(nn.Module):
             bound = torch.logsumexp(log_w, dim=0) - math.log(k)
         else:
             raise ValueError(f"objective must be 'vae' or 'iwae', got {objective!r}")
-        return -bound.mean()
+        return -bound
 
-    def forward(self, x: Tensor, k: int, objective: str) -> Tensor:
-        """The training loss, so that DistributedDataParallel can wrap the model."""
-        return self.loss(x, k, objective)
+    def forward(self, x: Tensor) -> Tensor:
+        """The per-image training loss (this model's k and objective), for the likelihood task
+        and so that DistributedDataParallel can wrap the model."""
+        return self.negative_bound(x, self.k, self.objective)
 
     @torch.no_grad()
     def nll(self, x: Tensor, k: int = 5000, chunk: int = 500) -> Tensor:
         """Test negative log-likelihood estimate -log (1/k) sum_i w_i per image (Section 5), [B]
         float64. Samples are drawn `chunk` at a time; the caller chunks over images. Peak memory
         is about 17 KB per (sample, image) pair on CPU: 0.85 GB for chunk 500 and 100 images."""
+        x = x.flatten(1)
         return -log_mean_exp_chunked(lambda n: self.log_weights(x, n), k, chunk)
 
     @torch.no_grad()
@@ -188,7 +204,7 @@ class IWAE(nn.Module):
         E_{q(z1|x)}[ mean of q(z2|z1) ], estimated from `n_samples` draws of z1.
         """
         means: list[list[Tensor]] = [[] for _ in range(self.layers)]
-        for xb in x.split(batch):
+        for xb in x.flatten(1).split(batch):
             mu1, sigma1 = self.q_z1(xb)
             means[0].append(mu1)
             if self.layers == 2:
@@ -203,3 +219,28 @@ class IWAE(nn.Module):
         """Active units per stochastic layer: Cov_x(E_q[z_u | x]) > threshold (Section 5.2)."""
         means = self.posterior_means(x, n_samples, batch)
         return [active_units_from_means(m, threshold) for m in means]
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Ancestral samples x ~ p(x|z1) p(z1|z2) p(z2), as [n, D] binary images."""
+        device = self.p_x.logits.weight.device
+
+        def normal(dim: int) -> Tensor:
+            return torch.randn(n, dim, generator=generator, device=device)
+
+        if self.layers == 1:
+            z1 = normal(self.p_x.h[0].in_features)
+        else:
+            mu1, sigma1 = self.p_z1(normal(self.q_z2.mu.out_features))
+            z1 = mu1 + sigma1 * normal(mu1.shape[-1])
+        return torch.bernoulli(torch.sigmoid(self.p_x(z1)), generator=generator)
+
+
+def vae(shape: tuple[int, int, int], layers: int = 1, k: int = 1) -> IWAE:
+    """Table 1's VAE: trained on the average of k ELBO terms."""
+    return IWAE(layers=layers, x_dim=shape[0] * shape[1] * shape[2], k=k, objective="vae")
+
+
+def iwae(shape: tuple[int, int, int], layers: int = 1, k: int = 1) -> IWAE:
+    """Table 1's IWAE: trained on the k-sample importance-weighted bound."""
+    return IWAE(layers=layers, x_dim=shape[0] * shape[1] * shape[2], k=k, objective="iwae")

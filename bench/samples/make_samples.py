@@ -4,8 +4,8 @@
 
 DIR has the layout `bench.data.load` reads, plus `imagenet-sample/<wnid>_<name>.JPEG`. The .npz
 files are written byte-reproducibly (fixed zip timestamps), so a rebuild from the same data and
-library versions gives the same sums; paste the printed sums into bench/data.py SAMPLE_SHA256 and
-into README.md.
+library versions gives the same sums; paste the printed sums into SAMPLE_SHA256 in
+bench/data/samples.py and into README.md.
 """
 
 import argparse
@@ -20,7 +20,13 @@ from PIL import Image
 from bench.data import SAMPLES_DIR, imagenet_transform, load
 
 # (train, test) images per sample; CIFAR-10 is smaller to keep all samples under ~3 MB.
-SIZES = {"mnist": (512, 256), "omniglot": (512, 256), "cifar10": (384, 192)}
+SIZES = {
+    "mnist": (512, 256),
+    "omniglot": (512, 256),
+    "cifar10": (384, 192),
+    "binarized_mnist": (512, 256),
+    "cifar10_lossless": (192, 96),
+}
 SEED = 0
 
 # ILSVRC-2012 class index (position of the wnid in the sorted 1000-wnid list), checked against
@@ -63,9 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=SAMPLES_DIR)
+    parser.add_argument("--only", nargs="+", choices=[*SIZES, "imagenet"], help="rebuild these")
     args = parser.parse_args()
+    wanted = set(args.only or [*SIZES, "imagenet"])
     samples = {}
     for name, (n_train, n_test) in SIZES.items():
+        if name not in wanted:
+            continue
         splits = load(name, args.data_dir, n_train=n_train, n_test=n_test, seed=SEED)
         (x_train, y_train), (x_test, y_test) = splits.train.tensors, splits.test.tensors
         samples[name] = {
@@ -74,7 +84,8 @@ def main() -> None:
             "x_test": x_test.numpy(),
             "y_test": y_test.numpy(),
         }
-    samples["imagenet"] = imagenet_sample(args.data_dir / "imagenet-sample")
+    if "imagenet" in wanted:
+        samples["imagenet"] = imagenet_sample(args.data_dir / "imagenet-sample")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, arrays in samples.items():
         path = args.out / f"{name}.npz"

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import models
 from models.resnet import depth
 
 from ..memory import count_saved_bytes
-from . import CellResult, Context, count_parameters
-from .classify import MIB, fresh_model, logits_of, peak_mib, probe
+from ..profiling import MIB, Workload, fresh_model, logits_of, peak_mib, probe
+from .common import CellResult, Context, positive
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,19 @@ class Settings:
     timing_reference: dict | None = None
 
     def __post_init__(self):
-        if self.timing_reference is not None and "model" not in self.timing_reference:
-            raise ValueError("timing_reference needs a `model` (a constructor name)")
+        for name in ("batch_size", "image_size", "num_classes", "timing_steps", "grad_check_batch"):
+            positive(name, getattr(self, name))
+        if self.timing_reference is not None:
+            if "model" not in self.timing_reference:
+                raise ValueError("timing_reference needs a `model` (a name in models.MODELS)")
+            models.check(self.timing_reference["model"])
+
+
+def preflight(cell: dict, s: Settings) -> None:
+    """Refuse a cell before anything runs: an unknown model or arguments it rejects."""
+    kwargs = {k: v for k, v in cell.items() if k != "model"}
+    with torch.device("meta"):
+        models.build(cell["model"], num_classes=s.num_classes, **kwargs)
 
 
 def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -45,26 +57,15 @@ def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int
 
 
 def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
-    name = cell["model"]
     kwargs = {k: v for k, v in cell.items() if k != "model"}
     shape = (3, s.image_size, s.image_size)
-    model, x, y = fresh_model(
-        name, s.num_classes, s.batch_size, shape, ctx.device, kwargs, ctx.seed
-    )
+    w = Workload(cell["model"], s.num_classes, s.batch_size, shape, ctx.device, kwargs, ctx.seed)
+    model, x, y = fresh_model(w)
     # The probe (a fresh process) counts the saved bytes; only the floor is counted here.
-    memory = probe(
-        name,
-        s.num_classes,
-        s.batch_size,
-        shape,
-        ctx.device,
-        s.timing_steps,
-        kwargs,
-        s.timing_reference,
-    )
+    memory = probe(w, s.timing_steps, s.timing_reference)
     metrics = {
         "depth": depth(model),
-        "params": count_parameters(model) / 1e6,
+        "params": models.count_parameters(model) / 1e6,
         "saved_mib": memory["saved_bytes"] / MIB,
     }
     strip = getattr(

@@ -25,8 +25,10 @@ REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 @pytest.fixture
 def no_known_sums(monkeypatch):
     """Generated files cannot match the real files' sums: check nothing but what a test adds."""
-    monkeypatch.setattr(data, "KNOWN_SHA256", {})
-    return data.KNOWN_SHA256
+    known = {}
+    for module in (data.mnist, data.omniglot, data.cifar):
+        monkeypatch.setattr(module, "KNOWN_SHA256", known)
+    return known
 
 
 def sha256(path: Path) -> str:
@@ -78,7 +80,7 @@ def test_mnist_checksum_mismatch_names_file_and_both_sums(tmp_path):
         load("mnist", tmp_path)
     message = str(error.value)
     assert str(raw / "train-images-idx3-ubyte") in message
-    assert data.KNOWN_SHA256["mnist/MNIST/raw/train-images-idx3-ubyte"] in message
+    assert data.mnist.KNOWN_SHA256["mnist/MNIST/raw/train-images-idx3-ubyte"] in message
     assert sha256(raw / "train-images-idx3-ubyte") in message
     assert "\n" not in message
 
@@ -256,7 +258,7 @@ def test_cifar10_jpeg_decodes_once_then_reads_cache(tmp_path, no_known_sums, mon
     def no_decoding(path):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(data, "_decode_cifar10_tar", no_decoding)
+    monkeypatch.setattr(data.cifar, "_decode_tar", no_decoding)
     second = load("cifar10", tmp_path)
     assert torch.equal(first.train.tensors[0], second.train.tensors[0])
     assert first.info.sha256 == {"cifar10-jpeg.tar.gz": sha256(path)}
@@ -278,7 +280,7 @@ def test_cifar10_jpeg_checksum_mismatch(tmp_path):
     path = write_cifar10_jpeg(tmp_path)
     with pytest.raises(DataError, match="checksum mismatch") as error:
         load("cifar10", tmp_path)
-    assert str(path) in str(error.value) and data.KNOWN_SHA256[
+    assert str(path) in str(error.value) and data.cifar.KNOWN_SHA256[
         "cifar10-jpeg/cifar10-jpeg.tar.gz"
     ] in str(error.value)
 
@@ -358,13 +360,15 @@ SAMPLES = {  # name: (n_train, n_test, C x H x W, number of classes)
     "omniglot": (512, 256, (1, 28, 28), 242),
     "cifar10": (384, 192, (3, 32, 32), 10),
     "imagenet": (8, 8, (3, 224, 224), 1000),
+    "binarized_mnist": (512, 256, (1, 28, 28), 1),
+    "cifar10_lossless": (192, 96, (3, 32, 32), 10),
 }
 
 
 @pytest.mark.parametrize("name", SAMPLES)
 def test_smoke_sample_loads_with_documented_shapes(name):
     n_train, n_test, shape, n_classes = SAMPLES[name]
-    splits = load(name, "/nonexistent", smoke=True)
+    splits = load(name, "/nonexistent", sample=True)
     (x_train, y_train), (x_test, y_test) = splits.train.tensors, splits.test.tensors
     assert x_train.shape == (n_train, *shape) and x_test.shape == (n_test, *shape)
     assert x_train.dtype == torch.uint8 and y_train.dtype == torch.int64
@@ -376,8 +380,8 @@ def test_smoke_sample_loads_with_documented_shapes(name):
     assert sha256(path) in (data.SAMPLES_DIR / "README.md").read_text()
 
 
-def test_samples_total_size_under_3_mb():
-    assert sum(p.stat().st_size for p in data.SAMPLES_DIR.glob("*.npz")) < 3_000_000
+def test_samples_total_size_under_4_mb():
+    assert sum(p.stat().st_size for p in data.SAMPLES_DIR.glob("*.npz")) < 4_000_000
 
 
 def test_corrupt_sample_raises_naming_file(tmp_path, monkeypatch):
@@ -387,19 +391,19 @@ def test_corrupt_sample_raises_naming_file(tmp_path, monkeypatch):
         byte = f.read(1)
         f.seek(200)
         f.write(bytes([byte[0] ^ 1]))
-    monkeypatch.setattr(data, "SAMPLES_DIR", tmp_path)
+    monkeypatch.setattr(data.samples, "SAMPLES_DIR", tmp_path)
     with pytest.raises(DataError, match="checksum mismatch") as error:
-        load("mnist", None, smoke=True)
+        load("mnist", None, sample=True)
     assert str(tmp_path / "mnist.npz") in str(error.value)
     with pytest.raises(DataError, match="no committed smoke sample for cifar100"):
-        load("cifar100", None, smoke=True)
+        load("cifar100", None, sample=True)
 
 
 def test_subsets_are_seeded_and_sized():
-    full = load("mnist", None, smoke=True)
-    a = load("mnist", None, smoke=True, n_train=100, n_test=50, seed=3)
-    b = load("mnist", None, smoke=True, n_train=100, n_test=50, seed=3)
-    c = load("mnist", None, smoke=True, n_train=100, n_test=50, seed=4)
+    full = load("mnist", None, sample=True)
+    a = load("mnist", None, sample=True, n_train=100, n_test=50, seed=3)
+    b = load("mnist", None, sample=True, n_train=100, n_test=50, seed=3)
+    c = load("mnist", None, sample=True, n_train=100, n_test=50, seed=4)
     assert (len(a.train), len(a.test), a.info.n_train, a.info.n_test) == (100, 50, 100, 50)
     assert torch.equal(a.train.tensors[0], b.train.tensors[0])
     assert torch.equal(a.test.tensors[1], b.test.tensors[1])
@@ -409,12 +413,12 @@ def test_subsets_are_seeded_and_sized():
     position = {x.numpy().tobytes(): i for i, x in enumerate(full.train.tensors[0])}
     rows = [position[x.numpy().tobytes()] for x in a.train.tensors[0]]
     assert rows == sorted(rows) and len(set(rows)) == 100
-    capped = load("mnist", None, smoke=True, n_train=10_000)
+    capped = load("mnist", None, sample=True, n_train=10_000)
     assert capped.info.n_train == 512 and capped.info.notes == ""
 
 
 def test_image_size_resizes_in_memory_sets():
-    splits = load("mnist", None, smoke=True, n_train=4, n_test=2, image_size=32)
+    splits = load("mnist", None, sample=True, n_train=4, n_test=2, image_size=32)
     assert splits.train.tensors[0].shape == (4, 1, 32, 32)
     assert splits.train.tensors[0].dtype == torch.uint8 and "28x28->32x32" in splits.info.notes
 
@@ -436,8 +440,109 @@ def test_real_mnist_and_omniglot_zips():
     assert (mnist.info.n_train, mnist.info.n_test) == (60_000, 10_000)
     assert mnist.train.tensors[0].shape == (60_000, 1, 28, 28)
     omniglot = load("omniglot", REAL_DATA)
-    # 10 alphabet copies, Greek and Latin twice (1,000 identical drawings): 242 characters x 20.
-    assert (omniglot.info.n_train, omniglot.info.n_test) == (242 * 15, 242 * 5)
-    assert int(omniglot.train.tensors[1].max()) + 1 == 242
-    assert "1000 duplicate drawings dropped" in omniglot.info.notes
+    # The full set (1,623 characters x 20 drawers) plus the two small zips, whose 5,840
+    # drawings are byte-identical copies of drawings in the full zips and are dropped.
+    assert (omniglot.info.n_train, omniglot.info.n_test) == (24_345, 8_115)
+    assert int(omniglot.train.tensors[1].max()) + 1 == 1623
+    assert "5840 duplicate drawings dropped" in omniglot.info.notes
     assert 0.05 < omniglot.train.tensors[0].float().mean() / 255 < 0.15  # sparse bright strokes
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"no real data at {REAL_DATA}")
+def test_real_binarized_mnist_and_lossless_cifar10():
+    binary = load("binarized_mnist", REAL_DATA)
+    assert (binary.info.n_train, binary.info.n_test) == (50_000, 10_000)
+    assert set(binary.train.tensors[0].unique().tolist()) == {0, 255}
+    cifar = load("cifar10_lossless", REAL_DATA)
+    assert (cifar.info.n_train, cifar.info.n_test) == (10_000, 10_000)
+    assert not cifar.info.lossy and "lossless" in cifar.info.source
+    assert 0.47 < cifar.train.tensors[0].float().mean() / 255 < 0.49  # CIFAR-10's mean
+
+
+# --- binarized MNIST and the lossless CIFAR-10 copy, on generated files -------------------------
+
+
+def write_amat(root: Path, gz: bool, monkeypatch, n: int = 3) -> dict[str, np.ndarray]:
+    """Random .amat files; the loader is told their sums (the real ones cannot match)."""
+    import gzip
+
+    folder = root / "binarized_mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    arrays, sums = {}, {}
+    for split in ("train", "valid", "test"):
+        bits = rng.integers(0, 2, (n, 784))
+        text = "".join(" ".join(map(str, row)) + "\n" for row in bits).encode()
+        name = f"binarized_mnist_{split}.amat"
+        (folder / (name + ".gz" if gz else name)).write_bytes(gzip.compress(text) if gz else text)
+        arrays[split] = bits
+        sums[split] = hashlib.sha256(text).hexdigest()
+    monkeypatch.setattr(data.mnist, "BINARIZED_SHA256", sums)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_binarized_mnist_reads_amat_files_gzipped_or_not(tmp_path, monkeypatch, gz):
+    arrays = write_amat(tmp_path, gz, monkeypatch)
+    splits = load("binarized_mnist", tmp_path)
+    x_train = splits.train.tensors[0]
+    assert x_train.shape == (3, 1, 28, 28) and x_train.dtype == torch.uint8
+    assert np.array_equal(x_train.reshape(3, 784).numpy(), arrays["train"] * 255)
+    assert np.array_equal(splits.test.tensors[0].reshape(3, 784).numpy(), arrays["test"] * 255)
+    assert "Larochelle" in splits.info.source and "validation images unused" in splits.info.notes
+
+
+def test_binarized_mnist_checks_the_original_sums(tmp_path, monkeypatch):
+    write_amat(tmp_path, gz=True, monkeypatch=monkeypatch)
+    data.mnist.BINARIZED_SHA256["train"] = "ad693b29" + "0" * 56  # not these files' bytes
+    with pytest.raises(DataError, match="checksum mismatch") as error:
+        load("binarized_mnist", tmp_path)
+    assert error.value.corrupt and "binarized_mnist_train.amat.gz" in str(error.value)
+
+
+def write_lossless(root: Path) -> dict[str, dict]:
+    folder = root / "cifar10-lossless"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    batches = {}
+    for name in ("data_batch_1", "test_batch"):
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [1, 2, 3, 9],
+                 "batch_label": name}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(batch))
+        batches[name] = batch
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}))
+    return batches
+
+
+def test_lossless_cifar10_is_its_own_source_with_its_own_sums(tmp_path, no_known_sums):
+    batches = write_lossless(tmp_path)
+    splits = load("cifar10_lossless", tmp_path)
+    x = splits.train.tensors[0]
+    assert x.shape == (4, 3, 32, 32)
+    assert np.array_equal(x.reshape(4, 3072).numpy(), batches["data_batch_1"]["data"])
+    assert splits.test.tensors[1].tolist() == [1, 2, 3, 9]
+    assert set(splits.info.sha256) == {"data_batch_1", "test_batch", "batches.meta"}
+    assert not splits.info.lossy
+    no_known_sums["cifar10-lossless/test_batch"] = "0" * 64
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load("cifar10_lossless", tmp_path)
+
+
+def test_lossless_cifar10_missing_names_the_folder(tmp_path):
+    with pytest.raises(DataError, match="lossless CIFAR-10 not found") as error:
+        load("cifar10_lossless", tmp_path)
+    assert str(tmp_path / "cifar10-lossless") in str(error.value)
+
+
+def test_fingerprint_hashes_the_files_a_load_reads(tmp_path, no_known_sums):
+    write_lossless(tmp_path)
+    before = data.fingerprint("cifar10_lossless", tmp_path)
+    assert set(before) == {"data_batch_1", "test_batch", "batches.meta"}
+    with open(tmp_path / "cifar10-lossless" / "test_batch", "ab") as f:
+        f.write(b"x")
+    after = data.fingerprint("cifar10_lossless", tmp_path)
+    assert after["test_batch"] != before["test_batch"]
+    assert after["data_batch_1"] == before["data_batch_1"]
+    assert data.fingerprint("mnist", tmp_path) == {}  # absent: the cell reports it when it runs
+    sample = data.fingerprint("mnist", None, sample=True)
+    assert sample == {"mnist.npz": data.SAMPLE_SHA256["mnist"]}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import records as rec
+from bench.errors import UsageError
 from bench.records import Record, read_record, read_records, record_path, write_record
 
 
@@ -144,3 +145,86 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "t.md").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"commit": None}, {"metrics": "garbage"}, {"status": "good"}, {"history": [1]},
+     {"seed": "3"}, {"versions": {"torch": 2}}],
+    ids=["commit null", "metrics a string", "unknown status", "history of numbers", "seed a str",
+         "version a number"],
+)  # fmt: skip
+def test_a_record_with_wrong_types_is_skipped_with_one_warning(tmp_path, change):
+    path = write_record(tmp_path, record())
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    records, warnings = read_records(tmp_path, "tiny", "smoke")
+    assert records == {}
+    (warning,) = warnings
+    assert warning.startswith(f"{path}: invalid record (field '{next(iter(change))}'")
+    assert "\n" not in warning
+
+
+@pytest.mark.parametrize("place", ["smoke/zz.json", "small/mnist-layers1-k1-vae.json"])
+def test_a_record_at_the_wrong_path_is_not_trusted(tmp_path, place):
+    """A record copied under another name or tier must not show up in that table."""
+    source = write_record(tmp_path, record())
+    copy = tmp_path / "tiny" / place
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(source.read_bytes())
+    source.unlink()
+    records, warnings = read_records(tmp_path, "tiny", copy.parent.name)
+    assert records == {}
+    (warning,) = warnings
+    assert f"{copy}: invalid record (it is the record of tiny/smoke/mnist-layers1-k1-vae" in warning
+
+
+def test_an_integer_wall_time_is_a_valid_float(tmp_path):
+    path = write_record(tmp_path, record())
+    path.write_text(json.dumps({**json.loads(path.read_text()), "wall_s": 3}))
+    assert read_record(path).wall_s == 3
+
+
+def test_untracked_code_makes_the_run_dirty(tmp_path):
+    """A new spec or model module that is not committed is code the commit does not contain."""
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("bench/specs/a.toml", "models/m.py", ".gitignore"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("*.pyc\nscratch/\n" if name == ".gitignore" else "0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    where = tmp_path / "bench"
+    for ignored in ("models/m.pyc", "results/new.json", "tables/new.md", "scratch/x.py",
+                    "notes.txt"):  # fmt: skip
+        (tmp_path / ignored).parent.mkdir(exist_ok=True)
+        (tmp_path / ignored).write_text("1\n")
+    assert not rec.code_changed(where)
+    for new in ("bench/specs/new.toml", "models/new.py"):
+        (tmp_path / new).write_text("1\n")
+        assert rec.code_changed(where), new
+        (tmp_path / new).unlink()
+
+
+def test_the_command_is_recorded_shell_quoted(monkeypatch):
+    monkeypatch.setattr(rec.sys, "argv", ["/venv/bin/bench", "run", "t", "--cells", "mnist-*,a b"])
+    assert rec.command_line() == "bench run t --cells 'mnist-*,a b'"
+
+
+def test_provenance_names_torchvision_and_numpy():
+    versions = rec.provenance()["versions"]
+    assert versions["torchvision"] and versions["numpy"]
+
+
+def test_a_folder_that_cannot_be_written_is_a_usage_error(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    rec.writable_folder(tmp_path / "new", "--results")
+    assert (tmp_path / "new").is_dir() and files(tmp_path / "new") == []
+    monkeypatch.setattr(rec.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(UsageError, match=f"^{tmp_path}: cannot write there .Permission denied.; "
+                       "fix its permissions or pass --results DIR$"):  # fmt: skip
+        rec.writable_folder(tmp_path, "--results")

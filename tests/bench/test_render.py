@@ -9,7 +9,14 @@ import tomllib
 import pytest
 
 from bench.records import Record
-from bench.render import fmt_delta, fmt_value, parse_units, render, write_table
+from bench.render import (
+    fmt_delta,
+    fmt_value,
+    measured_text,
+    parse_units,
+    render,
+    write_table,
+)
 from bench.spec import Metric, get_spec
 
 NLL = Metric("nll", "NLL", unit="nats", format=".2f", better="lower")
@@ -75,7 +82,7 @@ def test_a_record_fills_only_its_own_cell(iwae):
     rows = markdown_rows(text)
     row = find_row(rows, "mnist", 2, 50)
     assert row["iwae NLL (nats) measured"] == "85.00"
-    assert row["iwae NLL (nats) Δ"] == "+2.10"  # 85.00 - 82.90
+    assert row["iwae NLL (nats) Δ"] == "+2.10 (worse)"  # 85.00 - 82.90; lower is better
     assert row["iwae active units measured"] == "30+6"
     assert row["iwae active units Δ"] == "+4/-1"  # 30+6 vs 26+7
     assert row["vae NLL (nats) measured"] == "not run"
@@ -87,9 +94,10 @@ def test_a_record_fills_only_its_own_cell(iwae):
 
 
 def test_deltas_of_numbers():
-    assert fmt_delta(NLL, 86.76, 90.0) == "+3.24"
-    assert fmt_delta(NLL, 86.76, 80.0) == "-6.76"
+    assert fmt_delta(NLL, 86.76, 90.0) == "+3.24 (worse)"  # NLL: lower is better
+    assert fmt_delta(NLL, 86.76, 80.0) == "-6.76 (better)"
     assert fmt_delta(NLL, 86.76, 86.76) == "+0.00"
+    assert fmt_delta(NLL, 86.76, 86.761) == "+0.00"  # no direction for what rounds to zero
     assert fmt_delta(NLL, None, 80.0) == "—"
     assert fmt_delta(NLL, 86.76, None) == "—"
     assert fmt_delta(Metric("p", "p", format=".3f"), 0.46, 0.4701) == "+0.010"
@@ -156,3 +164,11 @@ def test_a_tier_grid_adds_its_cells_to_the_papers(tmp_path):
         for name, value in row.items():
             if name != "model" and not name.endswith(("published", "Δ")):
                 assert value == "not run", name
+
+
+def test_a_skipped_record_says_whether_its_data_was_absent_or_corrupt():
+    nll = Metric(name="nll", label="NLL", format=".2f")
+    skipped = Record(table="t", tier="small", cell="c", params={}, status="skipped")
+    assert measured_text(nll, skipped) == "not run (data absent)"  # records made before `detail`
+    skipped.detail = "data corrupt"
+    assert measured_text(nll, skipped) == "not run (data corrupt)"

@@ -4,12 +4,14 @@ and the field; cell ids and `--cells` globs."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
 from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec, registry, settings_for
 from bench.tasks import get_task
-from bench.tasks.iwae import Settings as IWAESettings
+from bench.tasks.likelihood import Settings as IWAESettings  # the IWAE table's task
 from bench.tasks.memory import Settings as MemorySettings
 
 from .conftest import write_spec
@@ -70,7 +72,7 @@ def test_invalid_toml(spec_dir):
 
 
 def test_unknown_top_level_field(spec_dir):
-    path = edit(write_spec(spec_dir), 'task = "iwae"', 'task = "iwae"\ncolour = "blue"')
+    path = edit(write_spec(spec_dir), 'task = "likelihood"', 'task = "likelihood"\ncolour = "blue"')
     expect_error(path, "colour", "unknown field")
 
 
@@ -181,8 +183,8 @@ def test_unknown_table_lists_the_known_tables(spec_dir):
 
 
 def test_unknown_task(spec_dir):
-    path = edit(write_spec(spec_dir), 'task = "iwae"', 'task = "gan"')
-    expect_error(path, "task", "'gan'", "iwae")
+    path = edit(write_spec(spec_dir), 'task = "likelihood"', 'task = "gan"')
+    expect_error(path, "task", "'gan'", "likelihood")
 
 
 @pytest.mark.parametrize(
@@ -213,3 +215,64 @@ def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem)
     with pytest.raises(SpecError, match=problem) as info:
         settings_for(MemorySettings, load_spec(path), "full")
     assert str(path) in str(info.value)
+
+
+def test_reading_a_spec_imports_neither_torch_nor_a_task():
+    code = (
+        "import sys; from bench.spec import get_spec; get_spec('iwae-table');"
+        " assert 'torch' not in sys.modules, 'torch';"
+        " assert 'bench.tasks.likelihood' not in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("value", ["../../ESCAPED", "/tmp/ABSOLUTE", ".hidden", "a b"])
+def test_grid_values_that_are_not_file_names_are_refused(spec_dir, value):
+    path = write_spec(spec_dir)
+    path.write_text(path.read_text().replace('dataset = ["mnist"]', f'dataset = ["{value}"]'))
+    with pytest.raises(SpecError, match="cannot be part of a cell id") as error:
+        load_spec(path)
+    assert "grid.dataset" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "value, problem", [('"eighty"', "expected a number"), ("true", "expected a number")]
+)
+def test_published_values_must_be_numbers(spec_dir, value, problem):
+    path = write_spec(spec_dir)
+    path.write_text(path.read_text().replace("nll = 86.76", f"nll = {value}", 1))
+    with pytest.raises(SpecError, match=problem):
+        load_spec(path)
+
+
+def test_published_active_units_take_the_a_plus_b_form(spec_dir):
+    path = write_spec(spec_dir)
+    path.write_text(path.read_text().replace('active_units = "19"', 'active_units = "16+x"', 1))
+    with pytest.raises(SpecError, match='"a\\+b" active units'):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    "setting, value, problem",
+    [
+        ("batch_size", 0, "batch_size must be a positive number"),
+        ("batch_size", -5, "batch_size must be a positive number"),
+        ("stages", 0, "stages must be a positive number"),
+        ("nll_k", 0, "nll_k must be a positive number"),
+        ("n_train", 0, "n_train must be a positive number"),
+        ("epochs_per_stage", [-1], "non-negative integers"),
+        ("prep", "gaussian", "prep must be one of"),
+        ("data", "cloud", "data must be 'real'"),
+    ],
+)
+def test_setting_values_are_checked_when_the_spec_is_read(spec_dir, setting, value, problem):
+    spec = load_spec(write_spec(spec_dir, **{setting: value}))
+    with pytest.raises(SpecError, match=problem) as error:
+        settings_for(IWAESettings, spec, "smoke")
+    assert str(spec.path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_missing_spec_folder_is_an_error(tmp_path):
+    with pytest.raises(SpecError, match="no such spec folder"):
+        registry(tmp_path / "nope")

@@ -18,11 +18,12 @@ from torch.utils.data import TensorDataset
 
 from bench import train
 from bench.records import read_record, record_path
-from bench.runner import run_key, run_table
-from bench.spec import load_spec
+from bench.runner import cell_key, run_table
+from bench.spec import load_spec, settings_for
+from bench.tasks import get_task
 from bench.train import Checkpoint, CheckpointError, Fit, NonFiniteLoss, epoch_batches, fit
 
-from .conftest import IWAE, VAE, bench_process, options, write_spec
+from .conftest import IWAE, VAE, bench_process, model_metrics, options, write_spec
 
 EPOCHS = 4
 
@@ -150,6 +151,29 @@ def test_a_corrupt_checkpoint_is_named(tmp_path, content):
     assert "\n" not in str(info.value)
 
 
+def test_a_checkpoint_of_python_objects_is_named_without_torchs_unsafe_advice(tmp_path):
+    path = tmp_path / "cell.pt"
+    torch.save({"epoch": 1, "model": nn.Linear(1, 1)}, path)
+    with pytest.raises(CheckpointError) as info:
+        fit(make_job(2), Checkpoint(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot resume (UnpicklingError: holds Python objects")
+    assert "weights_only" not in message and "\n" not in message and "\x1b" not in message
+
+
+def test_the_checkpoint_carries_the_wall_time_of_every_segment(tmp_path):
+    first = Checkpoint(tmp_path / "c.pt")
+    fit(make_job(1), first)
+    spent = torch.load(first.path, weights_only=True)["segments"][first.token]
+    assert 0 < spent <= first.wall_s()
+    second = Checkpoint(tmp_path / "c.pt")
+    fit(make_job(2), second)
+    fit(make_job(2), second)  # loading again in the same process counts it once
+    assert second.earlier == {first.token: spent}
+    assert (second.segments, second.resumed_at) == (2, 2)
+    assert second.wall_s() > spent
+
+
 def test_a_checkpoint_of_another_model_is_named(tmp_path):
     path = tmp_path / "cell.pt"
     fit(make_job(1), Checkpoint(path))
@@ -178,7 +202,7 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch():
 
 
 def metrics_and_losses(record):
-    return record.metrics, without_times(record.history)
+    return model_metrics(record.metrics), without_times(record.history)
 
 
 def test_run_table_resumes_an_interrupted_cell_exactly(tmp_path, monkeypatch):
@@ -206,6 +230,7 @@ def test_run_table_resumes_an_interrupted_cell_exactly(tmp_path, monkeypatch):
     assert metrics_and_losses(resumed) == metrics_and_losses(whole)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert not ckpt.exists()  # a finished cell's checkpoint is removed
+    assert (whole.resumed, whole.segments, resumed.resumed, resumed.segments) == (False, 1, True, 2)
 
 
 def test_a_nan_cell_gets_a_failed_record_and_the_run_moves_on(tmp_path, monkeypatch):
@@ -215,10 +240,10 @@ def test_a_nan_cell_gets_a_failed_record_and_the_run_moves_on(tmp_path, monkeypa
 
     calls = []
 
-    def nan_for_the_vae(self, x, k, objective):
+    def nan_for_the_vae(self, x):
         # Call 1 is the memory probe, 2 and 3 are training steps 0 and 1: step 1 goes NaN.
-        calls.append(objective)
-        value = forward(self, x, k, objective)
+        calls.append(self.objective)
+        value = forward(self, x)
         return value * math.nan if calls == ["vae"] * 3 else value
 
     monkeypatch.setattr(Model, "forward", nan_for_the_vae)
@@ -243,7 +268,8 @@ def test_a_corrupt_checkpoint_fails_its_cell_with_the_file_named(tmp_path):
     spec = load_spec(write_spec(tmp_path / "specs"))
     opts = options(tmp_path, cells=VAE)
     cell = spec.select("smoke", VAE)[0]
-    key = run_key(spec.settings("smoke"), opts.seed, cell.as_dict())
+    settings = settings_for(get_task(spec.task).Settings, spec, "smoke")
+    key, _ = cell_key(spec, cell, settings, opts)
     path = opts.checkpoints / "tiny" / "smoke" / f"{VAE}.{key}.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\0" * 100)
@@ -290,7 +316,7 @@ def test_sigkill_mid_cell_then_rerun_gives_the_uninterrupted_numbers(tmp_path):
     resumed = json.loads(record_file.read_text())
     reference = json.loads((tmp_path / "whole/results/tiny/smoke" / f"{VAE}.json").read_text())
     assert resumed["status"] == reference["status"] == "ok"
-    assert resumed["metrics"] == reference["metrics"]
+    assert model_metrics(resumed["metrics"]) == model_metrics(reference["metrics"])
     assert without_times(resumed["history"]) == without_times(reference["history"])
     # The epochs before the kill come from the checkpoint, not from training them again.
     assert resumed["history"][: done["epoch"]] == done["history"]

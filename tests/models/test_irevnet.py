@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.tasks import count_parameters
+from models import count_parameters
 from models.irevnet import (
     InjectivePad,
     IRevBlock,

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from bench.memory import count_saved_bytes
-from bench.tasks import count_parameters
+from models import count_parameters
 from models.resnet import PadShortcut, depth, resnet32, resnet110, resnet164
 
 

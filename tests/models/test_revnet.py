@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.memory import count_saved_bytes
-from bench.tasks import count_parameters
+from models import count_parameters
 from models.resnet import BasicResidual, BottleneckResidual, depth
 from models.revnet import (
     DownsampleBlock,
@@ -145,7 +145,15 @@ def test_float32_drift_through_many_blocks_stays_small():
     with torch.no_grad():
         y = model(x)
         assert (model.inverse(y) - x).abs().max() < 1e-4
-    assert_same_gradients(model, x, projection_loss, 1e-4)
+    # Float32 gradient error depends on the machine, so the memory-saving backward is held to
+    # plain autograd's own float32 error against float64 (10x, plus a floor of a few epsilons).
+    exact, x_exact = train_step(model.double(), False, x.double(), projection_loss)
+    saving, x_saving = train_step(model.float(), True, x, projection_loss)
+    plain, x_plain = train_step(model, False, x, projection_loss)
+    grads = zip(saving.parameters(), plain.parameters(), exact.parameters(), strict=True)
+    for s, p, e in [(x_saving, x_plain, x_exact), *grads]:
+        plain_error = rel_err(p.grad.double(), e.grad)
+        assert rel_err(s.grad.double(), e.grad) <= 10 * plain_error + 1e-6
 
 
 def test_a_reversible_run_stores_only_its_output():

@@ -1,0 +1,257 @@
+"""Density estimation (IWAE, PixelCNN family, PixelVAE, NICE tables): train any model of the
+likelihood contract with Adam, then report its test NLL in nats and bits/dim.
+
+The contract (see models/factorised.py for the smallest model that meets it):
+- `input_kind`: "binary", "discrete256" or "continuous", what the spec's `prep` must produce;
+- `forward(x) -> [B]`: the per-image training loss in nats (a bound for latent-variable models);
+- `nll(x) -> [B]`: the test NLL in nats, exact, or `nll(x, k, chunk)`, an importance-sampled
+  bound with k samples;
+- optional: `sample(n, generator)`, `init_from_data(x_uint8)`, `active_units(x, ...)` and
+  `elbo_terms(x) -> {term: [B]}` (per-level KL terms), each reported when present.
+
+Cell fields: dataset, model (a name in models.MODELS); every other field, and the tier's
+`model_kwargs` for that model, goes to the model's constructor with `shape = (C, H, W)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils.data import TensorDataset
+from torchvision.utils import save_image
+
+import models
+
+from .. import data as datasets
+from ..data.prep import PREPS
+from ..memory import measure_step
+from ..profiling import MIB, peak_mib
+from ..train import Fit, fit, save_atomic
+from ..units import bits_per_dim
+from .common import CellResult, Context, check_data, positive
+
+SHAPES = {
+    "mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "omniglot": (1, 28, 28),
+    "cifar10": (3, 32, 32), "cifar10_lossless": (3, 32, 32), "cifar100": (3, 32, 32),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: str = "real"  # "sample": the committed sample (smoke tiers)
+    prep: str = "discrete256"  # a key of bench.data.prep.PREPS
+    # Constructor arguments per model name, e.g. { pixelcnn = { levels = 2, hidden = 32 } }
+    model_kwargs: dict = field(default_factory=dict)
+    # Stage i trains epochs_per_stage[i] epochs at lr * 10^(-i / stages_per_decade); without
+    # epochs_per_stage, stage i has 3^i epochs (the IWAE paper's schedule).
+    stages: int = 1
+    epochs_per_stage: list | None = None
+    stages_per_decade: float = 7.0
+    lr: float = 1e-3
+    batch_size: int = 20
+    adam_eps: float = 1e-8
+    n_train: int | None = None  # None: the whole training set
+    n_test: int | None = None
+    image_size: int | None = None  # resize (antialiased): smoke tiers of 32x32 models sample fast
+    nll_k: int = 5000  # importance samples of a bound (latent-variable models only)
+    nll_chunk: int = 1000  # samples per chunk of the bound; memory ~ chunk x nll_batch
+    nll_batch: int = 100  # test images per call of nll
+    au_samples: int = 100  # samples of the top layer's posterior mean (active units)
+    max_steps_per_epoch: int | None = None
+    samples: int = 16  # images in the PNG grid of samples (0: none)
+    time_naive_sampler: bool = False  # also time `sample(1, naive=True)` where a model has it
+
+    def __post_init__(self):
+        check_data(self.data)
+        if self.prep not in PREPS:
+            raise ValueError(f"prep must be one of {', '.join(PREPS)}, got {self.prep!r}")
+        for name in ("stages", "lr", "batch_size", "adam_eps", "nll_k", "nll_chunk", "nll_batch",
+                     "au_samples", "stages_per_decade"):  # fmt: skip
+            positive(name, getattr(self, name))
+        for name in ("n_train", "n_test", "max_steps_per_epoch", "image_size"):
+            positive(name, getattr(self, name), allow_none=True)
+        if not all(isinstance(v, dict) for v in self.model_kwargs.values()):
+            raise ValueError("model_kwargs maps a model name to a table of its arguments")
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0, got {self.samples}")
+        stage_epochs(self)  # fail when the spec is read, not after a cell has started
+
+
+def stage_epochs(s: Settings) -> list[int]:
+    epochs = s.epochs_per_stage or [3**i for i in range(s.stages)]
+    if len(epochs) != s.stages:
+        raise ValueError(f"epochs_per_stage has {len(epochs)} entries for {s.stages} stages")
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
+        raise ValueError(f"epochs_per_stage must hold non-negative integers, got {epochs}")
+    return list(epochs)
+
+
+def lr_schedule(s: Settings):
+    """Epoch -> learning rate: stage i runs stage_epochs[i] epochs at lr * 10^(-i/7)."""
+    ends = [sum(stage_epochs(s)[: i + 1]) for i in range(s.stages)]
+
+    def lr_at(epoch: int) -> float:
+        i = next(i for i, end in enumerate(ends) if epoch < end)
+        return s.lr * 10 ** (-i / s.stages_per_decade)
+
+    return lr_at, ends[-1]
+
+
+def build(cell: dict, s: Settings, shape: tuple[int, ...]):
+    kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
+    return models.build(
+        cell["model"], shape=shape, **s.model_kwargs.get(cell["model"], {}), **kwargs
+    )
+
+
+def check_kind(model, cell: dict, s: Settings) -> None:
+    kind = PREPS[s.prep].kind
+    if getattr(model, "input_kind", None) != kind:
+        fits = [name for name, p in PREPS.items() if p.kind == getattr(model, "input_kind", None)]
+        raise ValueError(
+            f"model '{cell['model']}' takes {getattr(model, 'input_kind', 'no declared')} input but"
+            f" prep = '{s.prep}' makes {kind} input; set prep to one of {', '.join(fits) or '?'}"
+        )
+
+
+def preflight(cell: dict, s: Settings) -> None:
+    """Refuse a cell before anything trains: unknown data set or model, arguments the model
+    rejects, or a data preparation the model cannot take."""
+    if cell.get("dataset") not in SHAPES:
+        raise ValueError(f"dataset must be one of {', '.join(SHAPES)}, got {cell.get('dataset')!r}")
+    shape = SHAPES[cell["dataset"]]
+    if s.image_size:
+        shape = (shape[0], s.image_size, s.image_size)
+    with torch.device("meta"):
+        model = build(cell, s, shape)
+    check_kind(model, cell, s)
+
+
+def _accepted(fn, **optional):
+    """The keyword arguments among `optional` that `fn` takes: models differ in what they need."""
+    names = inspect.signature(fn).parameters
+    return {k: v for k, v in optional.items() if k in names}
+
+
+def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
+    prep, device = PREPS[s.prep], ctx.device
+    splits = datasets.load(
+        cell["dataset"], ctx.data_dir, sample=s.data == "sample", n_train=s.n_train,
+        n_test=s.n_test, seed=ctx.seed, download=ctx.download, image_size=s.image_size,
+    )  # fmt: skip
+    if splits.info.lossy:
+        raise datasets.DataError(
+            f"{splits.info.source}: lossy images give meaningless likelihoods; use a lossless"
+            " source (cifar10_lossless for CIFAR-10)"
+        )
+    x_train, _ = splits.train.tensors
+    x_test_uint8, _ = splits.test.tensors
+    shape, dims = tuple(x_train.shape[1:]), x_train[0].numel()
+    x_train = x_train.to(device)
+    train = TensorDataset(x_train)
+    # The test set is prepared once, with a fixed seed, so every cell is scored on the same input.
+    x_test = prep.test(x_test_uint8, torch.Generator().manual_seed(ctx.seed)).to(device)
+
+    torch.manual_seed(ctx.seed)
+    model = build(cell, s, shape).to(device)
+    check_kind(model, cell, s)
+    if hasattr(model, "init_from_data"):
+        model.init_from_data(x_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), eps=s.adam_eps)
+    lr_at, epochs = lr_schedule(s)
+
+    def loss(net, batch):
+        return net(prep.train(batch[0])).mean()
+
+    memory = measure_step(
+        lambda: loss(model, (x_train[: s.batch_size],)), model.parameters(), device
+    )
+    history = fit(
+        Fit(model, optimizer, loss, train, s.batch_size, epochs, lr_at, ctx.seed,
+            desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch),
+        ctx.checkpoint,
+    )  # fmt: skip
+    if ctx.weights is not None:
+        save_atomic(model.state_dict(), ctx.weights)
+
+    model.eval()
+    metrics = evaluate(model, x_test, s, ctx.seed, dims, prep.offset(dims))
+    metrics["params"] = models.count_parameters(model)
+    metrics["saved_mib"] = memory["saved_bytes"] / MIB
+    metrics["peak_mib"] = peak_mib(memory)
+    metrics["images_per_s"] = _throughput(history, len(train), s)
+    if s.samples and hasattr(model, "sample"):
+        metrics.update(draw_samples(model, s, ctx, shape, prep.kind))
+    return CellResult(
+        metrics=metrics,
+        memory=memory,
+        data={**asdict(splits.info), "prep": f"{s.prep}: {prep.doc}"},
+        history=history,
+    )
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: float) -> dict:
+    """Test NLL per image (nats of the stored images), its mean, standard error and bits/dim,
+    plus active units and ELBO terms where the model reports them."""
+    torch.manual_seed(seed + 1)
+    bound = _accepted(model.nll, k=s.nll_k, chunk=s.nll_chunk)
+    # -log p(x) of the data = the model's NLL of its input + the nats of the preparation
+    nll = torch.cat([model.nll(xb, **bound).double() for xb in x.split(s.nll_batch)]) + offset
+    n = len(nll)
+    mean = nll.mean().item()
+    stderr = (nll.std() / math.sqrt(n)).item() if n > 1 else None
+    metrics = {
+        "nll": mean,
+        "nll_stderr": stderr,
+        "bits_per_dim": bits_per_dim(mean, dims),
+        "bpd_stderr": None if stderr is None else bits_per_dim(stderr, dims),
+    }
+    if "k" in bound:
+        metrics["nll_k"] = s.nll_k
+    if offset:
+        # what flow papers report: the log-likelihood of the rescaled, dequantized data
+        metrics["loglik_continuous"] = offset - mean
+    if hasattr(model, "active_units"):
+        units = model.active_units(x, **_accepted(model.active_units, n_samples=s.au_samples))
+        metrics["active_units"] = list(units)
+    if hasattr(model, "elbo_terms"):
+        terms: dict[str, list[torch.Tensor]] = {}
+        for xb in x.split(s.nll_batch):
+            for name, value in model.elbo_terms(xb).items():
+                terms.setdefault(name, []).append(value.double())
+        metrics.update({name: torch.cat(v).mean().item() for name, v in terms.items()})
+    metrics["nll_per_image"] = [round(v, 6) for v in nll.tolist()]
+    return metrics
+
+
+def _throughput(history: list[dict], n_train: int, s: Settings) -> float | None:
+    """Training images per second over the epochs this process ran."""
+    steps = math.ceil(n_train / s.batch_size)
+    if s.max_steps_per_epoch:
+        steps = min(steps, s.max_steps_per_epoch)
+    images = min(n_train, steps * s.batch_size)
+    seconds = sum(h["seconds"] for h in history)
+    return images * len(history) / seconds if seconds > 0 else None
+
+
+@torch.no_grad()
+def draw_samples(model, s: Settings, ctx: Context, shape: tuple, kind: str) -> dict:
+    """Seconds per sample and, when the runner asks for one, a PNG grid of the samples."""
+    generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+    t0 = time.perf_counter()
+    x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
+    out = {"sample_s": (time.perf_counter() - t0) / s.samples}
+    if s.time_naive_sampler and "naive" in inspect.signature(model.sample).parameters:
+        t0 = time.perf_counter()
+        model.sample(1, generator=generator, naive=True)
+        out["sample_s_naive"] = time.perf_counter() - t0
+    if ctx.samples is not None:
+        images = x.float() / 255 if kind == "discrete256" else x.float().clamp(0, 1)
+        ctx.samples.parent.mkdir(parents=True, exist_ok=True)
+        save_image(images, ctx.samples, nrow=int(math.ceil(math.sqrt(s.samples))), padding=1)
+    return out

@@ -1,0 +1,168 @@
+"""PixelSNAIL (Chen, Mishra, Rohaninejad, Abbeel 2017, arXiv 1712.09763).
+
+A PixelCNN++-style causal convolution stream interleaved with causal self-attention (Section 2):
+each block is a residual block of gated, down-right-shifted convolutions followed by an
+attention block in which every position reads the earlier positions of the whole image,
+
+    A(q, K, V) = softmax(q K^T / sqrt(d_k) + mask) V,   mask_{ij} = 0 if j < i else -inf,
+
+with positions in raster order. Keys and values come from the stream, the input image and a
+positional background; queries from the stream and the background. The stream at a position sees
+only earlier pixels, and the input at a position enters only the keys and values, which a query
+reads from strictly earlier positions, so the model stays autoregressive over pixels. The first
+position has no earlier one and reads zero.
+
+The output is the discretized logistic mixture of PixelCNN++ (`models.pixelcnnpp`), whole pixel
+by whole pixel with the linear dependence between colour channels.
+
+Following the authors' code (neocxi/pixelsnail-public, `h12_noup_smallkey`), keys and queries
+are small (16) and values are half the filters wide; attention here may be split into heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.pixelcnnpp import (
+    DownRightShiftedConv2d,
+    DownShiftedConv2d,
+    GatedResnet,
+    discretized_logistic_mixture_log_prob,
+    n_mixture_params,
+    sample_by_pixel,
+    scale_pixels,
+)
+
+
+def causal_attention(query: Tensor, key: Tensor, value: Tensor, n_heads: int) -> Tensor:
+    """Multi-head attention over positions in raster order, each query reading strictly earlier
+    positions only. query, key [B, d_k, H, W], value [B, d_v, H, W] -> [B, d_v, H, W]."""
+    B, d_k, H, W = key.shape
+    d_v = value.shape[1]
+    N = H * W
+    q = query.reshape(B, n_heads, d_k // n_heads, N).transpose(2, 3)
+    k = key.reshape(B, n_heads, d_k // n_heads, N)
+    v = value.reshape(B, n_heads, d_v // n_heads, N).transpose(2, 3)
+    allowed = torch.ones(N, N, dtype=torch.bool, device=key.device).tril(-1)
+    # the first position has no earlier one: it may see itself here, and its output is zeroed
+    allowed[0, 0] = True
+    # A = softmax(q K^T / sqrt(d_k) + mask) V
+    out = F.scaled_dot_product_attention(q, k.transpose(2, 3), v, attn_mask=allowed)
+    has_earlier = (torch.arange(N, device=key.device) > 0).to(out.dtype)[:, None]
+    return (out * has_earlier).transpose(2, 3).reshape(B, d_v, H, W)
+
+
+def nin(cin: int, cout: int) -> nn.Conv2d:
+    """A 1x1 convolution ("network in network")."""
+    return nn.Conv2d(cin, cout, 1)
+
+
+class AttentionBlock(nn.Module):
+    """Keys and values from [x, stream, background], queries from [stream, background], each
+    through a 1x1 gated residual layer; the attention output enters the stream through a
+    gated residual layer with a 1x1 shortcut (the authors' code)."""
+
+    def __init__(
+        self, nf: int, channels: int, key_size: int, n_heads: int, dropout: float, n_classes: int
+    ) -> None:
+        super().__init__()
+        kv_in = channels + nf + 2
+        self.n_heads = n_heads
+        self.key_size = key_size
+        self.kv_resnet = GatedResnet(nin, kv_in, 0, dropout, n_classes)
+        self.kv = nin(kv_in, key_size + nf // 2)
+        self.q_resnet = GatedResnet(nin, nf + 2, 0, dropout, n_classes)
+        self.q = nin(nf + 2, key_size)
+        self.out = GatedResnet(nin, nf, nf // 2, dropout, n_classes)
+
+    def forward(self, ul: Tensor, xs: Tensor, background: Tensor, y: Tensor | None) -> Tensor:
+        kv = self.kv(self.kv_resnet(torch.cat([xs, ul, background], dim=1), y=y))
+        key, value = kv[:, : self.key_size], kv[:, self.key_size :]
+        query = self.q(self.q_resnet(torch.cat([ul, background], dim=1), y=y))
+        return self.out(ul, causal_attention(query, key, value, self.n_heads), y)
+
+
+class PixelSNAIL(nn.Module):
+    """PixelSNAIL for 8-bit images ("discrete256").
+
+    paper_config (CIFAR-10, 2.85 bits/dim; the authors' `h12_noup_smallkey`): n_blocks=12,
+    nr_resnet=5, nr_filters=256, key_size=16 (values 128), n_heads=1, nr_logistic_mix=10,
+    dropout=0.5. The defaults are a CPU-sized network of the same shape (one head, like the
+    authors: on CPU, masked attention runs head by head, and two heads take twice as long).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int] = (3, 32, 32),
+        n_blocks: int = 2,
+        nr_resnet: int = 2,
+        nr_filters: int = 32,
+        key_size: int = 16,
+        n_heads: int = 1,
+        nr_logistic_mix: int = 5,
+        dropout: float = 0.5,
+        n_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        C = shape[0]
+        if key_size % n_heads or (nr_filters // 2) % n_heads:
+            raise ValueError("key_size and nr_filters // 2 must be divisible by n_heads")
+        self.shape = tuple(shape)
+        self.n_classes = n_classes
+        self.input_kind = "discrete256"
+        nf = nr_filters
+        self.init_down = DownShiftedConv2d(C + 1, nf, (1, 3), shift=True)
+        self.init_right = DownRightShiftedConv2d(C + 1, nf, (2, 1), shift=True)
+        self.resnets = nn.ModuleList(
+            nn.ModuleList(
+                GatedResnet(DownRightShiftedConv2d, nf, 0, dropout, n_classes)
+                for _ in range(nr_resnet)
+            )
+            for _ in range(n_blocks)
+        )
+        self.attention = nn.ModuleList(
+            AttentionBlock(nf, C, key_size, n_heads, dropout, n_classes) for _ in range(n_blocks)
+        )
+        self.out = nin(nf, nr_logistic_mix * n_mixture_params(C))
+
+    def _check_y(self, y: Tensor | None) -> None:
+        if (y is None) != (self.n_classes == 0):
+            raise ValueError(f"y must be given exactly when n_classes > 0 ({self.n_classes})")
+
+    def params(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Mixture parameters [B, K * n_mixture_params(C), H, W]; those of pixel (i, j) depend
+        on the pixels before (i, j) in raster order only."""
+        self._check_y(y)
+        B, _, H, W = x.shape
+        xs = scale_pixels(x)
+        rows = (torch.arange(H, dtype=x.dtype, device=x.device) - H / 2) / H
+        cols = (torch.arange(W, dtype=x.dtype, device=x.device) - W / 2) / W
+        background = torch.stack([rows[:, None].expand(H, W), cols[None, :].expand(H, W)]).expand(
+            B, 2, H, W
+        )
+        # a channel of ones tells the image from the zero padding
+        padded = torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1)
+        ul = self.init_down(padded) + self.init_right(padded)
+        for resnets, attention in zip(self.resnets, self.attention):
+            for resnet in resnets:
+                ul = resnet(ul, y=y)
+            ul = attention(ul, xs, background, y)
+        return self.out(F.elu(ul))
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """-log P(x | y) in nats per example: exact, differentiable, the training loss."""
+        return -discretized_logistic_mixture_log_prob(x, self.params(x, y)).flatten(1).sum(1)
+
+    @torch.no_grad()
+    def nll(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Test -log P(x | y) in nats per example (call .eval() first to switch dropout off)."""
+        return self.forward(x, y)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """n images, integer-valued floats 0..255: one full pass per pixel (H * W passes)."""
+        return sample_by_pixel(self, n, generator, y)

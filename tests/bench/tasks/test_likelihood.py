@@ -1,0 +1,128 @@
+"""bench.tasks.likelihood: units that come out exactly where a closed form says, the model and
+data-preparation checks, and a table made of one spec and one model module."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import load
+from bench.runner import run_table
+from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec
+from bench.tasks.likelihood import Settings, evaluate
+from bench.units import bits_per_dim, dequantization_nats
+from models.factorised import Factorised
+
+from ..conftest import options
+
+
+def entropy_bits_per_dim(x: np.ndarray, levels: int) -> float:
+    """Sum over sub-pixels of the empirical entropy of their values, in bits, per dimension."""
+    flat = x.reshape(len(x), -1)
+    total = 0.0
+    for column in flat.T:
+        p = np.bincount(column, minlength=levels) / len(column)
+        p = p[p > 0]
+        total -= float((p * np.log2(p)).sum())
+    return total / flat.shape[1]
+
+
+def test_a_uniform_model_scores_exactly_8_bits_per_dim_through_the_table(tmp_path):
+    spec = get_spec("factorised")
+    (uniform, data) = run_table(spec, options(tmp_path, tier="smoke"), log=lambda line: None)
+    assert uniform.status == data.status == "ok"
+    # float32 sums of 3,072 equal terms: exact to float32 rounding of the total
+    assert uniform.metrics["bits_per_dim"] == pytest.approx(8.0, abs=1e-6)
+    assert uniform.metrics["nll"] == pytest.approx(3072 * math.log(256), rel=1e-6)
+    # The data init: smoothed training frequencies, scored on the test images, by hand.
+    splits = load("cifar10_lossless", None, sample=True)
+    x_train = splits.train.tensors[0].numpy().reshape(192, -1)
+    x_test = splits.test.tensors[0].numpy().reshape(96, -1)
+    counts = np.stack([np.bincount(col, minlength=256) for col in x_train.T])  # [D, 256]
+    log_p = np.log((counts + 1.0) / (192 + 256))
+    nll = -log_p[np.arange(3072), x_test].sum(1)
+    assert data.metrics["nll"] == pytest.approx(nll.mean(), rel=1e-5)
+    assert data.metrics["bits_per_dim"] == pytest.approx(
+        nll.mean() / (3072 * math.log(2)), rel=1e-5
+    )
+    assert (tmp_path / "tables" / "samples" / f"factorised-smoke-{uniform.cell}.png").is_file()
+
+
+@pytest.mark.parametrize("levels", [2, 256])
+def test_the_maximum_likelihood_factorised_model_scores_the_datas_entropy(levels):
+    splits = load("binarized_mnist" if levels == 2 else "cifar10_lossless", None, sample=True)
+    x_uint8 = splits.test.tensors[0]
+    model = Factorised(tuple(x_uint8.shape[1:]), levels=levels, init="data", pseudo_count=0.0)
+    model.init_from_data(x_uint8)
+    x = (x_uint8 == 255).float() if levels == 2 else x_uint8.float()
+    metrics = evaluate(model, x, Settings(nll_batch=50), seed=0, dims=x[0].numel(), offset=0.0)
+    values = (x_uint8.numpy() > 127).astype(int) if levels == 2 else x_uint8.numpy().astype(int)
+    assert metrics["bits_per_dim"] == pytest.approx(entropy_bits_per_dim(values, levels), rel=1e-5)
+    assert "nll_k" not in metrics  # an exact likelihood has no number of samples
+
+
+def test_unit_conversions():
+    assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    # A uniform density on the rescaled [0, 1)^D scores 0 nats; the 8-bit images it bounds, 8 bits.
+    assert bits_per_dim(0.0 + dequantization_nats(3072), 3072) == pytest.approx(8.0)
+    assert dequantization_nats(10, scale=1.0) == 0.0
+
+
+def test_dequantized_nll_counts_the_rescaling(monkeypatch):
+    """A model with a uniform density on [0, 1)^D (NLL 0) must score 8 bits/dim of 8-bit data."""
+
+    class Uniform(torch.nn.Module):
+        def nll(self, y):
+            assert y.min() >= 0 and y.max() < 1
+            return torch.zeros(len(y))
+
+    y = torch.rand(6, 3, 4, 4)
+    metrics = evaluate(Uniform(), y, Settings(), 0, 48, dequantization_nats(48))
+    assert metrics["bits_per_dim"] == pytest.approx(8.0)
+    assert metrics["loglik_continuous"] == pytest.approx(0.0)
+
+
+def shipped_with(tmp_path, table: str, old: str, new: str):
+    text = (SPEC_DIR / f"{table}.toml").read_text()
+    assert old in text
+    path = tmp_path / f"{table}.toml"
+    path.write_text(text.replace(old, new))
+    return load_spec(path)
+
+
+def test_a_prep_the_model_cannot_take_is_a_one_line_spec_error(tmp_path):
+    spec = shipped_with(tmp_path, "factorised", 'prep = "discrete256"', 'prep = "dynamic_binarize"')
+    with pytest.raises(SpecError) as error:
+        run_table(spec, options(tmp_path, tier="smoke"), log=lambda line: None)
+    message = str(error.value)
+    assert "\n" not in message and str(spec.path) in message
+    assert "takes discrete256 input but prep = 'dynamic_binarize'" in message
+    assert not (tmp_path / "results").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    "grid, problem",
+    [
+        ('layers = [1], k = [0], model = ["vae"]', "k >= 1"),
+        ('layers = [3], k = [1], model = ["vae"]', "layers must be 1 or 2"),
+        ('layers = [1], k = [1], model = ["gan"]', "unknown model 'gan'"),
+    ],
+)
+def test_cells_a_model_cannot_build_are_refused_before_training(tmp_path, grid, problem):
+    old = 'data = "sample"\nstages = 1'
+    new = f'data = "sample"\ngrid = {{ dataset = ["mnist"], {grid} }}\nstages = 1'
+    spec = shipped_with(tmp_path, "iwae-table", old, new)
+    with pytest.raises(SpecError, match=problem) as error:
+        run_table(spec, options(tmp_path, tier="smoke"), log=lambda line: None)
+    assert "\n" not in str(error.value) and str(spec.path) in str(error.value)
+
+
+def test_lossy_images_are_refused_for_likelihoods(tmp_path):
+    spec = shipped_with(tmp_path, "factorised", '[tiers.smoke]   # the committed 192 + 96',
+                        '[tiers.smoke]\ngrid = { model = ["factorised"], dataset = ["cifar10"],'
+                        ' init = ["uniform"] }\n# the committed 192 + 96')  # fmt: skip
+    records = run_table(spec, options(tmp_path, tier="smoke", cells="*uniform"), log=lambda _: None)
+    assert records[0].status == "skipped" and "lossy" in records[0].reason
