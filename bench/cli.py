@@ -1,4 +1,4 @@
-"""The `bench` command: list, validate, run, table, plot.
+"""The `bench` command: list, validate, run, table, plot, invert, check.
 
 Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
 finish ends with status 1 after rendering what it has.
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import data as datasets
+from . import records
 from .records import RESULTS_DIR, read_records
 from .render import TABLES_DIR, write_table
 from .runner import RunOptions, UsageError, run_table
@@ -100,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="re-render a table from its records (no training)")
     table.add_argument("table")
     table.add_argument("--tier", choices=TIERS, default="smoke")
+    table.add_argument("--wide", action="store_true",
+                       help="published, measured and Δ in columns of their own")  # fmt: skip
     inv = sub.add_parser("invert", help="x -> forward -> inverse -> x: a PNG grid and the error")
     inv.add_argument("--model", default="irevnet_b", help="an invertible model (default irevnet_b)")
     inv.add_argument("--dataset", default="imagenet", choices=["imagenet", "cifar10"])
@@ -108,9 +111,45 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("-n", type=_at_least_1, default=4, help="how many images (>= 1)")
     inv.add_argument("--out", type=Path, help="PNG path (default tables/invert-MODEL.png)")
 
-    plot = sub.add_parser("plot", help="draw measured vs published and training curves (PNG)")
+    plot = sub.add_parser("plot", help="draw the claim figure ([plot]), measured vs published,"
+                          " training curves and sample grids (PNG)")  # fmt: skip
     plot.add_argument("table")
     plot.add_argument("--tier", choices=TIERS, default="smoke")
+
+    check = sub.add_parser(
+        "check", help="rerun cells and compare each metric with its committed reference record"
+    )
+    check.add_argument(
+        "table", nargs="*", help="tables (default: every table with [check.TIER] tolerances)"
+    )
+    check.add_argument("--tier", choices=TIERS, default="smoke")
+    check.add_argument("--cells", help="glob(s) over cell ids, comma-separated")
+    check.add_argument(
+        "--subset", action="store_true", help="only the spec's [check.TIER] subset (what CI runs)"
+    )
+    check.add_argument(
+        "--update", action="store_true", help="after a deliberate change: new references"
+    )
+    check.add_argument(
+        "--work",
+        type=Path,
+        help="scratch folder, kept so that a rerun of the same code reuses its records"
+        " (default: a temporary one)",
+    )
+    check.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("DGM_BENCH_DATA"),
+        help="where data sets live (default $DGM_BENCH_DATA)",
+    )
+    check.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+    perf = sub.add_parser(
+        "perf", help="time our hot paths against their peers (pythae, MemCNN) in one process"
+    )
+    perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
+    perf.add_argument("--only", help="one benchmark: iwae-train, iwae-nll, reversible, revnet,"
+                      " pixelcnn")  # fmt: skip
 
     for command in sub.choices.values():
         _global_options(command, defaults=False)
@@ -192,7 +231,7 @@ def cmd_table(args) -> int:
               f" or run `bench run {spec.id} --tier {args.tier}`", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        print(write_table(spec, args.tier, records, warnings, args.tables))
+        print(write_table(spec, args.tier, records, warnings, args.tables, args.wide))
     except OSError as e:
         raise UsageError(f"{args.tables}: cannot write the table ({e.strerror or e});"
                          " fix its permissions or pass --tables DIR") from None  # fmt: skip
@@ -200,7 +239,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_curves, plot_metrics, plot_published_vs_measured
+    from .plot import plot_curves, plot_metrics, plot_published_vs_measured, plot_samples
 
     spec = get_spec(args.table, args.specs)
     records, _ = read_records(args.results, spec.id, args.tier)
@@ -209,6 +248,7 @@ def cmd_plot(args) -> int:
         plot_published_vs_measured(spec, records, stem.with_name(stem.name + "-vs-paper.png")),
         plot_curves(spec, records, stem.with_name(stem.name + "-curves.png")),
         plot_metrics(spec, records, stem.with_name(stem.name + ".png")),
+        plot_samples(spec, records, stem.with_name(stem.name + "-samples.png")),
     ]
     drawn = [str(p) for p in drawn if p]
     if not drawn:
@@ -229,6 +269,65 @@ def cmd_invert(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Exit 1 when a metric moved beyond its tolerance (or a cell failed to run), else 0."""
+    from .check import check_table, remove, render_report, scratch_options, temporary_work
+
+    if args.cells and args.subset:
+        raise UsageError("--cells and --subset: give one (--subset is the spec's choice of cells)")
+    if args.table:
+        specs = [get_spec(t, args.specs) for t in args.table]
+        for spec in specs:
+            if args.tier not in spec.checks:
+                raise UsageError(
+                    f"table '{spec.id}' has no [check.{args.tier}] tolerances in {spec.path};"
+                    " add them (README, 'Regression checks')"
+                )
+    else:
+        specs = [load_spec(p) for p in _specs(args).values()]
+        for spec in specs:
+            if args.tier not in spec.checks:
+                print(f"{spec.id}: no [check.{args.tier}] tolerances in its spec; not checked")
+        specs = [s for s in specs if args.tier in s.checks]
+    work = args.work or temporary_work()
+    failed = []
+    try:
+        for spec in specs:
+            cells = spec.checks[args.tier].subset if args.subset else args.cells
+            if args.subset and not cells:
+                print(f"{spec.id}: no subset in [check.{args.tier}]; not checked")
+                continue
+            opts = scratch_options(work, data_dir=args.data_dir, device=args.device)
+            report = check_table(spec, args.tier, cells, opts, args.results,
+                                 update=args.tables if args.update else None,
+                                 log=lambda *a: print(*a, file=sys.stderr))  # fmt: skip
+            print(render_report(report, args.results / spec.id / args.tier))
+            runs_failed = any(r.metric == "(run)" for r in report.failed)
+            if report.failed and (runs_failed or not args.update):
+                failed.append(spec.id)
+    finally:
+        if args.work is None:
+            remove(work)
+    if failed:
+        print(f"bench check: regressions in {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_perf(args) -> int:
+    """Write results/perf/<benchmark>.json, then tables/perf.md and tables/perf.png."""
+    from .perf import BENCHMARKS, read_perf_records, run_perf
+    from .perf.render import plot_perf, write_perf_table
+
+    if args.only is not None and args.only not in BENCHMARKS:
+        raise UsageError(f"--only {args.only}: not a benchmark; one of {', '.join(BENCHMARKS)}")
+    for path in run_perf(args.results, quick=args.quick, only=args.only):
+        print(path)
+    records = read_perf_records(args.results)
+    print(write_perf_table(records, args.tables))
+    print(plot_perf(records, args.tables / "perf.png"))
+    return 0
+
+
 COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
@@ -236,6 +335,8 @@ COMMANDS = {
     "table": cmd_table,
     "plot": cmd_plot,
     "invert": cmd_invert,
+    "check": cmd_check,
+    "perf": cmd_perf,
 }
 
 
@@ -251,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as a program: `bench list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     previous = signal.signal(signal.SIGTERM, _terminate)
+    records.COMMAND = None if argv is None else ["bench", *argv]
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -1,20 +1,32 @@
-"""Figures from records: measured vs published per metric, and training curves.
+"""Figures from records: the claim figure a spec's `[plot]` declares, measured vs published for
+any table, training curves, and the sample grids of generative models.
 
-Like tables, figures are drawn from records only, so they can be redrawn at any time.
+Like tables, figures are drawn from records only, so they can be redrawn at any time. Each
+`*_figure` builder returns the Figure, its axes and series named by gid (so tests can check what
+a reader would look for), and each `plot_*` wrapper saves it as a PNG.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import mean, median
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from .records import Record  # noqa: E402
-from .render import parse_units  # noqa: E402
-from .spec import Metric, TableSpec  # noqa: E402
+from .render import fmt_value, parse_units  # noqa: E402
+from .spec import Cell, Metric, TableSpec  # noqa: E402
+
+MARKERS = "os^Dv<>PX*"
+MAX_LABELS = 3  # outliers named in a measured-vs-published panel
 
 
 def _number(metric: Metric, value) -> float | None:
@@ -29,47 +41,473 @@ def _number(metric: Metric, value) -> float | None:
 
 
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
 
-def plot_published_vs_measured(
-    spec: TableSpec, records: dict[str, Record], path: Path
-) -> Path | None:
-    """One panel per metric that has both numbers for some cell; the diagonal is agreement."""
+def _save(fig: Figure | None, path: Path) -> Path | None:
+    return save_figure(fig, path) if fig is not None else None
+
+
+def _ok(records: dict[str, Record]) -> list[Record]:
+    return [r for r in records.values() if r.status == "ok"]
+
+
+def _key(params: dict[str, Any], fields: tuple[str, ...]) -> tuple:
+    return tuple(params.get(f) for f in fields)
+
+
+def _name(fields: tuple[str, ...], key: tuple) -> str:
+    """How a panel or series is titled: strings as they are, numbers with their field."""
+    return ", ".join(v if isinstance(v, str) else f"{f} {v}" for f, v in zip(fields, key))
+
+
+def _sorted(spec: TableSpec, fields: tuple[str, ...], keys) -> list[tuple]:
+    """Keys in the order of the spec's grids (the table's order), unknown values last."""
+    order = {f: list(spec.grid.get(f, ())) for f in fields}
+    for tier in spec.tiers.values():
+        for f in fields:
+            order[f] += [v for v in (tier.grid or {}).get(f, ()) if v not in order[f]]
+
+    def rank(key):
+        return [
+            (order[f].index(v), "") if v in order[f] else (len(order[f]), str(v))
+            for f, v in zip(fields, key)
+        ]
+
+    return sorted(set(keys), key=rank)
+
+
+def _cells(spec: TableSpec, ok: list[Record]) -> list[Cell]:
+    """The cells whose published values a figure shows: the table's cells for the records' tier."""
+    tier = ok[0].tier
+    if tier in spec.tiers:
+        return spec.table_cells(tier)
+    return [Cell(tuple(r.params.items())) for r in ok]
+
+
+def _suptitle(fig: Figure, spec: TableSpec, ok: list[Record], what: str = "") -> None:
+    devices = "; ".join(sorted({r.device for r in ok if r.device}))
+    tier = ", ".join(sorted({r.tier for r in ok}))
+    fig.suptitle(f"{spec.title}{what} (tier {tier})\n{devices}", fontsize=9)
+
+
+def _y_title(metric: Metric, values: list) -> str:
+    layered = metric.kind == "units" and any(len(parse_units(v)) > 1 for v in values if v)
+    return f"{metric.title}, all layers" if layered else metric.title
+
+
+def _panel_grid(n_y: int, n_panels: int, width: float):
+    """Axes for rows of y metrics by columns of panels, and at(i, j) to find one; a single panel's
+    metrics go side by side instead (`side`), as a reader compares them."""
+    side = n_panels == 1 and n_y > 1
+    nrow, ncol = (1, n_y) if side else (n_y, n_panels)
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(max(width * ncol, 6.5), 3.3 * nrow + 1.3),
+        squeeze=False,
+        layout="constrained",
+    )
+
+    def at(i: int, j: int):
+        return axes[0][i] if side else axes[i][j]
+
+    return fig, at, side
+
+
+def _legend(fig: Figure, handles: list) -> None:
+    """One legend under all panels, in as many columns as the figure's width holds."""
+    ncol = max(1, min(len(handles), int(fig.get_figwidth() // 2.6)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
+def claim_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
+    """The figure of the spec's `[plot]`: what the table claims, at a glance."""
+    if spec.plot is None or not _ok(records):
+        return None
+    return _lines(spec, records) if spec.plot.kind == "lines" else _bars(spec, records)
+
+
+def _lines(spec: TableSpec, records: dict[str, Record]) -> Figure:
+    """Each y against x, a line per series: measured solid (± standard error where the spec names
+    one), published dashed in the same colour; several records at one x are averaged, each shown."""
+    plot, ok = spec.plot, _ok(records)
+    metrics = {m.name: m for m in spec.metrics}
+    x_metric = metrics.get(plot.x)
+    cells = _cells(spec, ok)
+    panels = _sorted(spec, plot.panels, [_key(r.params, plot.panels) for r in ok])
+    series = _sorted(spec, plot.series, [_key(r.params, plot.series) for r in ok])
+    colours = {s: f"C{i % 10}" for i, s in enumerate(series)}
+
+    def x_of(params: dict, values: dict) -> float | None:
+        return _number(x_metric, values.get(plot.x)) if x_metric else params.get(plot.x)
+
+    fig, at, side = _panel_grid(len(plot.y), len(panels), 4.0)
+    drew_published = drew_error = False
+    for i, y_name in enumerate(plot.y):
+        m = metrics[y_name]
+        for j, panel in enumerate(panels):
+            ax = at(i, j)
+            ax.set_gid(f"{y_name} | {_name(plot.panels, panel)}")
+            xs_seen = set()
+            for s in series:
+                colour, label = colours[s], _name(plot.series, s) or "measured"
+                rs = [
+                    r
+                    for r in ok
+                    if _key(r.params, plot.panels) == panel and _key(r.params, plot.series) == s
+                ]
+                by_x: dict[float, list[tuple[float, float | None]]] = {}
+                for r in rs:
+                    x, y = x_of(r.params, r.metrics), _number(m, r.metrics.get(y_name))
+                    if x is not None and y is not None:
+                        err = r.metrics.get(plot.error.get(y_name, ""))
+                        by_x.setdefault(x, []).append((y, err))
+                xs = sorted(by_x)
+                xs_seen.update(xs)
+                ys = [mean(y for y, _ in by_x[x]) for x in xs]
+                ax.plot(xs, ys, "o-", color=colour, lw=1.5, ms=4, gid=f"measured {label}")
+                for x in xs:
+                    if len(by_x[x]) > 1:
+                        ax.plot(
+                            [x] * len(by_x[x]),
+                            [y for y, _ in by_x[x]],
+                            ".",
+                            color=colour,
+                            alpha=0.6,
+                            gid=f"records {label}",
+                        )
+                errs = [by_x[x][0][1] if len(by_x[x]) == 1 else None for x in xs]
+                if any(e is not None for e in errs):
+                    drew_error = True
+                    ax.errorbar(
+                        xs,
+                        ys,
+                        yerr=[e or 0 for e in errs],
+                        fmt="none",
+                        ecolor=colour,
+                        capsize=3,
+                        lw=1,
+                        gid=f"stderr {label}",
+                    )
+                published = []
+                for c in cells:
+                    params = c.as_dict()
+                    if _key(params, plot.panels) != panel or _key(params, plot.series) != s:
+                        continue
+                    values = spec.published_for(c)
+                    x, y = x_of(params, values), _number(m, values.get(y_name))
+                    if x is not None and y is not None:
+                        published.append((x, y))
+                if published:
+                    drew_published = True
+                    xs_seen.update(x for x, _ in published)
+                    px, py = zip(*sorted(published))
+                    ax.plot(
+                        px,
+                        py,
+                        "s--",
+                        color=colour,
+                        mfc="none",
+                        lw=1.2,
+                        ms=4,
+                        gid=f"published {label}",
+                    )
+            if plot.log_x:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.set_xticks(sorted(xs_seen), [f"{x:g}" for x in sorted(xs_seen)])
+            if plot.y_from_zero:
+                ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            if (i == 0 or side) and plot.panels:
+                ax.set_title(_name(plot.panels, panel), fontsize=9)
+            if i == len(plot.y) - 1 or side:
+                ax.set_xlabel(x_metric.title if x_metric else plot.x)
+            if j == 0:
+                ax.set_ylabel(_y_title(m, [r.metrics.get(y_name) for r in ok]))
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colours[s],
+            marker="o",
+            lw=1.5,
+            ms=4,
+            label=(
+                f"{_name(plot.series, s)}, measured" if drew_published else _name(plot.series, s)
+            ).lstrip(", ")
+            or "measured",
+        )
+        for s in series
+    ]
+    if drew_published:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.3",
+                ls="--",
+                marker="s",
+                mfc="none",
+                ms=4,
+                label="published (dashed, same colour)",
+            )
+        )
+    if drew_error:
+        handles.append(
+            Line2D([], [], color="0.3", marker="|", ls="none", ms=10, label="± 1 standard error")
+        )
+    _legend(fig, handles)
+    _suptitle(fig, spec, ok)
+    return fig
+
+
+def _bars(spec: TableSpec, records: dict[str, Record]) -> Figure:
+    """Per x (a model), the measured bar beside the published one: its records' mean, each record
+    a dot and their range a whisker where there are several (seeds), else ± its standard error."""
+    plot, ok = spec.plot, _ok(records)
+    metrics = {m.name: m for m in spec.metrics}
+    cells = _cells(spec, ok)
+    panels = _sorted(spec, plot.panels, [_key(r.params, plot.panels) for r in ok])
+    series = _sorted(spec, plot.series, [_key(c.as_dict(), plot.series) for c in cells])
+    colours = {s: f"C{i % 10}" for i, s in enumerate(series)}
+    width = 0.4
+    n_x = max(
+        len({c.as_dict()[plot.x] for c in cells if _key(c.as_dict(), plot.panels) == p})
+        for p in panels
+    )
+    fig, at, side = _panel_grid(len(plot.y), len(panels), max(0.9 * n_x + 1.6, 4.2))
+    drew = set()
+    for i, y_name in enumerate(plot.y):
+        m = metrics[y_name]
+        for j, panel in enumerate(panels):
+            ax = at(i, j)
+            ax.set_gid(f"{y_name} | {_name(plot.panels, panel)}")
+            in_panel = [c for c in cells if _key(c.as_dict(), plot.panels) == panel]
+            xs = [
+                key[0]
+                for key in _sorted(spec, (plot.x,), [(c.as_dict()[plot.x],) for c in in_panel])
+            ]
+            shown = []
+            for x in xs:
+                at_x = [c for c in in_panel if c.as_dict()[plot.x] == x]
+                pubs = [_number(m, spec.published_for(c).get(y_name)) for c in at_x]
+                pub = next((p for p in pubs if p is not None), None)
+                rs = [
+                    r
+                    for r in ok
+                    if _key(r.params, plot.panels) == panel and r.params.get(plot.x) == x
+                ]
+                vals = [(v, r) for r in rs if (v := _number(m, r.metrics.get(y_name))) is not None]
+                if pub is None and not vals:
+                    continue
+                idx = len(shown)
+                shown.append(x)
+                if pub is not None:
+                    drew.add("published")
+                    bar = ax.bar(
+                        idx - width / 2,
+                        pub,
+                        width,
+                        color="0.85",
+                        edgecolor="0.35",
+                        hatch="//",
+                        gid=f"published {x}",
+                    )
+                    ax.bar_label(bar, [fmt_value(m, pub)], fontsize=7, padding=2)
+                if not vals:
+                    ax.text(
+                        idx + width / 2,
+                        0,
+                        "not run",
+                        rotation=90,
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        color="0.3",
+                    )
+                    continue
+                colour = colours[_key(rs[0].params, plot.series)]
+                height = mean(v for v, _ in vals)
+                bar = ax.bar(idx + width / 2, height, width, color=colour, gid=f"measured {x}")
+                ax.bar_label(bar, [fmt_value(m, height)], fontsize=7, padding=2)
+                if len(vals) > 1:
+                    drew.add("spread")
+                    ys = [v for v, _ in vals]
+                    ax.plot(
+                        [idx + width / 2] * len(ys), ys, "o", color="k", ms=3, gid=f"records {x}"
+                    )
+                    ax.vlines(idx + width / 2, min(ys), max(ys), color="k", lw=1)
+                elif (err := vals[0][1].metrics.get(plot.error.get(y_name, ""))) is not None:
+                    drew.add("stderr")
+                    ax.errorbar(
+                        idx + width / 2,
+                        height,
+                        yerr=err,
+                        fmt="none",
+                        ecolor="k",
+                        capsize=3,
+                        lw=1,
+                        gid=f"stderr {x}",
+                    )
+            long = max((len(str(x)) for x in shown), default=0) > 8
+            ax.set_xticks(
+                range(len(shown)),
+                [str(x) for x in shown],
+                rotation=30 if long else 0,
+                ha="right" if long else "center",
+                fontsize=8,
+            )
+            ax.set_xlim(-0.7, len(shown) - 0.3)
+            ax.margins(y=0.15)
+            ax.grid(axis="y", alpha=0.3)
+            if (i == 0 or side) and plot.panels:
+                ax.set_title(_name(plot.panels, panel), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(_y_title(m, [r.metrics.get(y_name) for r in ok]))
+    handles = [
+        Patch(color=colours[s], label=f"measured {_name(plot.series, s)}".strip()) for s in series
+    ]
+    if "published" in drew:
+        handles.append(Patch(facecolor="0.85", edgecolor="0.35", hatch="//", label="published"))
+    if "spread" in drew:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="k",
+                marker="o",
+                ms=3,
+                lw=1,
+                label="one dot per record (seed); bar: mean",
+            )
+        )
+    if "stderr" in drew:
+        handles.append(
+            Line2D([], [], color="k", marker="|", ls="none", ms=10, label="± 1 standard error")
+        )
+    _legend(fig, handles)
+    _suptitle(fig, spec, ok)
+    return fig
+
+
+def scatter_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
+    """Measured against published for every metric with both, any table: the diagonal is
+    agreement, colour and marker name the cell's fields in a legend, and only outliers (far from
+    the panel's typical offset) are labelled, so no text piles up."""
+    ok = _ok(records)
     panels = []
     for m in spec.metrics:
         points = []
-        for cell in spec.cells("full") if "full" in spec.tiers else []:
-            record = records.get(cell.id)
-            if record is None or record.status != "ok":
-                continue
-            pub = _number(m, spec.published_for(cell).get(m.name))
-            ours = _number(m, record.metrics.get(m.name))
+        for r in ok:
+            pub = _number(m, spec.published_for(Cell(tuple(r.params.items()))).get(m.name))
+            ours = _number(m, r.metrics.get(m.name))
             if pub is not None and ours is not None:
-                points.append((pub, ours, cell.id))
+                points.append((pub, ours, r))
         if points:
             panels.append((m, points))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    ordered = (
+        *(spec.plot.series + spec.plot.panels if spec.plot else ()),
+        *spec.layout_columns,
+        *spec.layout_rows,
+    )
+    fields = [
+        f
+        for f in dict.fromkeys(ordered)
+        if len({r.params.get(f) for _, pts in panels for *_, r in pts}) > 1
+    ]
+    colour_by, marker_by = (fields + [None, None])[:2]
+    records_shown = [r for _, pts in panels for *_, r in pts]
+    colours = (
+        {
+            v: f"C{i % 10}"
+            for i, (v,) in enumerate(
+                _sorted(spec, (colour_by,), [(r.params.get(colour_by),) for r in records_shown])
+            )
+        }
+        if colour_by
+        else {}
+    )
+    markers = (
+        {
+            v: MARKERS[i % len(MARKERS)]
+            for i, (v,) in enumerate(
+                _sorted(spec, (marker_by,), [(r.params.get(marker_by),) for r in records_shown])
+            )
+        }
+        if marker_by
+        else {}
+    )
+
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.6 * len(panels) + 1.8, 4.4), squeeze=False, layout="constrained"
+    )
     for ax, (m, points) in zip(axes[0], panels):
-        xs, ys, names = zip(*points)
-        ax.scatter(xs, ys, s=18)
+        ax.set_gid(m.name)
+        for pub, ours, r in points:
+            ax.scatter(
+                pub,
+                ours,
+                s=30,
+                alpha=0.85,
+                color=colours.get(r.params.get(colour_by), "C0"),
+                marker=markers.get(r.params.get(marker_by), "o"),
+                gid=f"point {r.cell}",
+            )
+        xs, ys = [p for p, *_ in points], [o for _, o, _ in points]
         lo, hi = min(xs + ys), max(xs + ys)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = published")
-        for x, y, name in points:
-            ax.annotate(name, (x, y), fontsize=6, alpha=0.7)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, gid="measured = published")
+        for n, (pub, ours, r) in enumerate(outliers(points)):
+            ax.annotate(
+                r.cell,
+                (pub, ours),
+                xytext=(6, 8 - 14 * (n % 2)),
+                textcoords="offset points",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "lw": 0.5},
+            )
         ax.set(xlabel=f"published {m.title}", ylabel=f"measured {m.title}")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{spec.title}: measured vs published (arXiv {spec.paper['arxiv']})", fontsize=9)
-    return save_figure(fig, path)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color="k", ls="--", lw=0.8, label="measured = published")]
+    handles += [
+        Line2D([], [], color=c, marker="o", ls="none", label=_name((colour_by,), (v,)))
+        for v, c in colours.items()
+    ]
+    handles += [
+        Line2D([], [], color="0.4", marker=mk, ls="none", label=_name((marker_by,), (v,)))
+        for v, mk in markers.items()
+    ]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
+    _suptitle(fig, spec, ok, f": measured vs published (arXiv {spec.paper['arxiv']})")
+    return fig
 
 
-def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
+def outliers(points: list[tuple]) -> list[tuple]:
+    """The points whose measured - published is far (over 3 robust deviations) from the panel's
+    median offset, the farthest first, at most MAX_LABELS of them."""
+    if len(points) < 4:
+        return []
+    offsets = [ours - pub for pub, ours, *_ in points]
+    mid = median(offsets)
+    spread = 1.4826 * median(abs(o - mid) for o in offsets)
+    scale = max(abs(v) for p in points for v in p[:2]) or 1.0
+    far = [
+        (abs(o - mid), p)
+        for o, p in zip(offsets, points)
+        if abs(o - mid) > max(3 * spread, 1e-6 * scale)
+    ]
+    return [p for _, p in sorted(far, key=lambda t: -t[0])[:MAX_LABELS]]
+
+
+def curves_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
     """Training loss per epoch of every cell with a logged history."""
     curves = [(r.cell, r.history) for r in records.values() if r.history]
     if not curves:
@@ -79,33 +517,53 @@ def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path
         ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
     ax.set(xlabel="epoch", ylabel="training loss", title=f"{spec.title}: training curves")
     ax.legend(fontsize=6, ncol=2)
-    return save_figure(fig, path)
+    return fig
+
+
+def samples_figure(spec: TableSpec, records: dict[str, Record], tables_dir: Path) -> Figure | None:
+    """The sample grid each run saved (tables/samples/<table>-<tier>-<cell>.png), side by side,
+    each titled with its cell and its first plotted metric."""
+    if spec.plot is None or not spec.plot.samples:
+        return None
+    metric = next(m for m in spec.metrics if m.name == spec.plot.y[0])
+    found = [(r, tables_dir / "samples" / f"{spec.id}-{r.tier}-{r.cell}.png") for r in _ok(records)]
+    found = [(r, p) for r, p in found if p.is_file()]
+    if not found:
+        return None
+    order = {c.id: i for i, c in enumerate(_cells(spec, [r for r, _ in found]))}  # the table's
+    found.sort(key=lambda t: (order.get(t[0].cell, len(order)), t[0].cell))
+    ncol = min(len(found), 4)
+    nrow = -(-len(found) // ncol)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(2.7 * ncol, 3.0 * nrow + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (r, path) in zip(axes.flat, found):
+        ax.imshow(plt.imread(path), interpolation="nearest", cmap="gray")
+        value = r.metrics.get(metric.name)
+        caption = f"\n{metric.title} {fmt_value(metric, value)}" if value is not None else ""
+        ax.set_title(f"{r.cell}{caption}", fontsize=8)
+        ax.set_gid(f"samples {r.cell}")
+    _suptitle(fig, spec, _ok(records), ": samples")
+    return fig
 
 
 def plot_metrics(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
-    """The spec's [plot]: each y metric against the x metric, one line per series."""
-    if not spec.plot:
-        return None
-    x_name, y_names = spec.plot["x"], spec.plot["y"]
-    series: dict[str, list[Record]] = {}
-    for r in records.values():
-        if r.status == "ok":
-            key = " ".join(str(r.params[f]) for f in spec.plot.get("series", []))
-            series.setdefault(key, []).append(r)
-    if not series:
-        return None
-    metrics = {m.name: m for m in spec.metrics}
-    fig, axes = plt.subplots(1, len(y_names), figsize=(5 * len(y_names), 4.2), squeeze=False)
-    for ax, y_name in zip(axes[0], y_names):
-        for key, rs in sorted(series.items()):
-            rs = sorted(rs, key=lambda r: r.metrics[x_name])
-            xs = [r.metrics[x_name] for r in rs]
-            ax.plot(xs, [r.metrics[y_name] for r in rs], "o-", label=key, lw=1.2)
-        for axis, name in (("x", x_name), ("y", y_name)):
-            m = metrics[name]
-            getattr(ax, f"set_{axis}label")(m.title)
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=7)
-    devices = sorted({r.device for rs in series.values() for r in rs})
-    fig.suptitle(f"{spec.title}\n{'; '.join(devices)}", fontsize=9)
-    return save_figure(fig, path)
+    """The claim figure (`[plot]`), tables/<table>-<tier>.png."""
+    return _save(claim_figure(spec, records), path)
+
+
+def plot_published_vs_measured(
+    spec: TableSpec, records: dict[str, Record], path: Path
+) -> Path | None:
+    return _save(scatter_figure(spec, records), path)
+
+
+def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
+    return _save(curves_figure(spec, records), path)
+
+
+def plot_samples(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
+    """The sample grids, read from the folder `samples/` beside `path`."""
+    return _save(samples_figure(spec, records, path.parent), path)

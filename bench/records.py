@@ -19,11 +19,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
-import torchvision
-
 from .errors import UsageError
 
 RESULTS_DIR = Path("results")
@@ -184,7 +179,12 @@ def code_changed(cwd: Path = Path(__file__).parent) -> bool:
 
 
 def provenance() -> dict[str, Any]:
-    """Commit, dirtiness and versions of what produced a record."""
+    """Commit, dirtiness and versions of what produced a record (torch is imported here, not at
+    the top, so that reading and rendering records stays light)."""
+    import numpy as np
+    import torch
+    import torchvision
+
     return {
         "commit": _git("rev-parse", "HEAD") or "unknown (not a git checkout)",
         "dirty": code_changed(),
@@ -199,7 +199,10 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
+    import torch
+    import torch.distributed as dist
+
     if device.type == "cuda":
         name = f"cuda: {torch.cuda.get_device_name(device)}"
     else:
@@ -220,8 +223,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+COMMAND: list[str] | None = None  # set by `bench.cli.main(argv)` when called with its own argv
+
+
 def command_line() -> str:
-    """The command as it can be pasted back into a shell."""
+    """The command as it can be pasted back into a shell: `bench ARGS` when the CLI was called
+    in-process with its own arguments, else this process's argv."""
+    if COMMAND is not None:
+        return shlex.join(COMMAND)
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 

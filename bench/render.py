@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from .claims import claims_markdown
 from .records import Record, atomic_write_text
 from .spec import Metric, TableSpec, matches
 
@@ -61,41 +62,83 @@ def measured_text(metric: Metric, record: Record | None) -> str:
     return fmt_value(metric, record.metrics.get(metric.name))
 
 
-def frame(spec: TableSpec, tier: str, records: dict[str, Record]) -> pd.DataFrame:
-    """One row per combination of the layout's row fields; for each combination of its column
-    fields and each published metric, three columns: published, measured, delta."""
+def compact_text(metric: Metric, published: Any, measured: Any, text: str) -> str:
+    """One cell a reader can scan: "measured (published, Δ)"; "not run; published P" without a
+    measurement; the measured text alone where the paper gives no number."""
+    if published in (None, ""):
+        return text
+    if measured in (None, ""):
+        return f"{text}; published {fmt_value(metric, published)}"
+    delta = fmt_delta(metric, published, measured).split(" (")[0]  # the header says which way
+    return f"{text} ({fmt_value(metric, published)}, {delta})"
+
+
+def frame(
+    spec: TableSpec, tier: str, records: dict[str, Record], wide: bool = False
+) -> pd.DataFrame:
+    """One row per combination of the layout's row fields. Compact: one column per published
+    metric and combination of the column fields, metric by metric so that twins (a VAE cell and
+    its IWAE cell) sit side by side, each cell "measured (published, Δ)". Wide: published,
+    measured and Δ in three columns of their own."""
     table: dict[tuple, dict[str, str]] = {}
     # Metrics the paper did not publish (memory, step time) get one measured column.
     compared = {name for _, values in spec.published for name in values}
+    prefixes: dict[str, None] = {}
     for cell in spec.table_cells(tier):
         params = cell.as_dict()
         row = table.setdefault(tuple(params[k] for k in spec.layout_rows), {})
         prefix = " ".join(str(params[k]) for k in spec.layout_columns)
+        prefixes[prefix] = None
         record = records.get(cell.id)
         published = spec.published_for(cell)
         for m in spec.metrics:
             ours = record.metrics.get(m.name) if record and record.status == "ok" else None
             name = f"{prefix} {m.title}".strip()
+            text = measured_text(m, record)
             if m.name not in compared:
-                row[name] = measured_text(m, record)
-                continue
-            row[f"{name} published"] = fmt_value(m, published.get(m.name))
-            row[f"{name} measured"] = measured_text(m, record)
-            row[f"{name} Δ"] = fmt_delta(m, published.get(m.name), ours)
+                row[name] = text
+            elif not wide:
+                row[name] = compact_text(m, published.get(m.name), ours, text)
+            else:
+                row[f"{name} published"] = fmt_value(m, published.get(m.name))
+                row[f"{name} measured"] = text
+                row[f"{name} Δ"] = fmt_delta(m, published.get(m.name), ours)
     index = pd.MultiIndex.from_tuples(list(table), names=list(spec.layout_rows))
-    return pd.DataFrame(list(table.values()), index=index).fillna("—").reset_index()
+    df = pd.DataFrame(list(table.values()), index=index).fillna("—")
+    if not wide:
+        df = df[[f"{p} {m.title}".strip() for m in spec.metrics for p in prefixes]]
+    return df.reset_index()
 
 
-def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: list[str]) -> str:
-    df = frame(spec, tier, records)
+def render(
+    spec: TableSpec, tier: str, records: dict[str, Record], warnings: list[str], wide: bool = False
+) -> str:
+    df = frame(spec, tier, records, wide)
+    compared = [m for m in spec.metrics if any(m.name in values for _, values in spec.published)]
+    lower = [m.title for m in compared if m.better == "lower"]
+    higher = [m.title for m in compared if m.better == "higher"]
+    better = "; ".join(
+        f"{word} is better for {', '.join(titles)}"
+        for word, titles in (("lower", lower), ("higher", higher))
+        if titles
+    )
+    legend = (
+        "Δ = measured − published, marked (better) or (worse) where the metric has a preferred"
+        " direction."
+        if wide
+        else "A compared cell reads measured (published, Δ), Δ = measured − published"
+        + (f"; {better}" if better else "")
+        + ". `bench table --wide` gives published, measured and Δ columns of their own."
+    )
+    if not compared:  # measured columns only
+        legend = ""
     ok = [r for r in records.values() if r.status == "ok"]
     lines = [
         f"# {spec.title} — tier `{tier}`",
         "",
         f"Published: {spec.paper.get('authors', '')} (arXiv {spec.paper['arxiv']}), "
         f"{spec.paper['table']}. Measured: records under `results/{spec.id}/{tier}/`, "
-        "rendered by `bench table`. Δ = measured − published, marked (better) or (worse) where"
-        " the metric has a preferred direction.",
+        f"rendered by `bench table`. {legend}".rstrip(),
         "",
         df.to_markdown(index=False, disable_numparse=True),
         "",
@@ -103,6 +146,9 @@ def render(spec: TableSpec, tier: str, records: dict[str, Record], warnings: lis
     provenance = _provenance(records)
     if provenance:
         lines += ["## How these numbers were measured", "", *provenance, ""]
+    if spec.claims:
+        claims = claims_markdown(spec, tier, records)
+        lines += ["## Claims of the paper, as measured", "", claims, ""]
     if spec.ratios:
         lines += ["## Claims as ratios (both cells from the records above)", "",
                   ratio_table(spec, records), ""]  # fmt: skip
@@ -176,8 +222,8 @@ def _provenance(records: dict[str, Record]) -> list[str]:
 
 
 def write_table(
-    spec: TableSpec, tier: str, records, warnings, tables_dir: Path = TABLES_DIR
+    spec: TableSpec, tier: str, records, warnings, tables_dir: Path = TABLES_DIR, wide: bool = False
 ) -> Path:
     path = tables_dir / f"{spec.id}-{tier}.md"
-    atomic_write_text(path, render(spec, tier, records, warnings))
+    atomic_write_text(path, render(spec, tier, records, warnings, wide))
     return path

@@ -18,10 +18,10 @@ from typing import Any
 from .tasks import TASKS  # the registry only: no task (and so no torch) is imported here
 
 SPEC_DIR = Path(__file__).parent / "specs"
-TIERS = ("smoke", "small", "full")
+TIERS = ("smoke", "small", "medium", "full")
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "ratios", "plot", "defaults", "tiers",
+    "ratios", "plot", "defaults", "tiers", "check", "claims",
 }  # fmt: skip
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
@@ -93,6 +93,78 @@ class Ratio:
     target: str = ""  # e.g. "<= 0.15"
 
 
+CLAIM_EXPECT = ("lower", "higher", "not lower", "rising")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper as a difference between cells: `metric` of the cells matching `a`
+    is `expect` than that of their twins matching `b` (the same cell with b's values), for every
+    cell that also matches `where`; or, with expect = "rising", the metric rises along the grid
+    field `along` within each group of cells matching `a`."""
+
+    label: str
+    metric: str
+    expect: str
+    a: dict[str, Any]
+    b: dict[str, Any] = field(default_factory=dict)
+    where: dict[str, list] = field(default_factory=dict)  # field -> the values it may take
+    along: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How far a metric may move from its committed reference before `bench check` fails.
+
+    Every condition given must hold: `exact`, |now - ref| <= abs_tol + rel * |ref| (relative
+    and absolute bands), now <= at_most and now >= at_least (bounds on a property, whatever the
+    reference). `skip` documents a metric that is not compared (e.g. a time on a shared machine).
+    """
+
+    reason: str
+    exact: bool = False
+    rel: float = 0.0
+    abs_tol: float = 0.0
+    at_most: float | None = None
+    at_least: float | None = None
+    skip: bool = False
+
+    @property
+    def banded(self) -> bool:
+        """Whether the rule compares with the reference (rather than only bounding `now`)."""
+        return self.exact or self.rel > 0 or self.abs_tol > 0
+
+
+@dataclass(frozen=True)
+class CheckTier:
+    """The tolerances of one tier (`[check.<tier>]`), and the cells CI's quick check runs."""
+
+    rules: dict[str, Rule]
+    subset: str | None = None
+
+
+PLOT_KINDS = ("lines", "bars")
+
+
+@dataclass(frozen=True)
+class Plot:
+    """The figure that shows a table's claim (`[plot]`), so that a reader sees it without
+    decoding the table: "lines" draws each y against x, one colour per series, the published
+    values dashed in the same colour; "bars" puts each x's measured bar (with its spread when
+    several records share it) beside its published one. Each y metric is a row of panels, each
+    combination of the `panels` fields a column."""
+
+    x: str  # a metric or a grid field ("bars": a grid field)
+    y: tuple[str, ...]  # metrics
+    kind: str = "lines"
+    series: tuple[str, ...] = ()  # grid fields
+    panels: tuple[str, ...] = ()  # grid fields
+    error: dict[str, str] = field(default_factory=dict)  # y metric -> record metric of its stderr
+    log_x: bool = False
+    y_from_zero: bool = False
+    samples: bool = False  # also a figure of the run's sample grids
+
+
 @dataclass(frozen=True)
 class TableSpec:
     id: str
@@ -109,7 +181,9 @@ class TableSpec:
     # Where each published entry comes from, when it is not the spec's `paper` table
     sources: tuple[tuple[Cell, str], ...] = ()
     ratios: tuple[Ratio, ...] = ()
-    plot: dict[str, Any] = field(default_factory=dict)  # x, y (metrics), series (grid fields)
+    claims: tuple[Claim, ...] = ()
+    plot: Plot | None = None
+    checks: dict[str, CheckTier] = field(default_factory=dict)  # tier -> `bench check` tolerances
     path: Path = field(default=Path(), compare=False)
 
     def cells(self, tier: str) -> list[Cell]:
@@ -199,6 +273,119 @@ def _metrics(raw: Any, path: Path) -> tuple[Metric, ...]:
             raise _fail(path, f"metrics.{name}.kind", "expected 'number' or 'units'")
         out.append(Metric(name=name, **{"label": name, **fields}))
     return tuple(out)
+
+
+_RULE_KEYS = {"exact": "exact", "rel": "rel", "abs": "abs_tol", "max": "at_most",
+              "min": "at_least", "skip": "skip", "reason": "reason"}  # fmt: skip
+
+
+def _rule(raw: Any, path: Path, where: str) -> Rule:
+    form = "expected { rel, abs, exact, max or min = ..., or skip = true; reason = '...' }"
+    if not isinstance(raw, dict):
+        raise _fail(path, where, form)
+    for key, value in raw.items():
+        if key not in _RULE_KEYS:
+            raise _fail(path, f"{where}.{key}", f"unknown field; {form}")
+        if key in ("exact", "skip") and not isinstance(value, bool):
+            raise _fail(path, f"{where}.{key}", f"expected true or false, got {value!r}")
+        if key in ("rel", "abs", "max", "min") and (
+            not isinstance(value, int | float) or isinstance(value, bool)
+        ):
+            raise _fail(path, f"{where}.{key}", f"expected a number, got {value!r}")
+        if key in ("rel", "abs") and value < 0:
+            raise _fail(path, f"{where}.{key}", f"a band is >= 0, got {value!r}")
+    if not isinstance(raw.get("reason"), str) or not raw["reason"].strip():
+        raise _fail(path, f"{where}.reason", "missing; say why this tolerance (what was measured)")
+    rule = Rule(**{_RULE_KEYS[k]: v for k, v in raw.items()})
+    if rule.skip and set(raw) - {"skip", "reason"}:
+        raise _fail(path, where, "skip = true takes no tolerance")
+    if rule.exact and set(raw) & {"rel", "abs"}:
+        raise _fail(path, where, "exact = true takes no rel or abs band")
+    if not (rule.skip or rule.banded or set(raw) & {"max", "min"}):
+        raise _fail(path, where, f"no tolerance given; {form}")
+    return rule
+
+
+def _checks(raw: Any, path: Path, metrics: tuple[Metric, ...], tiers: dict) -> dict:
+    """`[check.<tier>]`: one rule per metric of the spec (a new metric must be given one)."""
+    if not isinstance(raw, dict):
+        raise _fail(path, "check", "expected [check.<tier>] tables of metric = { ... }")
+    checks = {}
+    for tier, entries in raw.items():
+        where = f"check.{tier}"
+        if tier not in tiers:
+            raise _fail(path, where, f"no such tier in [tiers]; it has: {', '.join(tiers)}")
+        if not isinstance(entries, dict):
+            raise _fail(path, where, "expected a table of metric = { ... }")
+        entries = dict(entries)
+        subset = entries.pop("subset", None)
+        if subset is not None and not isinstance(subset, str):
+            raise _fail(path, f"{where}.subset", "expected a string: glob(s) over cell ids")
+        names = {m.name for m in metrics}
+        for name in entries:
+            if name not in names:
+                raise _fail(path, f"{where}.{name}", f"not a metric ({', '.join(sorted(names))})")
+        for m in metrics:
+            if m.name not in entries:
+                raise _fail(
+                    path,
+                    f"{where}.{m.name}",
+                    "metric without a tolerance; add { rel = ..., reason = ... } or"
+                    " { skip = true, reason = ... }",
+                )
+        rules = {n: _rule(v, path, f"{where}.{n}") for n, v in entries.items()}
+        checks[tier] = CheckTier(rules=rules, subset=subset)
+    return checks
+
+
+def _plot(raw: Any, path: Path, metrics: set[str], fields: set[str]) -> Plot | None:
+    if raw is None:
+        return None
+    known = [f.name for f in dataclasses.fields(Plot)]
+    if not isinstance(raw, dict):
+        raise _fail(path, "plot", f"expected a table with x and y; optional: {', '.join(known)}")
+    for key in raw:
+        if key not in known:
+            raise _fail(path, f"plot.{key}", f"unknown field; known: {', '.join(known)}")
+    if "x" not in raw or "y" not in raw:
+        raise _fail(path, "plot", "missing x or y; add `x = ...` and `y = [metrics]`")
+    kind = raw.get("kind", "lines")
+    if kind not in PLOT_KINDS:
+        raise _fail(path, "plot.kind", f"expected one of {', '.join(PLOT_KINDS)}, got {kind!r}")
+
+    def names(key: str, allowed: set[str], what: str) -> tuple[str, ...]:
+        value = raw.get(key, [])
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            raise _fail(path, f"plot.{key}", f"expected a list of names, each {what}")
+        for n in value:
+            if n not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise _fail(path, f"plot.{key}", f"'{n}' is not {what} ({known})")
+        return tuple(value)
+
+    x_what = "a grid field" if kind == "bars" else "a metric or a grid field"
+    x = names("x", fields if kind == "bars" else metrics | fields, x_what)
+    if len(x) != 1:
+        raise _fail(path, "plot.x", f"expected one name, {x_what}")
+    y = names("y", metrics, "a metric")
+    if not y:
+        raise _fail(path, "plot.y", "expected at least one metric")
+    series = names("series", fields, "a grid field")
+    panels = names("panels", fields, "a grid field")
+    if len({*x, *series, *panels}) != 1 + len(series) + len(panels):
+        raise _fail(path, "plot", "x, series and panels must name different fields")
+    error = raw.get("error", {})
+    if not isinstance(error, dict) or not all(isinstance(v, str) for v in error.values()):
+        raise _fail(path, "plot.error", 'expected { y_metric = "metric of its stderr", ... }')
+    for key in error:
+        if key not in y:
+            raise _fail(path, f"plot.error.{key}", f"not one of plot.y ({', '.join(y)})")
+    flags = {key: raw.get(key, False) for key in ("log_x", "y_from_zero", "samples")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise _fail(path, f"plot.{key}", f"expected true or false, got {value!r}")
+    return Plot(x=x[0], y=y, kind=kind, series=series, panels=panels, error=error, **flags)
 
 
 def load_spec(path: str | Path) -> TableSpec:
@@ -311,14 +498,7 @@ def load_spec(path: str | Path) -> TableSpec:
         if not re.fullmatch(r"(<=|>=) *[0-9.]+", ratio.target or "<= 0"):
             raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
         ratios.append(ratio)
-    plot = data.get("plot", {})
-    for key, value in plot.items():
-        names = value if isinstance(value, list) else [value]
-        known = metric_names if key in ("x", "y") else set(grid) if key == "series" else None
-        if known is None or not all(n in known for n in names):
-            raise _fail(
-                path, f"plot.{key}", "expected x = metric, y = [metrics], series = [fields]"
-            )
+    plot = _plot(data.get("plot"), path, metric_names, set(grid))
     return TableSpec(
         id=table_id,
         title=_require(data, "title", str, path),
@@ -333,9 +513,41 @@ def load_spec(path: str | Path) -> TableSpec:
         tiers=tiers,
         notes=tuple(notes),
         ratios=tuple(ratios),
+        claims=_claims(data.get("claims", []), path, grid, metric_names),
         plot=plot,
+        checks=_checks(data.get("check", {}), path, metrics, tiers),
         path=path,
     )
+
+
+def _claims(raw: Any, path: Path, grid: dict, metric_names: set) -> tuple[Claim, ...]:
+    if not isinstance(raw, list):
+        raise _fail(path, "claims", "expected [[claims]] tables")
+    known = {f.name for f in dataclasses.fields(Claim)}
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"claims[{i}]"
+        required = {"label", "metric", "expect", "a"}
+        if not isinstance(entry, dict) or set(entry) - known or not required <= set(entry):
+            raise _fail(path, where, "expected label, metric, expect, a; optional: b, where, along")
+        claim = Claim(**entry)
+        if claim.metric not in metric_names:
+            raise _fail(path, f"{where}.metric", f"'{claim.metric}' is not a metric")
+        if claim.expect not in CLAIM_EXPECT:
+            raise _fail(path, f"{where}.expect", f"expected one of {', '.join(CLAIM_EXPECT)}")
+        if (claim.expect == "rising") != bool(claim.along) or (
+            claim.along and claim.along not in grid
+        ):
+            raise _fail(path, f"{where}.along", "expect = 'rising' needs along = a grid field")
+        if claim.expect != "rising" and set(claim.a) != set(claim.b):
+            raise _fail(path, f"{where}.b", "must set the same grid fields as `a`")
+        for side in ("a", "b", "where"):
+            for key, value in getattr(claim, side).items():
+                values = value if side == "where" else [value]
+                if key not in grid or not all(v in grid[key] for v in values):
+                    raise _fail(path, f"{where}.{side}.{key}", f"{value!r} is not in grid.{key}")
+        out.append(claim)
+    return tuple(out)
 
 
 def registry(spec_dir: Path = SPEC_DIR) -> dict[str, Path]:

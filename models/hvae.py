@@ -47,6 +47,7 @@ from models.iwae import (
     active_units_from_means,
     bernoulli_log_prob,
     gaussian_log_prob,
+    gaussian_log_prob_of_noise,
     log_mean_exp_chunked,
     standard_normal_log_prob,
 )
@@ -179,12 +180,13 @@ class HierarchicalVAE(nn.Module):
 
     def log_weights(self, x: Tensor, k: int) -> Tensor:
         """log w for k samples of z1..zL ~ q(.|x) per example: [k, B]."""
-        posteriors = self.posteriors(x)
         zs, log_q = [], 0.0
-        for mu, sigma in posteriors:
-            z = mu + sigma * torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device)
+        for q in self.q:  # log q from the noise, as `IWAE.log_weights` (the same numbers)
+            mu, log_sigma = q.mu_log_sigma(x.flatten(1))
+            eps = torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device)
+            z = torch.addcmul(mu, log_sigma.exp(), eps)
             # log q(z1..zL|x) = sum_i log q(z_i|x)
-            log_q = log_q + gaussian_log_prob(z, mu, sigma)
+            log_q = log_q + gaussian_log_prob_of_noise(eps, log_sigma)
             zs.append(z)
         # log w = log p(x|z1) + log p(z1..zL) - log q(z1..zL|x)
         return self.decoder_log_prob(x, zs[0]) + self.prior_log_prob(zs) - log_q

@@ -107,23 +107,27 @@ def resize(splits: Splits, size: int) -> Splits:
 
 
 def subsample(splits: Splits, n_train: int | None, n_test: int | None, seed: int) -> Splits:
-    """Seeded random subsets, kept in the data set's order; sizes larger than the set are capped."""
-    generator = torch.Generator().manual_seed(seed)
+    """Seeded random subsets, kept in the data set's order; sizes larger than the set are capped.
 
-    def subset(dataset, n):
+    Each split draws from its own generator, so which test images are scored depends on the seed
+    and n_test alone, never on n_train: tiers with different training sets score the same images.
+    """
+
+    def subset(dataset, n, split: int):
         if n is None or n >= len(dataset):
             return dataset
+        generator = torch.Generator().manual_seed(seed * 2 + split)
         index = torch.randperm(len(dataset), generator=generator)[:n].sort().values
         if isinstance(dataset, TensorDataset):
             return TensorDataset(*(t[index] for t in dataset.tensors))
         return Subset(dataset, index.tolist())
 
-    train, test = subset(splits.train, n_train), subset(splits.test, n_test)
+    train, test = subset(splits.train, n_train, 0), subset(splits.test, n_test, 1)
     if (len(train), len(test)) == (splits.info.n_train, splits.info.n_test):
         return splits
     note = (
         f"random subset {len(train)}/{splits.info.n_train} train, {len(test)}/{splits.info.n_test}"
-        f" test (torch.Generator seed {seed})"
+        f" test (torch.Generator seeds {seed * 2} and {seed * 2 + 1})"
     )
     info = with_note(splits.info, note, n_train=len(train), n_test=len(test))
     return Splits(train, test, info)

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bench.data import SAMPLES_DIR, imagenet_transform, load
@@ -54,6 +55,17 @@ def write_npz(path: Path, **arrays: np.ndarray) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def pick(splits, n_train: int, n_test: int):
+    """The committed samples' images: one generator seeded with SEED draws the training subset,
+    then the test subset (as `bench.data.load` did when they were made), kept in order."""
+    generator = torch.Generator().manual_seed(SEED)
+    out = []
+    for dataset, n in ((splits.train, n_train), (splits.test, n_test)):
+        index = torch.randperm(len(dataset), generator=generator)[:n].sort().values
+        out.append(tuple(t[index] for t in dataset.tensors))
+    return out
+
+
 def imagenet_sample(folder: Path) -> dict[str, np.ndarray]:
     """The picked images, as the ImageNet test transform gives them: 3x224x224 uint8."""
     transform = imagenet_transform(224, train=False)
@@ -76,8 +88,8 @@ def main() -> None:
     for name, (n_train, n_test) in SIZES.items():
         if name not in wanted:
             continue
-        splits = load(name, args.data_dir, n_train=n_train, n_test=n_test, seed=SEED)
-        (x_train, y_train), (x_test, y_test) = splits.train.tensors, splits.test.tensors
+        splits = load(name, args.data_dir)
+        (x_train, y_train), (x_test, y_test) = pick(splits, n_train, n_test)
         samples[name] = {
             "x_train": x_train.numpy(),
             "y_train": y_train.numpy(),

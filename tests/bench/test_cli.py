@@ -145,7 +145,11 @@ def test_run_then_list_then_table(bench, tmp_path):
     assert out.strip() == str(table)
     text = table.read_text()
     assert f"{corrupt}: unreadable record" in text
-    assert "iwae NLL (nats) measured" in text and "not run" in text
+    assert "| iwae NLL (nats) " in text and "not run; published 86.76" in text  # compact
+
+    status, out, err = bench("table", "tiny", "--wide")
+    assert status == 0
+    assert "iwae NLL (nats) measured" in table.read_text()
 
 
 def test_list_marks_an_invalid_spec(bench, tmp_path):

@@ -408,7 +408,10 @@ def test_subsets_are_seeded_and_sized():
     assert torch.equal(a.train.tensors[0], b.train.tensors[0])
     assert torch.equal(a.test.tensors[1], b.test.tensors[1])
     assert not torch.equal(a.train.tensors[0], c.train.tensors[0])
-    assert "seed 3" in a.info.notes
+    assert "seeds 6 and 7" in a.info.notes
+    # The test subset depends on the seed and n_test only, not on the training subset.
+    d = load("mnist", None, sample=True, n_train=None, n_test=50, seed=3)
+    assert torch.equal(a.test.tensors[0], d.test.tensors[0])
     # Every picked image is one of the full set's, in the set's order.
     position = {x.numpy().tobytes(): i for i, x in enumerate(full.train.tensors[0])}
     rows = [position[x.numpy().tobytes()] for x in a.train.tensors[0]]

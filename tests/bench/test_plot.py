@@ -1,17 +1,187 @@
-"""Figures are drawn from records alone, and nothing is drawn without them."""
+"""Figures are drawn from records alone, nothing is drawn without them, and each figure carries
+what its spec declares: a panel per y metric and panel value, a line or bar per series, the
+published values exactly as the spec gives them."""
 
 from __future__ import annotations
 
-from bench.plot import plot_curves, plot_metrics, plot_published_vs_measured
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from bench.plot import (
+    claim_figure,
+    outliers,
+    plot_curves,
+    plot_metrics,
+    plot_published_vs_measured,
+    plot_samples,
+    scatter_figure,
+)
 from bench.records import Record
+from bench.render import parse_units
 from bench.spec import get_spec
 
 PNG = b"\x89PNG"
 
 
-def record(spec, cell, metrics, history=()) -> Record:
-    return Record(table=spec.id, tier="small", cell=cell.id, params=cell.as_dict(), status="ok",
-                  metrics=metrics, history=list(history), device="cpu: test")  # fmt: skip
+def record(spec, cell, metrics, history=(), tier="small", seed=0) -> Record:
+    return Record(table=spec.id, tier=tier, cell=cell.id, params=cell.as_dict(), status="ok",
+                  metrics=metrics, history=list(history), device="cpu", seed=seed)  # fmt: skip
+
+
+def by_gid(fig, gid: str):
+    """The artists of a figure named `gid` (axes, lines, bars, collections)."""
+    return [a for a in fig.findobj(lambda a: a.get_gid() == gid)]
+
+
+def axes(fig, gid: str):
+    (ax,) = [a for a in fig.axes if a.get_gid() == gid]
+    return ax
+
+
+def line(ax, gid: str):
+    (found,) = [ln for ln in ax.get_lines() if ln.get_gid() == gid]
+    return list(found.get_xdata()), list(found.get_ydata())
+
+
+def bar_height(ax, gid: str) -> float:
+    (patch,) = [p for p in ax.patches if p.get_gid() == gid]
+    return patch.get_height()
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def iwae_records(spec):
+    return {c.id: record(spec, c, {"nll": 100.0 + c.as_dict()["k"] / 10, "nll_stderr": 0.5,
+                                   "active_units": [20] * c.as_dict()["layers"]})
+            for c in spec.cells("small")}  # fmt: skip
+
+
+def test_iwae_claim_figure_shows_nll_and_units_against_k_per_objective():
+    spec = get_spec("iwae-table")
+    fig = claim_figure(spec, iwae_records(spec))
+    assert len(fig.axes) == 2 * 4  # (NLL, active units) x (dataset x layers)
+    for y in spec.plot.y:
+        for dataset in spec.grid["dataset"]:
+            for layers in spec.grid["layers"]:
+                ax = axes(fig, f"{y} | {dataset}, layers {layers}")
+                assert ax.get_xscale() == "log"
+                for model in ("vae", "iwae"):
+                    xs, ys = line(ax, f"measured {model}")
+                    assert xs == [1, 5, 50]
+                    xs, ys = line(ax, f"published {model}")
+                    assert xs == [1, 5, 50]
+                    where = {"dataset": dataset, "layers": layers, "model": model}
+                    expected = [
+                        sum(parse_units(v[y])) if y == "active_units" else v[y]
+                        for c, v in spec.published
+                        if all(c.as_dict()[f] == w for f, w in where.items())
+                    ]
+                    assert ys == expected
+                if y == "nll":  # the spec's error = { nll = "nll_stderr" }
+                    assert by_gid(fig, "stderr iwae")
+    assert axes(fig, "nll | mnist, layers 1").get_ylabel() == "NLL (nats)"
+    assert axes(fig, "nll | mnist, layers 1").get_title() == "mnist, layers 1"
+
+
+def test_a_series_with_several_records_at_one_x_is_averaged_and_each_shown(tmp_path):
+    spec = get_spec("revnet-memory")
+    cells = spec.cells("small")
+    records = {c.id: record(spec, c, {"depth": 6 * c.as_dict()["units"] + 2, "saved_mib": 1.0,
+                                      "step_s": 0.1})
+               for c in cells}  # fmt: skip
+    one = cells[0]
+    records["again"] = record(spec, one, {"depth": 6 * one.as_dict()["units"] + 2,
+                                          "saved_mib": 3.0, "step_s": 0.1}, seed=1)  # fmt: skip
+    fig = claim_figure(spec, records)
+    ax = axes(fig, "saved_mib | ")
+    xs, ys = line(ax, "measured resnet_cifar, basic")
+    assert ys[xs.index(6 * one.as_dict()["units"] + 2)] == 2.0
+    assert by_gid(fig, "records resnet_cifar, basic")
+    assert ax.get_ylim()[0] == 0  # y_from_zero
+    assert ax.get_xlabel() == "depth"
+    assert plot_metrics(spec, records, tmp_path / "m.png").read_bytes().startswith(PNG)
+    assert plot_metrics(spec, {}, tmp_path / "none.png") is None
+    no_plot = dataclasses.replace(spec, plot=None)
+    assert plot_metrics(no_plot, records, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_revnet_bars_put_each_models_error_beside_the_published_one_with_its_seed_spread():
+    spec = get_spec("revnet-cifar")
+    cells = spec.cells("small")
+    records = {c.id: record(spec, c, {"error": 60.0, "params": 1.0}) for c in cells}
+    first = cells[0]
+    records["seed1"] = record(spec, first, {"error": 64.0, "params": 1.0}, seed=1)
+    fig = claim_figure(spec, records)
+    for c in cells:
+        model, dataset = c.as_dict()["model"], c.as_dict()["dataset"]
+        published = spec.published_for(c)["error"]
+        assert bar_height(axes(fig, f"error | {dataset}"), f"published {model}") == published
+    ax = axes(fig, "error | cifar10")
+    assert bar_height(ax, f"measured {first.as_dict()['model']}") == 62.0  # mean of two seeds
+    assert by_gid(fig, f"records {first.as_dict()['model']}")  # a dot per seed
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [c.as_dict()["model"] for c in cells if c.as_dict()["dataset"] == "cifar10"]
+    assert axes(fig, "params | cifar10").get_ylabel() == "params (M)"
+
+
+def test_likelihood_bars_show_the_standard_error_and_unrun_models():
+    spec = get_spec("pixelcnn-cifar10")
+    cells = spec.cells("small")
+    records = {c.id: record(spec, c, {"bits_per_dim": 3.5, "bpd_stderr": 0.02}) for c in cells}
+    fig = claim_figure(spec, records)
+    ax = axes(fig, "bits_per_dim | ")
+    for c in spec.table_cells("small"):  # pixelrnn: published, never run
+        model = c.as_dict()["model"]
+        assert bar_height(ax, f"published {model}") == spec.published_for(c)["bits_per_dim"]
+    assert "not run" in [t.get_text() for t in ax.texts]
+    assert by_gid(fig, "stderr pixelcnn")
+
+
+@pytest.mark.parametrize("table", ["factorised", "pixelcnn-mnist", "pixelvae-mnist", "nice"])
+def test_every_likelihood_table_draws_its_claim_and_its_samples(table, tmp_path):
+    spec = get_spec(table)
+    assert spec.plot.samples
+    records = {}
+    (tmp_path / "samples").mkdir()
+    for c in spec.cells("small"):  # a run writes a grid of samples per cell
+        records[c.id] = record(spec, c, {m: 1.0 + i for i, m in enumerate(spec.plot.y)})
+        grid = np.random.default_rng(0).random((10, 10, 3))
+        plt.imsave(tmp_path / "samples" / f"{spec.id}-small-{c.id}.png", grid)
+    path = plot_metrics(spec, records, tmp_path / f"{table}-small.png")
+    assert path.read_bytes().startswith(PNG)
+    fig = claim_figure(spec, records)
+    for c in spec.cells("small"):
+        for y in spec.plot.y:
+            panel = ", ".join(str(c.as_dict()[f]) for f in spec.plot.panels)
+            ax = axes(fig, f"{y} | {panel}")
+            assert (
+                bar_height(ax, f"measured {c.as_dict()[spec.plot.x]}") == records[c.id].metrics[y]
+            )
+    samples = plot_samples(spec, records, tmp_path / f"{table}-small-samples.png")
+    assert samples.read_bytes().startswith(PNG)
+    assert plot_samples(spec, records, tmp_path / "elsewhere" / "s.png") is None  # no grids there
+
+
+def test_measured_vs_published_labels_only_outliers(tmp_path):
+    spec = get_spec("iwae-table")
+    records = iwae_records(spec)
+    odd = "mnist-layers1-k5-iwae"
+    records[odd].metrics["nll"] = 300.0
+    fig = scatter_figure(spec, records)
+    ax = axes(fig, "nll")
+    assert [t.get_text() for t in ax.texts] == [odd]
+    assert len([c for c in ax.collections if (c.get_gid() or "").startswith("point ")]) == 24
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"vae", "iwae", "mnist", "omniglot", "measured = published"} <= set(legend)
+    assert outliers([(1.0, 2.0, "a"), (2.0, 3.0, "b"), (3.0, 4.0, "c"), (4.0, 5.0, "d")]) == []
 
 
 def test_measured_vs_published_and_curves(tmp_path):
@@ -26,13 +196,3 @@ def test_measured_vs_published_and_curves(tmp_path):
     assert plot_published_vs_measured(spec, {}, tmp_path / "none.png") is None
     assert plot_curves(spec, {}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
-
-
-def test_metrics_against_depth(tmp_path):
-    spec = get_spec("revnet-memory")
-    records = {c.id: record(spec, c, {"depth": 6 * c.as_dict()["units"] + 2, "saved_mib": 1.0,
-                                      "step_s": 0.1})
-               for c in spec.cells("small")}  # fmt: skip
-    assert plot_metrics(spec, records, tmp_path / "m.png").read_bytes().startswith(PNG)
-    assert plot_metrics(spec, {}, tmp_path / "none.png") is None
-    assert plot_metrics(get_spec("iwae-table"), records, tmp_path / "none.png") is None

@@ -3,6 +3,7 @@ otherwise), deltas for numbers and for active units "a+b", failed and skipped ce
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 
@@ -10,6 +11,7 @@ import pytest
 
 from bench.records import Record
 from bench.render import (
+    compact_text,
     fmt_delta,
     fmt_value,
     measured_text,
@@ -30,7 +32,9 @@ def iwae():
 
 def markdown_rows(text: str) -> list[dict[str, str]]:
     """The rows of the first markdown table in `text`, as {header: cell text}."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"),
+                                     itertools.dropwhile(lambda line: not line.startswith("|"),
+                                                         text.splitlines())))  # fmt: skip
     split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     header, body = split[0], split[2:]
     return [dict(zip(header, row)) for row in body]
@@ -50,7 +54,7 @@ def ok_record(cell: str, **metrics) -> Record:
 
 
 def test_every_published_number_is_rendered_without_records(iwae):
-    text = render(iwae, "smoke", {}, [])
+    text = render(iwae, "smoke", {}, [], wide=True)
     rows = markdown_rows(text)
     assert len(rows) == 12  # dataset x layers x k
     published = tomllib.loads(iwae.path.read_text())["published"]
@@ -65,7 +69,7 @@ def test_every_published_number_is_rendered_without_records(iwae):
 
 
 def test_without_records_every_measured_column_says_not_run(iwae):
-    rows = markdown_rows(render(iwae, "smoke", {}, []))
+    rows = markdown_rows(render(iwae, "smoke", {}, [], wide=True))
     for row in rows:
         for name, value in row.items():
             if name.endswith("measured"):
@@ -78,7 +82,7 @@ def test_without_records_every_measured_column_says_not_run(iwae):
 def test_a_record_fills_only_its_own_cell(iwae):
     records = {"mnist-layers2-k50-iwae": ok_record("mnist-layers2-k50-iwae", nll=85.0,
                                                    active_units=[30, 6])}  # fmt: skip
-    text = render(iwae, "smoke", records, [])
+    text = render(iwae, "smoke", records, [], wide=True)
     rows = markdown_rows(text)
     row = find_row(rows, "mnist", 2, 50)
     assert row["iwae NLL (nats) measured"] == "85.00"
@@ -130,7 +134,7 @@ def test_failed_and_skipped_records(iwae):
                                           cell="omniglot-layers1-k1-vae", params={},
                                           status="skipped", reason="Omniglot not found in /x"),
     }  # fmt: skip
-    text = render(iwae, "smoke", records, ["/r/bad.json: unreadable record"])
+    text = render(iwae, "smoke", records, ["/r/bad.json: unreadable record"], wide=True)
     rows = markdown_rows(text)
     failed = find_row(rows, "mnist", 1, 1)
     assert failed["vae NLL (nats) measured"] == "failed"  # never the number the record holds
@@ -152,7 +156,7 @@ def test_write_table_names_the_file_by_table_and_tier(iwae, tmp_path):
 
 def test_a_tier_grid_adds_its_cells_to_the_papers(tmp_path):
     spec = get_spec("revnet-cifar")
-    rows = markdown_rows(render(spec, "smoke", {}, []))
+    rows = markdown_rows(render(spec, "smoke", {}, [], wide=True))
     assert [r["model"] for r in rows] == [c.as_dict()["model"] for c in spec.cells("smoke")]
     row = rows[0]
     assert row["cifar10 error (%) published"] == "7.14"
@@ -172,3 +176,36 @@ def test_a_skipped_record_says_whether_its_data_was_absent_or_corrupt():
     assert measured_text(nll, skipped) == "not run (data absent)"  # records made before `detail`
     skipped.detail = "data corrupt"
     assert measured_text(nll, skipped) == "not run (data corrupt)"
+
+
+def test_the_compact_layout_puts_measured_published_and_delta_in_one_cell(iwae):
+    records = {"mnist-layers2-k50-iwae": ok_record("mnist-layers2-k50-iwae", nll=85.0,
+                                                   active_units=[30, 6])}  # fmt: skip
+    text = render(iwae, "smoke", records, [])
+    rows = markdown_rows(text)
+    header = list(rows[0])
+    # Twins side by side: VAE then IWAE for each metric.
+    assert header == ["dataset", "layers", "k", "vae NLL (nats)", "iwae NLL (nats)",
+                      "vae active units", "iwae active units"]  # fmt: skip
+    row = find_row(rows, "mnist", 2, 50)
+    assert row["iwae NLL (nats)"] == "85.00 (82.90, +2.10)"
+    assert row["iwae active units"] == "30+6 (26+7, +4/-1)"
+    assert row["vae NLL (nats)"] == "not run; published 84.78"
+    assert "measured (published, Δ)" in text and "lower is better for NLL (nats)" in text
+    assert "--wide" in text
+
+
+def test_compact_cells():
+    assert compact_text(NLL, 86.76, 90.0, "90.00") == "90.00 (86.76, +3.24)"
+    assert compact_text(NLL, None, 90.0, "90.00") == "90.00"  # the paper gives no number
+    assert compact_text(NLL, 86.76, None, "failed") == "failed; published 86.76"
+    text = "not run (data absent)"
+    assert compact_text(NLL, 86.76, None, text) == "not run (data absent); published 86.76"
+    assert compact_text(UNITS, "16+5", [20, 3], "20+3") == "20+3 (16+5, +4/-2)"
+
+
+def test_both_layouts_hold_every_published_number(iwae):
+    for wide in (False, True):
+        text = render(iwae, "smoke", {}, [], wide=wide)
+        for _, values in iwae.published:
+            assert f"{values['nll']:.2f}" in text and values["active_units"] in text

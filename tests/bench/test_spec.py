@@ -102,8 +102,8 @@ def test_published_unknown_metric(spec_dir):
 
 
 def test_unknown_tier(spec_dir):
-    path = edit(write_spec(spec_dir), "[tiers.small]", "[tiers.medium]")
-    expect_error(path, "tiers.medium", "smoke, small, full")
+    path = edit(write_spec(spec_dir), "[tiers.small]", "[tiers.huge]")
+    expect_error(path, "tiers.huge", "smoke, small, medium, full")
 
 
 def test_unknown_tier_setting(spec_dir):
@@ -220,7 +220,7 @@ def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem)
 def test_reading_a_spec_imports_neither_torch_nor_a_task():
     code = (
         "import sys; from bench.spec import get_spec; get_spec('iwae-table');"
-        " assert 'torch' not in sys.modules, 'torch';"
+        " import bench.render; assert 'torch' not in sys.modules, 'torch';"
         " assert 'bench.tasks.likelihood' not in sys.modules"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -276,3 +276,102 @@ def test_setting_values_are_checked_when_the_spec_is_read(spec_dir, setting, val
 def test_a_missing_spec_folder_is_an_error(tmp_path):
     with pytest.raises(SpecError, match="no such spec folder"):
         registry(tmp_path / "nope")
+
+
+GOOD_PLOT = """[plot]
+x = "k"
+y = ["nll", "active_units"]
+series = ["model"]
+panels = ["dataset", "layers"]
+error = { nll = "nll_stderr" }
+log_x = true
+
+[grid]"""
+
+
+def test_a_plot_section_is_read_into_its_figure(spec_dir):
+    spec = load_spec(edit(write_spec(spec_dir), "[grid]", GOOD_PLOT))
+    plot = spec.plot
+    assert (plot.kind, plot.x, plot.y, plot.series, plot.panels) == (
+        "lines", "k", ("nll", "active_units"), ("model",), ("dataset", "layers"),
+    )  # fmt: skip
+    assert plot.error == {"nll": "nll_stderr"} and plot.log_x and not plot.samples
+    assert load_spec(write_spec(spec_dir)).plot is None
+
+
+@pytest.mark.parametrize(
+    "old, new, fields",
+    [
+        ('x = "k"', 'x = "depth"', ("plot.x", "'depth' is not a metric or a grid field")),
+        ('x = "k"\n', "", ("plot", "missing x or y")),
+        ('y = ["nll", "active_units"]', 'y = ["nll", "model"]', ("plot.y", "'model'")),
+        ('y = ["nll", "active_units"]', "y = []", ("plot.y", "at least one metric")),
+        ('series = ["model"]', 'series = ["nll"]', ("plot.series", "not a grid field")),
+        ('panels = ["dataset", "layers"]', 'panels = ["k"]', ("plot", "different fields")),
+        ("log_x = true", 'log_x = "yes"', ("plot.log_x", "true or false")),
+        ("log_x = true", "colour = 1", ("plot.colour", "unknown field")),
+        ('error = { nll = "nll_stderr" }', 'error = { rec = "rec_se" }', ("plot.error.rec",)),
+        ('error = { nll = "nll_stderr" }', "error = { nll = 1 }", ("plot.error",)),
+        ('x = "k"', 'kind = "pie"\nx = "k"', ("plot.kind", "lines, bars")),
+        ('x = "k"', 'kind = "bars"\nx = "nll"', ("plot.x", "not a grid field")),
+    ],
+)
+def test_a_malformed_plot_section_names_its_field(spec_dir, old, new, fields):
+    path = edit(edit(write_spec(spec_dir), "[grid]", GOOD_PLOT), old, new)
+    expect_error(path, *fields)
+
+
+def test_every_shipped_table_declares_a_claim_figure():
+    for table in registry():
+        assert get_spec(table).plot is not None, table
+
+
+CHECK = """
+[check.smoke]
+subset = "mnist-*-vae"
+nll = { rel = 1e-3, abs = 0.1, reason = "float noise" }
+active_units = { abs = 1, reason = "threshold flips" }
+"""
+
+
+def with_check(spec_dir, text: str = CHECK):
+    path = write_spec(spec_dir)
+    path.write_text(path.read_text() + text)
+    return path
+
+
+def test_check_tolerances_load_as_rules(spec_dir):
+    check = load_spec(with_check(spec_dir)).checks["smoke"]
+    assert check.subset == "mnist-*-vae"
+    assert (check.rules["nll"].rel, check.rules["nll"].abs_tol) == (1e-3, 0.1)
+    assert check.rules["active_units"].reason == "threshold flips"
+
+
+@pytest.mark.parametrize(
+    "old, new, fields",
+    [
+        (', reason = "float noise"', "", ["check.smoke.nll.reason", "missing"]),
+        ('reason = "float noise"', 'reason = ""', ["check.smoke.nll.reason"]),
+        ("active_units = { abs = 1", "units = { abs = 1", ["check.smoke.units", "not a metric"]),
+        ('active_units = { abs = 1, reason = "threshold flips" }', "", ["without a tolerance"]),
+        ("[check.smoke]", "[check.full]", ["check.full", "no such tier"]),
+        ("rel = 1e-3", "rel = -1", ["check.smoke.nll.rel", ">= 0"]),
+        ("rel = 1e-3", 'rel = "1%"', ["check.smoke.nll.rel", "a number"]),
+        ("rel = 1e-3", "margin = 1", ["check.smoke.nll.margin", "unknown field"]),
+        ("rel = 1e-3, abs = 0.1,", "skip = true, abs = 0.1,", ["check.smoke.nll", "skip"]),
+        ("rel = 1e-3, abs = 0.1,", "exact = true, rel = 1,", ["check.smoke.nll", "exact"]),
+        ("rel = 1e-3, abs = 0.1,", "", ["check.smoke.nll", "no tolerance"]),
+        ('subset = "mnist-*-vae"', "subset = 3", ["check.smoke.subset"]),
+    ],
+)
+def test_malformed_check_tolerances(spec_dir, old, new, fields):
+    path = edit(with_check(spec_dir), old, new)
+    expect_error(path, *fields)
+
+
+def test_shipped_checks_name_a_rule_for_every_metric():
+    for table in registry():
+        spec = get_spec(table)
+        assert "smoke" in spec.checks, table
+        for check in spec.checks.values():
+            assert set(check.rules) == {m.name for m in spec.metrics}, table

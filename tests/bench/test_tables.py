@@ -1,15 +1,18 @@
-"""Every shipped table runs its smoke tier end to end through the CLI, offline, and its
-rendered table carries every published number beside a measured one."""
+"""Every shipped table runs its smoke tier end to end through the CLI, offline, its rendered
+table carries every published number beside a measured one, and `bench check` finds every metric
+within its tolerance of the committed reference records (CI's smoke regression check)."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.cli import main
+from bench.records import RESULTS_DIR
 from bench.render import fmt_value
 from bench.spec import get_spec, registry
 
@@ -21,11 +24,14 @@ def all_cores():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("table", sorted(registry()))
-def test_smoke_tier_runs_and_renders(table, tmp_path, all_cores, capsys):
-    args = ["--results", str(tmp_path / "results"), "--tables", str(tmp_path / "tables")]
-    code = main([*args, "run", table, "--tier", "smoke",
-                 "--checkpoints", str(tmp_path / "ckpt")])  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+def test_smoke_tier_runs_renders_and_matches_its_references(table, tmp_path, all_cores, capsys):
+    # `bench check` trains into --work (results/, tables/, checkpoints/ there) and compares with
+    # the committed records; a table without them yet says "no reference" and passes.
+    references = Path(__file__).parents[2] / RESULTS_DIR
+    code = main(["--results", str(references), "check", table, "--tier", "smoke",
+                 "--work", str(tmp_path)])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
 
     spec = get_spec(table)
     cells = spec.cells("smoke")

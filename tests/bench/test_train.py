@@ -260,7 +260,7 @@ def test_a_nan_cell_gets_a_failed_record_and_the_run_moves_on(tmp_path, monkeypa
     assert failed.metrics == {}
     assert any(line.startswith(f"[1/2] {VAE}: failed: loss became NaN") for line in lines)
     table = (opts.tables / "tiny-smoke.md").read_text()
-    assert "| failed " in table
+    assert "| failed" in table  # the cell of the table, whatever the layout
     assert f"- `{VAE}`: failed: loss became NaN/inf" in table
 
 

@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, MultivariateNormal, Normal
 
-from models.iwae import IWAE, active_units_from_means, log_mean_exp_chunked
+from models.iwae import (
+    IWAE,
+    active_units_from_halves,
+    active_units_from_means,
+    log_mean_exp_chunked,
+)
 
 
 def binary_data(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -334,3 +339,15 @@ def test_top_layer_inactive_when_z1_ignores_x():
         model.q_z1.log_sigma.weight.zero_()
         model.q_z1.log_sigma.bias.fill_(-12.0)
     assert model.active_units(x, n_samples=20) == [0, 0]
+
+
+def test_active_units_from_halves_is_free_of_the_monte_carlo_noise():
+    """True posterior means with Cov_x = 0.008 per unit (inactive at 0.01), estimated from 100
+    samples of variance 0.5 each: one estimate's variance is 0.008 + 0.5/100 = 0.013, over the
+    threshold, while the covariance of two independent half-sample means stays near 0.008."""
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(4000, 30, generator=g, dtype=torch.float64) * 0.008**0.5
+    draws = true + torch.randn(100, 4000, 30, generator=g, dtype=torch.float64) * 0.5**0.5
+    assert active_units_from_means(draws.mean(0)) == 30  # the noise makes every unit "active"
+    assert active_units_from_halves(draws[:50].mean(0), draws[50:].mean(0)) == 0
+    assert active_units_from_halves(draws[:50].mean(0) * 2, draws[50:].mean(0) * 2) == 30

@@ -1,0 +1,162 @@
+"""A paper's claims as measured differences with standard errors and a verdict.
+
+A claim compares twin cells (the same cell but for the fields the claim names, e.g. IWAE vs VAE
+at the same k, layers and data set). Where both records hold per-image NLLs of the same test
+images, the difference is paired: its standard error is that of the per-image differences, far
+smaller than the two NLLs' own errors combined. A difference within two standard errors of zero
+is inconclusive, and a verdict is never stronger than its tier: the smoke tier says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .records import Record
+from .spec import Claim, TableSpec, matches
+
+Z = 2.0  # standard errors a difference must clear
+
+
+@dataclass(frozen=True)
+class Comparison:
+    claim: Claim
+    group: str  # the fields the twins share, e.g. "dataset mnist, layers 1, k 5"
+    a: float | None
+    b: float | None
+    diff: float | None
+    se: float | None
+    paired: bool
+    verdict: str  # "holds", "does not hold", "inconclusive" or "not run"
+
+
+def value(record: Record | None, metric: str) -> float | None:
+    """A record's metric as one number: active units per layer are summed."""
+    if record is None or record.status != "ok":
+        return None
+    v = record.metrics.get(metric)
+    if isinstance(v, list):
+        return float(sum(v))
+    return None if v is None else float(v)
+
+
+def stderr(record: Record, metric: str) -> float | None:
+    name = "bpd_stderr" if metric == "bits_per_dim" else f"{metric}_stderr"
+    v = record.metrics.get(name)
+    return None if v is None else float(v)
+
+
+def _same_images(a: Record, b: Record) -> bool:
+    keys = ("sha256", "n_test", "notes")
+    return a.seed == b.seed and all(a.data.get(k) == b.data.get(k) for k in keys)
+
+
+def difference(a: Record, b: Record, metric: str) -> tuple[float, float | None, bool]:
+    """a - b with its standard error; paired over per-image values of the same test images."""
+    per_a, per_b = a.metrics.get(f"{metric}_per_image"), b.metrics.get(f"{metric}_per_image")
+    if per_a and per_b and len(per_a) == len(per_b) > 1 and _same_images(a, b):
+        d = [x - y for x, y in zip(per_a, per_b)]
+        mean = sum(d) / len(d)
+        var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+        return mean, math.sqrt(var / len(d)), True
+    se_a, se_b = stderr(a, metric), stderr(b, metric)
+    se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else None
+    return value(a, metric) - value(b, metric), se, False
+
+
+def verdict(expect: str, diff: float, se: float | None) -> str:
+    """Holds when the difference clears Z standard errors in the claimed direction, does not hold
+    when it clears them the other way, and is inconclusive between; without a standard error
+    (counts such as active units) the sign decides."""
+    margin = Z * se if se else 0.0
+    if expect == "higher":
+        diff = -diff  # a > b is b - a < 0
+    if expect == "not lower":  # a >= b
+        if diff >= 0:
+            return "holds"
+        return "does not hold" if diff < -margin else "inconclusive"
+    if diff < -margin or (not margin and diff < 0):
+        return "holds"
+    return "does not hold" if diff > margin or not margin else "inconclusive"
+
+
+def _group(params: dict, skip: set) -> str:
+    return ", ".join(f"{k} {v}" for k, v in params.items() if k not in skip)
+
+
+def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim) -> list:
+    by_id = {r.cell: r for r in records.values()}
+    cells = [c for c in spec.cells(tier) if matches(c.as_dict(), claim.a)]
+    cells = [c for c in cells if all(c.as_dict()[k] in v for k, v in claim.where.items())]
+    if claim.expect == "rising":
+        return _rising(spec, tier, by_id, claim, cells)
+    out = []
+    for cell in cells:
+        twin = {**cell.as_dict(), **claim.b}
+        twin_id = next((c.id for c in spec.cells(tier) if c.as_dict() == twin), None)
+        a, b = by_id.get(cell.id), by_id.get(twin_id)
+        group = _group(cell.as_dict(), set(claim.a))
+        va, vb = value(a, claim.metric), value(b, claim.metric)
+        if va is None or vb is None:
+            out.append(Comparison(claim, group, va, vb, None, None, False, "not run"))
+            continue
+        diff, se, paired = difference(a, b, claim.metric)
+        out.append(Comparison(claim, group, va, vb, diff, se, paired,
+                              verdict(claim.expect, diff, se)))  # fmt: skip
+    return out
+
+
+def _rising(spec, tier, by_id, claim, cells) -> list:
+    """Within each group of cells that differ only in `along`, values in the grid's order."""
+    order = list((spec.tiers[tier].grid or spec.grid)[claim.along])
+    groups: dict[str, list] = {}
+    for cell in cells:
+        groups.setdefault(_group(cell.as_dict(), {claim.along, *claim.a}), []).append(cell)
+    out = []
+    for group, members in groups.items():
+        members.sort(key=lambda c: order.index(c.as_dict()[claim.along]))
+        values = [value(by_id.get(c.id), claim.metric) for c in members]
+        if any(v is None for v in values) or len(values) < 2:
+            out.append(Comparison(claim, group, None, None, None, None, False, "not run"))
+            continue
+        steps_ok = all(y >= x for x, y in zip(values, values[1:]))
+        holds = steps_ok and values[-1] > values[0]
+        out.append(Comparison(claim, f"{group}: {' -> '.join(f'{v:g}' for v in values)}",
+                              values[0], values[-1], values[-1] - values[0], None, False,
+                              "holds" if holds else "does not hold"))  # fmt: skip
+    return out
+
+
+def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
+    """A summary line per claim, then every comparison behind it."""
+    lines, rows = [], []
+    for claim in spec.claims:
+        kind = next(m.kind for m in spec.metrics if m.name == claim.metric)
+
+        def fmt(v: float | None, sign: str = "", kind: str = kind) -> str:
+            if v is None:
+                return "—"
+            return f"{v:{sign}.0f}" if kind == "units" else f"{v:{sign}.2f}"
+
+        found = compare(spec, tier, records, claim)
+        counts = {v: sum(c.verdict == v for c in found) for v in
+                  ("holds", "does not hold", "inconclusive", "not run")}  # fmt: skip
+        summary = ", ".join(f"{v} in {n}" for v, n in counts.items() if n)
+        lines.append(f"- **{claim.label}**: {summary or 'no cells'} of {len(found)} comparisons")
+        for c in found:
+            rows.append({
+                "claim": claim.label,
+                "cells": c.group,
+                "a": fmt(c.a),
+                "b": fmt(c.b),
+                "a − b": fmt(c.diff, "+"),
+                "± se": "—" if c.se is None else f"{c.se:.2f}" + (" (paired)" if c.paired else ""),
+                "verdict": c.verdict,
+            })  # fmt: skip
+    if tier == "smoke":
+        lines.append("- The smoke tier trains for seconds on a sample: these verdicts test the"
+                     " pipeline, not the paper.")  # fmt: skip
+    table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else ""
+    return "\n".join([*lines, "", table]).rstrip()

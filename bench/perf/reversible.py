@@ -1,0 +1,268 @@
+"""Reversible backward: a stack of coupling blocks against MemCNN 1.5.2 and plain autograd, and a
+RevNet against the ResNet of the same depth and against its algorithmic bound.
+
+All three stacks hold copies of the same F and G (pre-activation basic residuals with
+BatchNorm), so they differ only in how backward gets the activations: ours rebuilds them block
+by block (`models.revnet._ReversibleFunction`), MemCNN's InvertibleModuleWrapper inverts and
+re-runs each block on its own, plain autograd stores them all. Memory comes from a fresh
+process per contender (`bench.memory.measure_step`); BatchNorm updates are the number of times
+one step moved a BatchNorm's running statistics (1 is right: the forward pass).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.resnet import BasicResidual, resnet_cifar
+from models.revnet import ReversibleBlock, ReversibleSequence, revnet_cifar
+
+from .runner import (
+    PeerMissing,
+    Settings,
+    Timing,
+    flops_of,
+    interleave,
+    missing_row,
+    peer_import,
+    row,
+)
+
+BOUND = (
+    "bound = the plain-autograd step of the same network plus one no-grad forward of its"
+    " reversible blocks (the recompute the algorithm adds), timed in the same rounds"
+)
+
+
+def sizes(s: Settings) -> dict[str, int]:
+    if s.tiny:
+        return {"blocks": 3, "batch": 2, "channels": 8, "hw": 8, "units": 1, "net_batch": 2}
+    return {"blocks": 54, "batch": 8, "channels": 32, "hw": 16, "units": 3, "net_batch": 16}
+
+
+def stacks(z: dict[str, int]) -> tuple[dict[str, nn.Module], str]:
+    """The same coupling stack three ways, and why MemCNN's is absent ("" when it is not)."""
+    torch.manual_seed(0)
+    half = z["channels"] // 2
+    blocks = [
+        ReversibleBlock(BasicResidual(half, half), BasicResidual(half, half))
+        for _ in range(z["blocks"])
+    ]
+    out: dict[str, nn.Module] = {
+        "ours": ReversibleSequence(copy.deepcopy(blocks), memory_saving=True),
+        "autograd": ReversibleSequence(copy.deepcopy(blocks), memory_saving=False),
+    }
+    try:
+        memcnn = peer_import("memcnn")
+    except PeerMissing as e:
+        return out, str(e)
+    wrapped = [
+        memcnn.InvertibleModuleWrapper(
+            memcnn.AdditiveCoupling(Fm=copy.deepcopy(b.f), Gm=copy.deepcopy(b.g)),
+            keep_input=False,
+            keep_input_inverse=False,
+        )
+        for b in blocks
+    ]
+    out["memcnn"] = nn.Sequential(*wrapped)
+    return out, ""
+
+
+def _step(net: nn.Module, x: torch.Tensor):
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        # a fresh input each step: MemCNN frees the storage of the input it was given
+        (net(x.clone().requires_grad_()) ** 2).mean().backward()
+        opt.step()
+
+    return step
+
+
+def bn_updates(net: nn.Module, x: torch.Tensor) -> int:
+    """How many times one training step (of a copy) moved the first BatchNorm's statistics."""
+    net = copy.deepcopy(net)
+    bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    before = int(bn.num_batches_tracked)
+    _step(net, x)()
+    return int(bn.num_batches_tracked) - before
+
+
+def memory(name: str, z: dict[str, int]) -> dict[str, Any]:
+    """measure_step's memory of one contender, in a fresh process (see bench.profiling)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    args = [sys.executable, "-m", "bench.perf.reversible", json.dumps([name, z])]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()[-300:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _memory_probe(name: str, z: dict[str, int]) -> dict[str, Any]:
+    from bench.memory import measure_step
+
+    torch.set_num_threads(1)
+    net = stacks(z)[0][name].train()
+    x = torch.randn(z["batch"], z["channels"], z["hw"], z["hw"])
+    _step(net, x)()  # warm-up
+    report = measure_step(
+        lambda: (net(x.clone().requires_grad_()) ** 2).mean(), net.parameters(), torch.device("cpu")
+    )
+    keep = ("saved_bytes", "rss_forward_delta_bytes", "rss_step_peak_bytes")
+    return {k: report[k] for k in keep}
+
+
+def bench_stack(s: Settings, sgemm: float) -> list[dict[str, Any]]:
+    z = sizes(s)
+    shape = f"[{z['batch']}, {z['channels']}, {z['hw']}, {z['hw']}]"
+    case = f"coupling stack: {z['blocks']} blocks, x {shape}"
+    x = torch.randn(z["batch"], z["channels"], z["hw"], z["hw"])
+    nets, missing = stacks(z)
+    fns = {name: _step(net, x) for name, net in nets.items()}
+    forward_net = copy.deepcopy(nets["autograd"])
+    fns["forward"] = torch.no_grad()(lambda: forward_net(x))
+    # FlopCounterMode cannot follow autograd.grad inside a backward: count the plain step and
+    # the one forward that rebuilding the activations adds
+    flops = flops_of(fns["autograd"]) + flops_of(torch.no_grad()(lambda: nets["autograd"](x)))
+    t = interleave(fns, s)
+    info = {
+        name: {"bn_updates_per_step": bn_updates(net, x), "memory": memory(name, z)}
+        for name, net in nets.items()
+    }
+    rows = []
+    for peer in ("memcnn", "autograd"):
+        if peer not in t:
+            rows.append(missing_row(case, peer, missing or "not run"))
+            continue
+        rows.append(
+            row(
+                case,
+                t["ours"],
+                t[peer],
+                peer,
+                items=z["batch"],
+                flops=flops,
+                sgemm=sgemm,
+                ours_info=info["ours"],
+                peer_info=info[peer],
+            )
+        )
+    rows.append(
+        row(
+            case,
+            t["ours"],
+            _sum(t["autograd"], t["forward"]),
+            "bound",
+            items=z["batch"],
+            flops=flops,
+            sgemm=sgemm,
+            note=BOUND,
+        )
+    )
+    return rows
+
+
+def _sum(a: Timing, b: Timing) -> Timing:
+    """Two contenders' times added round by round (they ran in the same rounds)."""
+    return Timing(
+        [x + y for x, y in zip(a.wall, b.wall, strict=True)],
+        [x + y for x, y in zip(a.cpu, b.cpu, strict=True)],
+    )
+
+
+def bench_revnet(s: Settings, sgemm: float) -> list[dict[str, Any]]:
+    """RevNet (memory-saving) against the ResNet of the same depth, and against its bound: the
+    same RevNet's plain-autograd step plus one forward of its reversible runs (the recompute
+    the algorithm adds), timed in the same rounds."""
+    z = sizes(s)
+    units = z["units"]
+    torch.manual_seed(0)
+    rev = revnet_cifar(units, "basic")
+    plain = copy.deepcopy(rev)
+    plain.memory_saving = False
+    res = resnet_cifar(2 * units, "basic")  # RevNet depth 12n+2 = ResNet depth 6(2n)+2
+    x = torch.randn(z["net_batch"], 3, 32, 32)
+    y = torch.randint(0, 10, (z["net_batch"],))
+
+    def step_of(net):
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+
+        return step
+
+    recompute_net = copy.deepcopy(rev)
+    inputs: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [
+        m.register_forward_hook(lambda m, a, out: inputs.append((m, a[0].detach())))
+        for m in recompute_net.modules()
+        if isinstance(m, ReversibleSequence)
+    ]
+    with torch.no_grad():
+        recompute_net(x)
+    for h in hooks:
+        h.remove()
+
+    def recompute():
+        with torch.no_grad():
+            for m, a in inputs:
+                m(a)
+
+    fns = {
+        "revnet": step_of(rev),
+        "resnet": step_of(res),
+        "revnet-autograd": step_of(plain),
+        "recompute": recompute,
+    }
+    flops = flops_of(fns["revnet-autograd"]) + flops_of(recompute)  # as in bench_stack
+    t = interleave(fns, s)
+    depth = 12 * units + 2
+    bound = _sum(t["revnet-autograd"], t["recompute"])
+    case = f"RevNet-{depth} vs ResNet-{depth}, batch {z['net_batch']}"
+    return [
+        row(
+            case,
+            t["revnet"],
+            t["resnet"],
+            f"ResNet-{depth}",
+            items=z["net_batch"],
+            flops=flops,
+            sgemm=sgemm,
+        ),
+        row(
+            f"RevNet-{depth} vs its bound",
+            t["revnet"],
+            bound,
+            "bound",
+            items=z["net_batch"],
+            flops=flops,
+            sgemm=sgemm,
+            note=BOUND,
+        ),
+    ]
+
+
+def run(s: Settings, sgemm: float, only: str | None = None) -> dict[str, list[dict]]:
+    out = {}
+    if only in (None, "reversible"):
+        out["reversible"] = bench_stack(s, sgemm)
+    if only in (None, "revnet"):
+        out["revnet"] = bench_revnet(s, sgemm)
+    return out
+
+
+if __name__ == "__main__":
+    name_, z_ = json.loads(sys.argv[1])
+    print(json.dumps(_memory_probe(name_, z_)))

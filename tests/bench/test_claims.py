@@ -1,0 +1,111 @@
+"""bench.claims: paired differences, verdicts at two standard errors, and claims in the spec."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.claims import compare, difference, verdict
+from bench.records import Record
+from bench.spec import SpecError, get_spec, load_spec
+
+from .conftest import write_spec
+
+
+def record(cell: str, params: dict, **metrics) -> Record:
+    data = {"sha256": {"x": "0"}, "n_test": 4, "notes": ""}
+    return Record(table="iwae-table", tier="small", cell=cell, params=params, status="ok",
+                  metrics=metrics, data=data)  # fmt: skip
+
+
+def test_a_paired_difference_uses_the_per_image_differences():
+    a = record("a", {}, nll=11.0, nll_stderr=5.0, nll_per_image=[1.0, 11.0, 21.0, 11.0])
+    b = record("b", {}, nll=12.0, nll_stderr=5.0, nll_per_image=[2.0, 12.5, 22.0, 11.5])
+    diff, se, paired = difference(a, b, "nll")
+    d = [-1.0, -1.5, -1.0, -0.5]
+    mean = sum(d) / 4
+    assert paired and diff == pytest.approx(mean)
+    expected_se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3 / 4)
+    assert se == pytest.approx(expected_se)
+    assert verdict("lower", diff, se) == "holds"  # unpaired (se 7.1) it would be inconclusive
+    assert verdict("lower", diff, math.hypot(5.0, 5.0)) == "inconclusive"
+
+
+def test_different_test_images_are_not_paired():
+    a = record("a", {}, nll=11.0, nll_stderr=0.3, nll_per_image=[1.0, 2.0])
+    b = record("b", {}, nll=12.0, nll_stderr=0.4, nll_per_image=[1.5, 2.5])
+    b.data = {**b.data, "n_test": 5}
+    diff, se, paired = difference(a, b, "nll")
+    assert not paired and diff == -1.0 and se == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "expect, diff, se, result",
+    [
+        ("lower", -1.0, 0.4, "holds"),
+        ("lower", -0.5, 0.4, "inconclusive"),
+        ("lower", 1.0, 0.4, "does not hold"),
+        ("higher", 1.0, 0.4, "holds"),
+        ("higher", -1.0, 0.4, "does not hold"),
+        ("lower", -1.0, None, "holds"),
+        ("lower", 0.0, None, "does not hold"),
+        ("not lower", 0.0, None, "holds"),
+        ("not lower", -1.0, None, "does not hold"),
+        ("not lower", -0.5, 0.4, "inconclusive"),
+    ],
+)
+def test_verdicts(expect, diff, se, result):
+    assert verdict(expect, diff, se) == result
+
+
+def test_the_iwae_claims_pair_twin_cells_and_say_when_a_cell_was_not_run():
+    spec = get_spec("iwae-table")
+    nll, au, _ = spec.claims
+    cell = "mnist-layers1-k5"
+    records = {
+        f"{cell}-iwae": record(f"{cell}-iwae", {}, nll=90.0, active_units=[30]),
+        f"{cell}-vae": record(f"{cell}-vae", {}, nll=91.0, active_units=[20]),
+    }
+    found = compare(spec, "small", records, nll)
+    assert len(found) == 8  # 2 data sets x 2 layer counts x k in (5, 50)
+    first = next(c for c in found if c.group == "dataset mnist, layers 1, k 5")
+    assert (first.a, first.b, first.diff, first.verdict) == (90.0, 91.0, -1.0, "holds")
+    assert sum(c.verdict == "not run" for c in found) == 7
+    (au_first, *_) = compare(spec, "small", records, au)
+    assert au_first.verdict == "holds" and au_first.diff == 10.0
+
+
+def test_rising_along_k():
+    spec = get_spec("iwae-table")
+    rising = spec.claims[2]
+    units = {1: [20], 5: [25], 50: [24]}
+    records = {f"mnist-layers1-k{k}-iwae": record(f"mnist-layers1-k{k}-iwae", {},
+               active_units=u) for k, u in units.items()}  # fmt: skip
+    found = compare(spec, "small", records, rising)
+    mnist = next(c for c in found if c.group.startswith("dataset mnist, layers 1"))
+    assert mnist.verdict == "does not hold" and "20 -> 25 -> 24" in mnist.group
+    records["mnist-layers1-k50-iwae"].metrics["active_units"] = [26]
+    mnist = next(c for c in compare(spec, "small", records, rising) if "layers 1" in c.group)
+    assert mnist.verdict == "holds"
+
+
+@pytest.mark.parametrize(
+    "claim, problem",
+    [
+        ('{ label = "x", metric = "bogus", expect = "lower", a = { model = "iwae" },'
+         ' b = { model = "vae" } }', "'bogus' is not a metric"),
+        ('{ label = "x", metric = "nll", expect = "smaller", a = { model = "iwae" },'
+         ' b = { model = "vae" } }', "expected one of"),
+        ('{ label = "x", metric = "nll", expect = "rising", a = { model = "iwae" } }',
+         "needs along"),
+        ('{ label = "x", metric = "nll", expect = "lower", a = { model = "gan" },'
+         ' b = { model = "vae" } }', "'gan' is not in grid.model"),
+    ],
+)  # fmt: skip
+def test_malformed_claims_are_one_line_spec_errors(spec_dir, claim, problem):
+    path = write_spec(spec_dir)
+    path.write_text(path.read_text().replace("notes = [", f"claims = [{claim}]\nnotes = [", 1))
+    with pytest.raises(SpecError, match=problem) as error:
+        load_spec(path)
+    assert str(path) in str(error.value) and "claims[0]" in str(error.value)
