@@ -231,7 +231,8 @@ def command_line() -> str:
     in-process with its own arguments, else this process's argv."""
     if COMMAND is not None:
         return shlex.join(COMMAND)
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    program = Path(sys.argv[0]).name
+    return shlex.join(["bench" if program == "__main__.py" else program, *sys.argv[1:]])
 
 
 def writable_folder(folder: Path, option: str) -> None:
