@@ -148,7 +148,7 @@ def render(
         lines += ["## How these numbers were measured", "", *provenance, ""]
     if spec.claims:
         claims = claims_markdown(spec, tier, records)
-        lines += ["## Claims of the paper, as measured", "", claims, ""]
+        lines += ["## Claims, as measured", "", claims, ""]
     if spec.ratios:
         lines += ["## Claims as ratios (both cells from the records above)", "",
                   ratio_table(spec, records), ""]  # fmt: skip
