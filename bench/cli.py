@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        records.COMMAND = None
 
 
 if __name__ == "__main__":
