@@ -263,7 +263,39 @@ class GatedResnet(nn.Module):
         return x + a_half * torch.sigmoid(b_half)
 
 
-class PixelCNNpp(nn.Module):
+class LogisticMixtureModel(nn.Module):
+    """What PixelCNN++ and PixelSNAIL share around their networks: the likelihood contract on top
+    of `params(x, y)`, the mixture parameters of every pixel, and the naive per-pixel sampler."""
+
+    shape: tuple[int, int, int]
+    n_classes: int
+
+    def _check_y(self, y: Tensor | None) -> None:
+        if (y is None) != (self.n_classes == 0):
+            raise ValueError(f"y must be given exactly when n_classes > 0 ({self.n_classes})")
+
+    def params(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """-log P(x | y) in nats per example: exact, differentiable, the training loss."""
+        return -discretized_logistic_mixture_log_prob(x, self.params(x, y)).flatten(1).sum(1)
+
+    @torch.no_grad()
+    def nll(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Test -log P(x | y) in nats per example (call .eval() first to switch dropout off)."""
+        return self.forward(x, y)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """n images, integer-valued floats 0..255: one full pass per pixel (H * W passes), the
+        pixel's channels then drawn in order from the exact conditionals (`sample_pixel`)."""
+        return sample_by_pixel(self, n, generator, y)
+
+
+class PixelCNNpp(LogisticMixtureModel):
     """PixelCNN++ for 8-bit images ("discrete256"), sides divisible by 4 (three resolutions).
 
     paper_config (CIFAR-10, Section 3 of 1701.05517): nr_resnet=5 (6 blocks of 5 residual
@@ -311,10 +343,6 @@ class PixelCNNpp(nn.Module):
         self.up_size_ul = nn.ModuleList(DownRightShiftedDeconv2d(nf, nf) for _ in range(2))
         self.out = nn.Conv2d(nf, nr_logistic_mix * n_mixture_params(C), 1)
 
-    def _check_y(self, y: Tensor | None) -> None:
-        if (y is None) != (self.n_classes == 0):
-            raise ValueError(f"y must be given exactly when n_classes > 0 ({self.n_classes})")
-
     def params(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Mixture parameters [B, K * n_mixture_params(C), H, W]; those of pixel (i, j) depend
         on the pixels before (i, j) in raster order only."""
@@ -342,23 +370,6 @@ class PixelCNNpp(nn.Module):
             if stage < 2:
                 u, ul = self.up_size_u[stage](u), self.up_size_ul[stage](ul)
         return self.out(F.elu(ul))
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """-log P(x | y) in nats per example: exact, differentiable, the training loss."""
-        return -discretized_logistic_mixture_log_prob(x, self.params(x, y)).flatten(1).sum(1)
-
-    @torch.no_grad()
-    def nll(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Test -log P(x | y) in nats per example (call .eval() first to switch dropout off)."""
-        return self.forward(x, y)
-
-    @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
-    ) -> Tensor:
-        """n images, integer-valued floats 0..255: one full pass per pixel (H * W passes), the
-        pixel's channels then drawn in order from the exact conditionals (`sample_pixel`)."""
-        return sample_by_pixel(self, n, generator, y)
 
 
 def sample_by_pixel(

@@ -29,9 +29,8 @@ from models.pixelcnnpp import (
     DownRightShiftedConv2d,
     DownShiftedConv2d,
     GatedResnet,
-    discretized_logistic_mixture_log_prob,
+    LogisticMixtureModel,
     n_mixture_params,
-    sample_by_pixel,
     scale_pixels,
 )
 
@@ -84,7 +83,7 @@ class AttentionBlock(nn.Module):
         return self.out(ul, causal_attention(query, key, value, self.n_heads), y)
 
 
-class PixelSNAIL(nn.Module):
+class PixelSNAIL(LogisticMixtureModel):
     """PixelSNAIL for 8-bit images ("discrete256").
 
     paper_config (CIFAR-10, 2.85 bits/dim; the authors' `h12_noup_smallkey`): n_blocks=12,
@@ -127,10 +126,6 @@ class PixelSNAIL(nn.Module):
         )
         self.out = nin(nf, nr_logistic_mix * n_mixture_params(C))
 
-    def _check_y(self, y: Tensor | None) -> None:
-        if (y is None) != (self.n_classes == 0):
-            raise ValueError(f"y must be given exactly when n_classes > 0 ({self.n_classes})")
-
     def params(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Mixture parameters [B, K * n_mixture_params(C), H, W]; those of pixel (i, j) depend
         on the pixels before (i, j) in raster order only."""
@@ -150,19 +145,3 @@ class PixelSNAIL(nn.Module):
                 ul = resnet(ul, y=y)
             ul = attention(ul, xs, background, y)
         return self.out(F.elu(ul))
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """-log P(x | y) in nats per example: exact, differentiable, the training loss."""
-        return -discretized_logistic_mixture_log_prob(x, self.params(x, y)).flatten(1).sum(1)
-
-    @torch.no_grad()
-    def nll(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Test -log P(x | y) in nats per example (call .eval() first to switch dropout off)."""
-        return self.forward(x, y)
-
-    @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
-    ) -> Tensor:
-        """n images, integer-valued floats 0..255: one full pass per pixel (H * W passes)."""
-        return sample_by_pixel(self, n, generator, y)
