@@ -264,6 +264,18 @@ def test_cifar10_jpeg_decodes_once_then_reads_cache(tmp_path, no_known_sums, mon
     assert first.info.sha256 == {"cifar10-jpeg.tar.gz": sha256(path)}
 
 
+def test_a_corrupt_jpeg_cache_is_decoded_again_with_a_warning(tmp_path, no_known_sums):
+    path = write_cifar10_jpeg(tmp_path)
+    no_known_sums["cifar10-jpeg/cifar10-jpeg.tar.gz"] = sha256(path)
+    first = load("cifar10", tmp_path)
+    (cache,) = (path.parent / "extracted").glob("cifar10-jpeg-*.npz")
+    cache.write_bytes(b"not a zip file")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        again = load("cifar10", tmp_path)
+    assert torch.equal(first.train.tensors[0], again.train.tensors[0])
+    assert load("cifar10", tmp_path).info.n_train == first.info.n_train  # rebuilt: no warning
+
+
 def test_cifar10_jpeg_read_only_folder_caches_in_home(tmp_path, no_known_sums, monkeypatch):
     path = write_cifar10_jpeg(tmp_path / "data")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
