@@ -171,6 +171,15 @@ class Fit:
     desc: str = ""
     max_steps_per_epoch: int | None = None
 
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = math.ceil(len(self.train) / self.batch_size)
+        return min(steps, self.max_steps_per_epoch) if self.max_steps_per_epoch else steps
+
+    @property
+    def images_per_epoch(self) -> int:
+        return min(len(self.train), self.steps_per_epoch * self.batch_size)
+
 
 def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     """Train for job.epochs epochs, resuming from `checkpoint`; returns the per-epoch history."""
@@ -178,9 +187,7 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     rank, size = world()
     # Under torchrun each process computes its slice of the batch; DDP averages the gradients.
     net = DistributedDataParallel(job.model) if size > 1 else job.model
-    steps = math.ceil(len(job.train) / job.batch_size)
-    if job.max_steps_per_epoch:
-        steps = min(steps, job.max_steps_per_epoch)
+    steps = job.steps_per_epoch
     bar = tqdm(
         total=job.epochs * steps,
         initial=start * steps,

@@ -170,11 +170,9 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     memory = measure_step(
         lambda: loss(model, (x_train[: s.batch_size],)), model.parameters(), device
     )
-    history = fit(
-        Fit(model, optimizer, loss, train, s.batch_size, epochs, lr_at, ctx.seed,
-            desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch),
-        ctx.checkpoint,
-    )  # fmt: skip
+    job = Fit(model, optimizer, loss, train, s.batch_size, epochs, lr_at, ctx.seed,
+              desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch)  # fmt: skip
+    history = fit(job, ctx.checkpoint)
     if ctx.weights is not None:
         save_atomic(model.state_dict(), ctx.weights)
 
@@ -183,7 +181,8 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     metrics["params"] = models.count_parameters(model)
     metrics["saved_mib"] = memory["saved_bytes"] / MIB
     metrics["peak_mib"] = peak_mib(memory)
-    metrics["images_per_s"] = _throughput(history, len(train), s)
+    seconds = sum(h["seconds"] for h in history)  # every epoch of the history, resumed ones too
+    metrics["images_per_s"] = job.images_per_epoch * len(history) / seconds if seconds else None
     if s.samples and hasattr(model, "sample"):
         metrics.update(draw_samples(model, s, ctx, shape, prep.kind))
     return CellResult(
@@ -227,16 +226,6 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
         metrics.update({name: torch.cat(v).mean().item() for name, v in terms.items()})
     metrics["nll_per_image"] = [round(v, 6) for v in nll.tolist()]
     return metrics
-
-
-def _throughput(history: list[dict], n_train: int, s: Settings) -> float | None:
-    """Training images per second over the epochs this process ran."""
-    steps = math.ceil(n_train / s.batch_size)
-    if s.max_steps_per_epoch:
-        steps = min(steps, s.max_steps_per_epoch)
-    images = min(n_train, steps * s.batch_size)
-    seconds = sum(h["seconds"] for h in history)
-    return images * len(history) / seconds if seconds > 0 else None
 
 
 @torch.no_grad()
