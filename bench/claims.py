@@ -4,7 +4,10 @@ A claim compares twin cells (the same cell but for the fields the claim names, e
 at the same k, layers and data set). Where both records hold per-image NLLs of the same test
 images, the difference is paired: its standard error is that of the per-image differences, far
 smaller than the two NLLs' own errors combined. A difference within two standard errors of zero
-is inconclusive, and a verdict is never stronger than its tier: the smoke tier says so.
+is inconclusive, and a verdict is never stronger than its tier: the smoke tier says so. Where a
+tier repeats cells with several seeds, each side is the mean over its seeds and the standard
+error is the seeds' spread (Welch): the claim "matches" (expect = "equal") holds when the
+difference is within two such standard errors.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .records import Record
-from .spec import Claim, TableSpec, matches
+from .spec import SEED, Cell, Claim, TableSpec, matches
 
 Z = 2.0  # standard errors a difference must clear
 
@@ -30,6 +33,7 @@ class Comparison:
     se: float | None
     paired: bool
     verdict: str  # "holds", "does not hold", "inconclusive" or "not run"
+    seeds: int = 1  # records per side: > 1 where the tier repeats cells with several seeds
 
 
 def value(record: Record | None, metric: str) -> float | None:
@@ -69,8 +73,13 @@ def difference(a: Record, b: Record, metric: str) -> tuple[float, float | None, 
 def verdict(expect: str, diff: float, se: float | None) -> str:
     """Holds when the difference clears Z standard errors in the claimed direction, does not hold
     when it clears them the other way, and is inconclusive between; without a standard error
-    (counts such as active units) the sign decides."""
+    (counts such as active units) the sign decides. "equal" holds within Z standard errors and
+    is inconclusive without one (a single seed has no spread)."""
     margin = Z * se if se else 0.0
+    if expect == "equal":
+        if se is None:
+            return "inconclusive"
+        return "holds" if abs(diff) <= margin else "does not hold"
     if expect == "higher":
         diff = -diff  # a > b is b - a < 0
     if expect == "not lower":  # a >= b
@@ -82,33 +91,62 @@ def verdict(expect: str, diff: float, se: float | None) -> str:
     return "does not hold" if diff > margin or not margin else "inconclusive"
 
 
+def replicates(records: dict[str, Record], cell: Cell) -> list[Record]:
+    """A table cell's ok records: its own, or one per seed where the tier repeats it."""
+    want = cell.as_dict()
+    return [
+        r
+        for r in records.values()
+        if r.status == "ok" and {k: v for k, v in r.params.items() if k != SEED} == want
+    ]
+
+
+def pooled(rs: list[Record], metric: str) -> tuple[float | None, float | None]:
+    """The mean of a metric over replicates and its standard error (None for one record)."""
+    vs = [v for r in rs if (v := value(r, metric)) is not None]
+    if not vs:
+        return None, None
+    mean = sum(vs) / len(vs)
+    if len(vs) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vs) / (len(vs) - 1) / len(vs))
+
+
 def _group(params: dict, skip: set) -> str:
     return ", ".join(f"{k} {v}" for k, v in params.items() if k not in skip)
 
 
+def _tier_cells(spec: TableSpec, tier: str) -> list[Cell]:
+    return list(dict.fromkeys(c.replicate_of for c in spec.cells(tier)))
+
+
 def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim) -> list:
-    by_id = {r.cell: r for r in records.values()}
-    cells = [c for c in spec.cells(tier) if matches(c.as_dict(), claim.a)]
+    tier_cells = _tier_cells(spec, tier)
+    cells = [c for c in tier_cells if matches(c.as_dict(), claim.a)]
     cells = [c for c in cells if all(c.as_dict()[k] in v for k, v in claim.where.items())]
     if claim.expect == "rising":
-        return _rising(spec, tier, by_id, claim, cells)
+        return _rising(spec, tier, records, claim, cells)
     out = []
     for cell in cells:
-        twin = {**cell.as_dict(), **claim.b}
-        twin_id = next((c.id for c in spec.cells(tier) if c.as_dict() == twin), None)
-        a, b = by_id.get(cell.id), by_id.get(twin_id)
+        twin = Cell(tuple({**cell.as_dict(), **claim.b}.items()))
+        a_rs, b_rs = replicates(records, cell), replicates(records, twin)
         group = _group(cell.as_dict(), set(claim.a))
-        va, vb = value(a, claim.metric), value(b, claim.metric)
+        (va, se_a), (vb, se_b) = pooled(a_rs, claim.metric), pooled(b_rs, claim.metric)
         if va is None or vb is None:
             out.append(Comparison(claim, group, va, vb, None, None, False, "not run"))
             continue
-        diff, se, paired = difference(a, b, claim.metric)
-        out.append(Comparison(claim, group, va, vb, diff, se, paired,
-                              verdict(claim.expect, diff, se)))  # fmt: skip
+        if len(a_rs) == len(b_rs) == 1:
+            diff, se, paired = difference(a_rs[0], b_rs[0], claim.metric)
+        else:
+            se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else None
+            diff, paired = va - vb, False
+        seeds = min(len(a_rs), len(b_rs))
+        found = verdict(claim.expect, diff, se)
+        out.append(Comparison(claim, group, va, vb, diff, se, paired, found, seeds))
     return out
 
 
-def _rising(spec, tier, by_id, claim, cells) -> list:
+def _rising(spec, tier, records, claim, cells) -> list:
     """Within each group of cells that differ only in `along`, values in the grid's order."""
     order = list((spec.tiers[tier].grid or spec.grid)[claim.along])
     groups: dict[str, list] = {}
@@ -117,7 +155,7 @@ def _rising(spec, tier, by_id, claim, cells) -> list:
     out = []
     for group, members in groups.items():
         members.sort(key=lambda c: order.index(c.as_dict()[claim.along]))
-        values = [value(by_id.get(c.id), claim.metric) for c in members]
+        values = [pooled(replicates(records, c), claim.metric)[0] for c in members]
         if any(v is None for v in values) or len(values) < 2:
             out.append(Comparison(claim, group, None, None, None, None, False, "not run"))
             continue
@@ -127,6 +165,13 @@ def _rising(spec, tier, by_id, claim, cells) -> list:
                               values[0], values[-1], values[-1] - values[0], None, False,
                               "holds" if holds else "does not hold"))  # fmt: skip
     return out
+
+
+def _se_text(c: Comparison) -> str:
+    if c.se is None:
+        return f"— ({c.seeds} seeds)" if c.seeds > 1 else "—"
+    how = " (paired)" if c.paired else f" ({c.seeds} seeds)" if c.seeds > 1 else ""
+    return f"{c.se:.2f}{how}"
 
 
 def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
@@ -152,7 +197,7 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
                 "a": fmt(c.a),
                 "b": fmt(c.b),
                 "a − b": fmt(c.diff, "+"),
-                "± se": "—" if c.se is None else f"{c.se:.2f}" + (" (paired)" if c.paired else ""),
+                "± se": _se_text(c),
                 "verdict": c.verdict,
             })  # fmt: skip
     if tier == "smoke":

@@ -5,13 +5,14 @@ Only records feed the measured columns; a cell without one says "not run", never
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .claims import claims_markdown
+from .claims import claims_markdown, replicates, value
 from .records import Record, atomic_write_text
 from .spec import Metric, TableSpec, matches
 
@@ -62,6 +63,24 @@ def measured_text(metric: Metric, record: Record | None) -> str:
     return fmt_value(metric, record.metrics.get(metric.name))
 
 
+def pooled_text(metric: Metric, seeds: list[Record]) -> tuple[float | None, str]:
+    """A cell repeated with several seeds: "mean ± sd (n seeds)", or the value where all agree
+    (a parameter count); active units, one "a+b" per seed."""
+    if metric.kind == "units":
+        units = [r.metrics.get(metric.name) for r in seeds]
+        if all(u == units[0] for u in units):
+            return units[0], fmt_value(metric, units[0])
+        return None, " / ".join(fmt_value(metric, u) for u in units) + f" ({len(units)} seeds)"
+    vs = [v for r in seeds if (v := value(r, metric.name)) is not None]
+    if not vs:
+        return None, "—"
+    mean = sum(vs) / len(vs)
+    if len(vs) < 2 or max(vs) == min(vs):
+        return mean, fmt_value(metric, mean)
+    sd = statistics.stdev(vs)
+    return mean, f"{mean:{metric.format}} ± {sd:{metric.format}} (sd, {len(vs)} seeds)"
+
+
 def compact_text(metric: Metric, published: Any, measured: Any, text: str) -> str:
     """One cell a reader can scan: "measured (published, Δ)"; "not run; published P" without a
     measurement; the measured text alone where the paper gives no number."""
@@ -90,11 +109,14 @@ def frame(
         prefix = " ".join(str(params[k]) for k in spec.layout_columns)
         prefixes[prefix] = None
         record = records.get(cell.id)
+        seeds = replicates(records, cell) if record is None else []
         published = spec.published_for(cell)
         for m in spec.metrics:
             ours = record.metrics.get(m.name) if record and record.status == "ok" else None
             name = f"{prefix} {m.title}".strip()
             text = measured_text(m, record)
+            if len(seeds) > 1:
+                ours, text = pooled_text(m, seeds)
             if m.name not in compared:
                 row[name] = text
             elif not wide:

@@ -36,7 +36,7 @@ from .records import (
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .spec import TableSpec, check_cells, settings_for
+from .spec import SEED, TableSpec, check_cells, settings_for
 from .tasks import TASKS, get_task
 from .tasks.common import Context
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
@@ -244,8 +244,9 @@ def _run_cell(
     ckpt = Checkpoint(folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every)
     if opts.fresh:
         ckpt.remove()
+    seed = opts.seed + cell.as_dict().get(SEED, 0)  # a replicate's seed offsets the run's
     ctx = Context(
-        data_dir=opts.data_dir, device=device, seed=opts.seed, tier=opts.tier, checkpoint=ckpt,
+        data_dir=opts.data_dir, device=device, seed=seed, tier=opts.tier, checkpoint=ckpt,
         desc=f"[{i}/{n}] {cell.id}", download=opts.download,
         weights=folder / f"{cell.id}.weights.pt" if opts.save_weights else None,
         samples=opts.tables / "samples" / f"{spec.id}-{opts.tier}-{cell.id}.png",
@@ -253,7 +254,7 @@ def _run_cell(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     status, reason, detail, result = "ok", "", "", None
     try:
-        result = task.run(cell.as_dict(), settings, ctx)
+        result = task.run(cell.model_params, settings, ctx)
     except datasets.DataError as e:
         status, reason, detail = "skipped", str(e), _data_detail(e)
     except (NonFiniteLoss, CheckpointError) as e:
@@ -265,7 +266,7 @@ def _run_cell(
         reason = str(_download_error(e, cell.as_dict().get("dataset", "data"), opts.data_dir))
     record = Record(
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status=status,
-        reason=reason, detail=detail, settings=made_from, seed=opts.seed,
+        reason=reason, detail=detail, settings=made_from, seed=seed,
         device=device_name(device), command=command_line(), started=started,
         wall_s=round(ckpt.wall_s(), 2), resumed=ckpt.resumed_at > 0, segments=ckpt.segments,
         **origin,

@@ -19,6 +19,9 @@ from .tasks import TASKS  # the registry only: no task (and so no torch) is impo
 
 SPEC_DIR = Path(__file__).parent / "specs"
 TIERS = ("smoke", "small", "medium", "full")
+# A tier's grid may repeat each cell with several seeds: `seed = [0, 1]` runs every cell twice
+# (the run's --seed plus each value), and tables, figures and claims pool the replicates.
+SEED = "seed"
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
     "ratios", "plot", "defaults", "tiers", "check", "claims",
@@ -65,6 +68,16 @@ class Cell:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.params)
 
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """The fields the task sees: all but the replicate field `seed`."""
+        return {k: v for k, v in self.params if k != SEED}
+
+    @property
+    def replicate_of(self) -> Cell:
+        """The table cell this one repeats with another seed (itself when it has no `seed`)."""
+        return Cell(tuple((k, v) for k, v in self.params if k != SEED))
+
     def matches(self, where: dict[str, Any]) -> bool:
         return matches(self.as_dict(), where)
 
@@ -93,7 +106,7 @@ class Ratio:
     target: str = ""  # e.g. "<= 0.15"
 
 
-CLAIM_EXPECT = ("lower", "higher", "not lower", "rising")
+CLAIM_EXPECT = ("lower", "higher", "not lower", "equal", "rising")
 
 
 @dataclass(frozen=True)
@@ -190,8 +203,10 @@ class TableSpec:
         return _product(self.tiers[tier].grid or self.grid)
 
     def table_cells(self, tier: str) -> list[Cell]:
-        """The paper's cells, then any extra cells this tier runs (e.g. a CIFAR stand-in)."""
-        return list(dict.fromkeys(_product(self.grid) + self.cells(tier)))
+        """The paper's cells, then any extra cells this tier runs (e.g. a CIFAR stand-in); seed
+        replicates are one table cell."""
+        tier_cells = [c.replicate_of for c in self.cells(tier)]
+        return list(dict.fromkeys(_product(self.grid) + tier_cells))
 
     def select(self, tier: str, pattern: str | None) -> list[Cell]:
         """Cells of a tier whose id matches a glob (comma-separated globs allowed)."""
@@ -253,6 +268,8 @@ def _grid(raw: Any, path: Path, where: str) -> dict[str, tuple]:
                     f"{value!r} cannot be part of a cell id (a file name): use letters, digits"
                     " and _ . + = -, not starting with . or -",
                 )
+        if key == SEED and not all(type(v) is int and v >= 0 for v in values):
+            raise _fail(path, f"{where}.{key}", "seeds are non-negative integers, e.g. [0, 1]")
         grid[key] = tuple(values)
     return grid
 
@@ -414,6 +431,8 @@ def load_spec(path: str | Path) -> TableSpec:
     metrics = _metrics(data.get("metrics"), path)
     metric_names = {m.name for m in metrics}
     grid = _grid(data.get("grid"), path, "grid")
+    if SEED in grid:
+        raise _fail(path, f"grid.{SEED}", "seed replicates go in a tier's grid, not the table's")
 
     layout = data.get("layout", {})
     for key in set(layout) - {"rows", "columns"}:
@@ -600,7 +619,7 @@ def check_cells(spec: TableSpec, tier: str, task: Any, settings: Any, cells: lis
     right for the model) before anything trains; the first refusal is one line naming the cell."""
     for cell in cells:
         try:
-            task.preflight(cell.as_dict(), settings)
+            task.preflight(cell.model_params, settings)
         except (ValueError, KeyError, TypeError) as e:
             problem = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
             raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None

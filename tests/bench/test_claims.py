@@ -53,6 +53,9 @@ def test_different_test_images_are_not_paired():
         ("not lower", 0.0, None, "holds"),
         ("not lower", -1.0, None, "does not hold"),
         ("not lower", -0.5, 0.4, "inconclusive"),
+        ("equal", 0.5, 0.4, "holds"),
+        ("equal", -0.9, 0.4, "does not hold"),
+        ("equal", 0.0, None, "inconclusive"),
     ],
 )
 def test_verdicts(expect, diff, se, result):
@@ -109,3 +112,30 @@ def test_malformed_claims_are_one_line_spec_errors(spec_dir, claim, problem):
     with pytest.raises(SpecError, match=problem) as error:
         load_spec(path)
     assert str(path) in str(error.value) and "claims[0]" in str(error.value)
+
+
+def replicate_records(errors: dict) -> dict:
+    records = {}
+    for (model, seed), error in errors.items():
+        cell = f"{model}-cifar10-seed{seed}"
+        params = {"model": model, "dataset": "cifar10", "seed": seed}
+        records[cell] = record(cell, params, error=error)
+    return records
+
+
+def test_seed_replicates_compare_their_means_with_the_seed_spread():
+    spec = get_spec("revnet-cifar")
+    resnet = {("resnet32", 0): 30.0, ("resnet32", 1): 32.0}  # mean 31, se 1
+    records = replicate_records({**resnet, ("revnet38", 0): 31.0, ("revnet38", 1): 33.5})
+    (c,) = compare(spec, "medium", records, spec.claims[0])
+    assert (c.a, c.b, c.seeds, c.paired) == (32.25, 31.0, 2, False)
+    assert c.diff == pytest.approx(1.25) and c.se == pytest.approx(math.hypot(1.25, 1.0))
+    assert c.verdict == "holds"  # within 2 x 1.60
+
+    records = replicate_records({**resnet, ("revnet38", 0): 41.0, ("revnet38", 1): 42.0})
+    (c,) = compare(spec, "medium", records, spec.claims[0])
+    assert c.diff == pytest.approx(10.5) and c.verdict == "does not hold"  # se 1.12
+
+    del records["revnet38-cifar10-seed1"]  # one seed: a mean, but no spread to judge it by
+    (c,) = compare(spec, "medium", records, spec.claims[0])
+    assert c.se is None and c.verdict == "inconclusive"

@@ -76,6 +76,38 @@ def test_a_changed_setting_or_seed_reruns_the_cell(tmp_path, spec_dir):
     assert third.seed == 1 and third.metrics["nll"] != second.metrics["nll"]
 
 
+def test_seed_replicates_run_each_cell_with_the_run_seed_plus_theirs(
+    tmp_path, spec_dir, monkeypatch
+):
+    grid = {"dataset": ["mnist"], "layers": [1], "k": [1], "model": ["vae"], "seed": [0, 1]}
+    spec = load_spec(write_spec(spec_dir, grid=grid))
+    assert [c.id for c in spec.cells("smoke")] == [f"{VAE}-seed0", f"{VAE}-seed1"]
+    task = get_task("likelihood")
+    seen = []
+    real_run = task.run
+
+    def run(cell, settings, ctx):
+        seen.append((cell, ctx.seed))
+        return real_run(cell, settings, ctx)
+
+    monkeypatch.setattr(task, "run", run)
+    first, second = run_table(spec, options(tmp_path, seed=3), log=quiet)
+    plain = {"dataset": "mnist", "layers": 1, "k": 1, "model": "vae"}
+    assert seen == [(plain, 3), (plain, 4)]  # the task never sees the replicate field
+    assert (first.seed, second.seed) == (3, 4) and first.params == {**plain, "seed": 0}
+    assert first.metrics["nll"] != second.metrics["nll"]
+
+    plain_spec = load_spec(write_spec(spec_dir))
+    (alone,) = run_table(plain_spec, options(tmp_path / "b", seed=3, cells=VAE), log=quiet)
+    assert model_metrics(alone.metrics) == model_metrics(first.metrics)
+
+    table = (tmp_path / "tables" / "tiny-smoke.md").read_text()
+    nll = [first.metrics["nll"], second.metrics["nll"]]
+    mean, sd = sum(nll) / 2, abs(nll[0] - nll[1]) / 2**0.5
+    assert f"{mean:.2f} ± {sd:.2f} (sd, 2 seeds) (86.76," in table
+    assert "seed0" not in table
+
+
 def test_a_failed_record_is_rerun(tmp_path, tiny):
     opts = options(tmp_path, cells=VAE)
     (record,) = run_table(tiny, opts, log=quiet)

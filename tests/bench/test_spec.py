@@ -91,6 +91,24 @@ def test_grid_value_not_a_list(spec_dir):
     expect_error(path, "grid.k", "list")
 
 
+@pytest.mark.parametrize("seeds", ["[-1, 0]", "[0.5]", '["a"]'])
+def test_seed_replicates_are_non_negative_integers(spec_dir, seeds):
+    grid = {"dataset": ["mnist"], "layers": [1], "k": [1], "model": ["vae"]}
+    path = edit(
+        write_spec(spec_dir, grid=grid), 'model = ["vae"] }', f'model = ["vae"], seed = {seeds} }}'
+    )
+    expect_error(path, "tiers.smoke.grid.seed", "non-negative integers")
+
+
+def test_seed_replicates_belong_in_a_tier_grid(spec_dir):
+    path = edit(
+        write_spec(spec_dir),
+        'model = ["vae", "iwae"]\n',
+        'model = ["vae", "iwae"]\nseed = [0, 1]\n',
+    )
+    expect_error(path, "grid.seed", "tier's grid")
+
+
 def test_published_value_not_in_the_grid(spec_dir):
     path = edit(write_spec(spec_dir), 'model = "iwae", layers = 1', 'model = "iwae", layers = 3')
     expect_error(path, "published[1].layers", "3")
@@ -171,6 +189,10 @@ def test_a_tier_grid_replaces_the_papers_grid():
     assert [c.as_dict()["dataset"] for c in spec.cells("smoke")] == ["cifar10"] * 6
     assert len(spec.cells("full")) == 12
     assert spec.cells("smoke")[0].id == "resnet32-cifar10"
+    medium = spec.cells("medium")  # replicates: one table cell, two seeds
+    assert [c.id for c in medium[:2]] == ["resnet32-cifar10-seed0", "resnet32-cifar10-seed1"]
+    assert medium[1].replicate_of.id == "resnet32-cifar10" and "seed" not in medium[1].model_params
+    assert len(spec.table_cells("medium")) == 12
 
 
 def test_unknown_table_lists_the_known_tables(spec_dir):
