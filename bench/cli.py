@@ -314,17 +314,19 @@ def cmd_check(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    """Write results/perf/<benchmark>.json, then tables/perf.md and tables/perf.png."""
-    from .perf import BENCHMARKS, read_perf_records, run_perf
+    """Write results/perf/<benchmark>.json, then tables/perf.md and tables/perf.png (with
+    --quick: perf-quick, which git ignores)."""
+    from .perf import BENCHMARKS, folder, read_perf_records, run_perf
     from .perf.render import plot_perf, write_perf_table
 
     if args.only is not None and args.only not in BENCHMARKS:
         raise UsageError(f"--only {args.only}: not a benchmark; one of {', '.join(BENCHMARKS)}")
     for path in run_perf(args.results, quick=args.quick, only=args.only):
         print(path)
-    records = read_perf_records(args.results)
-    print(write_perf_table(records, args.tables))
-    print(plot_perf(records, args.tables / "perf.png"))
+    name = folder(args.quick)  # --quick: results/perf-quick/, tables/perf-quick.md
+    records = read_perf_records(args.results, quick=args.quick)
+    print(write_perf_table(records, args.tables, name))
+    print(plot_perf(records, args.tables / f"{name}.png"))
     return 0
 
 

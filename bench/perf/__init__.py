@@ -77,15 +77,21 @@ def run_perf(
                 "cpu_s": cpu,
                 **base,
             }
-            path = results / "perf" / f"{name}.json"
+            path = results / folder(quick) / f"{name}.json"
             atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             paths.append(path)
     return paths
 
 
-def read_perf_records(results: Path) -> dict[str, dict[str, Any]]:
+def folder(quick: bool) -> str:
+    """Where records go: quick rounds are not numbers to quote, so they never replace the
+    committed ones (and git ignores them)."""
+    return "perf-quick" if quick else "perf"
+
+
+def read_perf_records(results: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
     out = {}
-    for path in sorted((results / "perf").glob("*.json")):
+    for path in sorted((results / folder(quick)).glob("*.json")):
         record = json.loads(path.read_text())
         out[record["benchmark"]] = record
     return out

@@ -154,8 +154,8 @@ def render(records: dict[str, dict[str, Any]]) -> str:
     return "\n".join(head + body + targets(records)) + "\n"
 
 
-def write_perf_table(records: dict[str, dict[str, Any]], tables: Path) -> Path:
-    path = tables / "perf.md"
+def write_perf_table(records: dict[str, dict[str, Any]], tables: Path, name: str = "perf") -> Path:
+    path = tables / f"{name}.md"
     atomic_write_text(path, render(records))
     return path
 

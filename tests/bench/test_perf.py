@@ -42,12 +42,14 @@ def _check_rows(rows):
 def test_quick_tiny_run_writes_records(tmp_path, only):
     paths = run_perf(tmp_path, quick=True, only=only, tiny=True)
     assert [p.name for p in paths] == [f"{only}.json"]
+    assert paths[0].parent.name == "perf-quick"  # never over the committed results/perf/
+    assert not (tmp_path / "perf").exists()
     record = json.loads(paths[0].read_text())
     for key in ("commit", "versions", "device", "command", "loadavg", "sgemm_gflops", "started"):
         assert key in record
     assert record["quick"] and record["rows"]
     _check_rows(record["rows"])
-    text = render(read_perf_records(tmp_path))
+    text = render(read_perf_records(tmp_path, quick=True))
     assert "shared machine" in text and "quick mode" in text
 
 
@@ -64,7 +66,7 @@ def test_missing_peer_is_a_row_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr("importlib.import_module", _guarded(no_peers))
     for only in ("iwae-train", "reversible"):
         run_perf(tmp_path, quick=True, only=only, tiny=True)
-    records = read_perf_records(tmp_path)
+    records = read_perf_records(tmp_path, quick=True)
     for name, peer in (("iwae-train", "pythae"), ("reversible", "memcnn")):
         missing = [r for r in records[name]["rows"] if r.get("missing") and r["peer"] == peer]
         assert missing and all(r["note"].startswith("peer not installed: ") for r in missing)
