@@ -176,7 +176,7 @@ def _se_text(c: Comparison) -> str:
 
 def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
     """A summary line per claim, then every comparison behind it."""
-    lines, rows = [], []
+    lines, rows, unjudged = [], [], False
     for claim in spec.claims:
         kind = next(m.kind for m in spec.metrics if m.name == claim.metric)
 
@@ -200,6 +200,11 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
                 "± se": _se_text(c),
                 "verdict": c.verdict,
             })  # fmt: skip
+        if any(c.claim.expect == "equal" and c.se is None and c.diff is not None for c in found):
+            unjudged = True
+    if unjudged:
+        lines.append("- A match (\"equal\") is judged against the spread over seeds: with one"
+                     " seed per model there is none, and the verdict is inconclusive.")  # fmt: skip
     if tier == "smoke":
         lines.append("- The smoke tier trains for seconds on a sample: these verdicts test the"
                      " pipeline, not the paper.")  # fmt: skip
