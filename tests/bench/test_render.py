@@ -16,6 +16,7 @@ from bench.render import (
     fmt_value,
     measured_text,
     parse_units,
+    pooled_text,
     render,
     write_table,
 )
@@ -209,3 +210,15 @@ def test_both_layouts_hold_every_published_number(iwae):
         text = render(iwae, "smoke", {}, [], wide=wide)
         for _, values in iwae.published:
             assert f"{values['nll']:.2f}" in text and values["active_units"] in text
+
+
+def test_seed_replicates_pool_into_one_cell():
+    metric = Metric("error", "error", unit="%", format=".2f")
+    seeds = [Record(table="t", tier="medium", cell=f"m-seed{s}", params={"model": "m", "seed": s},
+                    status="ok", metrics={"error": e, "params": 0.46, "active_units": u})
+             for s, (e, u) in enumerate([(30.0, [5, 2]), (32.0, [5, 3])])]  # fmt: skip
+    assert pooled_text(metric, seeds) == (31.0, "31.00 ± 1.41 (sd, 2 seeds)")
+    count = Metric("params", "params", unit="M", format=".3f")
+    assert pooled_text(count, seeds) == (0.46, "0.460")  # the same in every seed: no spread
+    assert pooled_text(UNITS, seeds) == (None, "5+2 / 5+3 (2 seeds)")
+    assert pooled_text(UNITS, seeds[:1] * 2) == ([5, 2], "5+2")
