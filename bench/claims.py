@@ -33,7 +33,7 @@ class Comparison:
     se: float | None
     paired: bool
     verdict: str  # "holds", "does not hold", "inconclusive" or "not run"
-    seeds: int = 1  # records per side: > 1 where the tier repeats cells with several seeds
+    seeds: tuple[int, int] = (1, 1)  # records per side: > 1 where the tier repeats cells
 
 
 def value(record: Record | None, metric: str) -> float | None:
@@ -70,35 +70,67 @@ def difference(a: Record, b: Record, metric: str) -> tuple[float, float | None, 
     return value(a, metric) - value(b, metric), se, False
 
 
-def verdict(expect: str, diff: float, se: float | None) -> str:
-    """Holds when the difference clears Z standard errors in the claimed direction, does not hold
-    when it clears them the other way, and is inconclusive between; without a standard error
-    (counts such as active units) the sign decides. "equal" holds within Z standard errors and
-    is inconclusive without one (a single seed has no spread)."""
-    margin = Z * se if se else 0.0
+def verdict(
+    expect: str, diff: float, se: float | None, crit: float = Z, margin: float = 0.0
+) -> str:
+    """Holds when the difference clears `crit` standard errors in the claimed direction, does not
+    hold when it clears them the other way, and is inconclusive between; without a standard
+    error (counts such as active units) the sign decides. "equal" is an equivalence test: it
+    holds when the whole interval diff ± crit * se lies within ± margin, does not hold when it
+    lies outside, and is inconclusive without a standard error."""
     if expect == "equal":
         if se is None:
             return "inconclusive"
-        return "holds" if abs(diff) <= margin else "does not hold"
+        if abs(diff) + crit * se <= margin:
+            return "holds"
+        return "does not hold" if abs(diff) - crit * se > margin else "inconclusive"
+    band = crit * se if se else 0.0
     if expect == "higher":
         diff = -diff  # a > b is b - a < 0
     if expect == "not lower":  # a >= b
         if diff >= 0:
             return "holds"
-        return "does not hold" if diff < -margin else "inconclusive"
-    if diff < -margin or (not margin and diff < 0):
+        return "does not hold" if diff < -band else "inconclusive"
+    if diff < -band or (not band and diff < 0):
         return "holds"
-    return "does not hold" if diff > margin or not margin else "inconclusive"
+    return "does not hold" if diff > band or not band else "inconclusive"
 
 
-def replicates(records: dict[str, Record], cell: Cell) -> list[Record]:
-    """A table cell's ok records: its own, or one per seed where the tier repeats it."""
+# Two-sided 95% points of Student's t by degrees of freedom (a table: no scipy in the core).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def t_crit(df: float) -> float:
+    """The critical value for a difference over few seeds: Student's t at the Welch degrees of
+    freedom (interpolated in 1/df between the table's rows), never below Z."""
+    rows = sorted(_T975.items())
+    if df <= rows[0][0]:
+        return rows[0][1]
+    for (d0, t0), (d1, t1) in zip(rows, rows[1:]):
+        if df <= d1:
+            return max(Z, t0 + (t1 - t0) * (1 / d0 - 1 / df) / (1 / d0 - 1 / d1))
+    return Z
+
+
+def welch_df(se_a: float, se_b: float, n_a: int, n_b: int) -> float:
+    # Welch-Satterthwaite: (se_a^2 + se_b^2)^2 / (se_a^4 / (n_a - 1) + se_b^4 / (n_b - 1))
+    return (se_a**2 + se_b**2) ** 2 / (se_a**4 / (n_a - 1) + se_b**4 / (n_b - 1))
+
+
+def replicate_ids(spec: TableSpec, tier: str, cell: Cell) -> list[str]:
+    """The runs of a table cell where the tier repeats it with several seeds (else none)."""
     want = cell.as_dict()
     return [
-        r
-        for r in records.values()
-        if r.status == "ok" and {k: v for k, v in r.params.items() if k != SEED} == want
+        c.id for c in spec.cells(tier) if SEED in c.as_dict() and c.replicate_of.as_dict() == want
     ]
+
+
+def replicates(spec: TableSpec, tier: str, records: dict[str, Record], cell: Cell) -> list[Record]:
+    """A table cell's records: one per seed of the tier's grid, or its own; records of seeds
+    (or cells) the grid no longer has are left out."""
+    ids = replicate_ids(spec, tier, cell) or [cell.id]
+    return [records[i] for i in ids if i in records]
 
 
 def pooled(rs: list[Record], metric: str) -> tuple[float | None, float | None]:
@@ -120,6 +152,10 @@ def _tier_cells(spec: TableSpec, tier: str) -> list[Cell]:
     return list(dict.fromkeys(c.replicate_of for c in spec.cells(tier)))
 
 
+def _ok(rs: list[Record]) -> list[Record]:
+    return [r for r in rs if r.status == "ok"]
+
+
 def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim) -> list:
     tier_cells = _tier_cells(spec, tier)
     cells = [c for c in tier_cells if matches(c.as_dict(), claim.a)]
@@ -129,19 +165,24 @@ def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim
     out = []
     for cell in cells:
         twin = Cell(tuple({**cell.as_dict(), **claim.b}.items()))
-        a_rs, b_rs = replicates(records, cell), replicates(records, twin)
+        a_rs, b_rs = (_ok(replicates(spec, tier, records, c)) for c in (cell, twin))
         group = _group(cell.as_dict(), set(claim.a))
         (va, se_a), (vb, se_b) = pooled(a_rs, claim.metric), pooled(b_rs, claim.metric)
         if va is None or vb is None:
             out.append(Comparison(claim, group, va, vb, None, None, False, "not run"))
             continue
-        if len(a_rs) == len(b_rs) == 1:
+        seeds = (len(a_rs), len(b_rs))
+        if not replicate_ids(spec, tier, cell):
             diff, se, paired = difference(a_rs[0], b_rs[0], claim.metric)
-        else:
-            se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else None
+            found = verdict(claim.expect, diff, se, margin=claim.margin or 0.0)
+        else:  # means over seeds, judged against their spread
             diff, paired = va - vb, False
-        seeds = min(len(a_rs), len(b_rs))
-        found = verdict(claim.expect, diff, se)
+            se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else None
+            if not se:  # a side with one seed, or seeds that agree exactly: no spread to judge by
+                found = "inconclusive"
+            else:
+                crit = t_crit(welch_df(se_a, se_b, *seeds))
+                found = verdict(claim.expect, diff, se, crit, claim.margin or 0.0)
         out.append(Comparison(claim, group, va, vb, diff, se, paired, found, seeds))
     return out
 
@@ -155,7 +196,7 @@ def _rising(spec, tier, records, claim, cells) -> list:
     out = []
     for group, members in groups.items():
         members.sort(key=lambda c: order.index(c.as_dict()[claim.along]))
-        values = [pooled(replicates(records, c), claim.metric)[0] for c in members]
+        values = [pooled(_ok(replicates(spec, tier, records, c)), claim.metric)[0] for c in members]
         if any(v is None for v in values) or len(values) < 2:
             out.append(Comparison(claim, group, None, None, None, None, False, "not run"))
             continue
@@ -168,15 +209,16 @@ def _rising(spec, tier, records, claim, cells) -> list:
 
 
 def _se_text(c: Comparison) -> str:
-    if c.se is None:
-        return f"— ({c.seeds} seeds)" if c.seeds > 1 else "—"
-    how = " (paired)" if c.paired else f" ({c.seeds} seeds)" if c.seeds > 1 else ""
-    return f"{c.se:.2f}{how}"
+    a, b = c.seeds
+    how = " (paired)" if c.paired else ""
+    if max(a, b) > 1:
+        how = f" ({a} seeds)" if a == b else f" ({a}/{b} seeds)"
+    return ("—" if c.se is None else f"{c.se:.2f}") + how
 
 
 def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
     """A summary line per claim, then every comparison behind it."""
-    lines, rows, unjudged = [], [], False
+    lines, rows, seeded, unjudged = [], [], False, False
     for claim in spec.claims:
         kind = next(m.kind for m in spec.metrics if m.name == claim.metric)
 
@@ -186,10 +228,14 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
             return f"{v:{sign}.0f}" if kind == "units" else f"{v:{sign}.2f}"
 
         found = compare(spec, tier, records, claim)
+        label = claim.label + (f" (within ± {fmt(claim.margin)})" if claim.margin else "")
+        if not found:
+            lines.append(f"- **{label}**: not in this tier's grid")
+            continue
         counts = {v: sum(c.verdict == v for c in found) for v in
                   ("holds", "does not hold", "inconclusive", "not run")}  # fmt: skip
         summary = ", ".join(f"{v} in {n}" for v, n in counts.items() if n)
-        lines.append(f"- **{claim.label}**: {summary or 'no cells'} of {len(found)} comparisons")
+        lines.append(f"- **{label}**: {summary} of {len(found)} comparisons")
         for c in found:
             rows.append({
                 "claim": claim.label,
@@ -200,11 +246,20 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
                 "± se": _se_text(c),
                 "verdict": c.verdict,
             })  # fmt: skip
-        if any(c.claim.expect == "equal" and c.se is None and c.diff is not None for c in found):
-            unjudged = True
+        seeded = seeded or any(max(c.seeds) > 1 for c in found)
+        unjudged = unjudged or any(
+            c.claim.expect == "equal" and not c.se and c.diff is not None for c in found
+        )
+    if seeded:
+        lines.append(
+            "- Means over seeds are compared with the seeds' spread (Welch standard error) at"
+            " Student's t for its degrees of freedom (4.3 to 12.7 with two seeds a side), not"
+            " at 2; one seed has no spread, so no verdict."
+        )
     if unjudged:
-        lines.append("- A match (\"equal\") is judged against the spread over seeds: with one"
-                     " seed per model there is none, and the verdict is inconclusive.")  # fmt: skip
+        lines.append("- A match (within ± a margin) holds only when the whole 95% interval of the"
+                     " difference lies inside the margin; without a spread over seeds it is"
+                     " inconclusive.")  # fmt: skip
     if tier == "smoke":
         lines.append("- The smoke tier trains for seconds on a sample: these verdicts test the"
                      " pipeline, not the paper.")  # fmt: skip

@@ -16,7 +16,7 @@ from . import data as datasets
 from . import records
 from .records import RESULTS_DIR, read_records
 from .render import TABLES_DIR, write_table
-from .runner import RunOptions, UsageError, run_table
+from .runner import SEED_LIMIT, RunOptions, UsageError, run_table
 from .spec import (
     SPEC_DIR,
     TIERS,
@@ -43,9 +43,6 @@ def _at_least_1(text: str) -> int:
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
-
-
-SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
 
 
 def _seed(text: str) -> int:

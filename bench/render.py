@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .claims import claims_markdown, replicates, value
+from .claims import claims_markdown, replicate_ids, value
 from .records import Record, atomic_write_text
 from .spec import Metric, TableSpec, matches
 
@@ -63,22 +63,34 @@ def measured_text(metric: Metric, record: Record | None) -> str:
     return fmt_value(metric, record.metrics.get(metric.name))
 
 
-def pooled_text(metric: Metric, seeds: list[Record]) -> tuple[float | None, str]:
-    """A cell repeated with several seeds: "mean ± sd (n seeds)", or the value where all agree
-    (a parameter count); active units, one "a+b" per seed."""
+def pooled_text(metric: Metric, seeds: list[Record], planned: int = 0) -> tuple[Any, str]:
+    """A cell repeated with several seeds, from its ok records: "mean ± sd (sd, n seeds)", or
+    the value where all agree (a parameter count); active units, one "a+b" per seed. Fewer ok
+    records than the `planned` seeds say "k of n seeds"."""
+    k = len(seeds)
+    count = f"{k} of {planned} seeds" if k < planned else f"{k} seeds"
+    partial = f" ({count})" if k < planned else ""
     if metric.kind == "units":
         units = [r.metrics.get(metric.name) for r in seeds]
         if all(u == units[0] for u in units):
-            return units[0], fmt_value(metric, units[0])
-        return None, " / ".join(fmt_value(metric, u) for u in units) + f" ({len(units)} seeds)"
+            return units[0], fmt_value(metric, units[0]) + partial
+        return None, " / ".join(fmt_value(metric, u) for u in units) + f" ({count})"
     vs = [v for r in seeds if (v := value(r, metric.name)) is not None]
     if not vs:
         return None, "—"
     mean = sum(vs) / len(vs)
     if len(vs) < 2 or max(vs) == min(vs):
-        return mean, fmt_value(metric, mean)
+        return mean, fmt_value(metric, mean) + partial
     sd = statistics.stdev(vs)
-    return mean, f"{mean:{metric.format}} ± {sd:{metric.format}} (sd, {len(vs)} seeds)"
+    return mean, f"{mean:{metric.format}} ± {sd:{metric.format}} (sd, {count})"
+
+
+def seeds_text(metric: Metric, seeds: list[Record], planned: int) -> tuple[Any, str]:
+    """What a repeated cell shows: its ok seeds pooled, else why none is (failed, not run)."""
+    ok = [r for r in seeds if r.status == "ok"]
+    if ok:
+        return pooled_text(metric, ok, planned)
+    return None, measured_text(metric, seeds[0] if seeds else None)
 
 
 def compact_text(metric: Metric, published: Any, measured: Any, text: str) -> str:
@@ -108,15 +120,16 @@ def frame(
         row = table.setdefault(tuple(params[k] for k in spec.layout_rows), {})
         prefix = " ".join(str(params[k]) for k in spec.layout_columns)
         prefixes[prefix] = None
-        record = records.get(cell.id)
-        seeds = replicates(records, cell) if record is None else []
+        ids = replicate_ids(spec, tier, cell)  # the tier's seeds of this cell, if it repeats it
+        record = None if ids else records.get(cell.id)
+        seeds = [records[i] for i in ids if i in records]
         published = spec.published_for(cell)
         for m in spec.metrics:
             ours = record.metrics.get(m.name) if record and record.status == "ok" else None
             name = f"{prefix} {m.title}".strip()
             text = measured_text(m, record)
-            if len(seeds) > 1:
-                ours, text = pooled_text(m, seeds)
+            if ids:
+                ours, text = seeds_text(m, seeds, len(ids))
             if m.name not in compared:
                 row[name] = text
             elif not wide:

@@ -41,6 +41,8 @@ from .tasks import TASKS, get_task
 from .tasks.common import Context
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
 
+SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -97,7 +99,8 @@ def cell_key(spec: TableSpec, cell, settings, opts: RunOptions) -> tuple[str, di
             data = {}  # unknown or absent: the cell will say so when it runs
     model_names = [params.get("model"), (resolved.get("timing_reference") or {}).get("model")]
     code = fingerprint.code(TASKS[spec.task], [m for m in model_names if m])
-    key = fingerprint.run_key(resolved, opts.seed, params, data, code)
+    seed = opts.seed + params.get(SEED, 0)
+    key = fingerprint.run_key(resolved, seed, params, data, code)
     return key, {**resolved, "_key": key, "_code": code, "_data": data}
 
 
@@ -113,6 +116,11 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
     check_cells(spec, opts.tier, task, settings, cells)  # every cell, before any trains
+    offset = max(c.as_dict().get(SEED, 0) for c in cells)
+    if opts.seed + offset >= SEED_LIMIT:
+        raise UsageError(
+            f"--seed {opts.seed} plus the tier's seed {offset} passes {SEED_LIMIT - 1}"
+        )
     place = fingerprint.place()
     device = resolve_device(opts.device)
     if device.type == "cpu":

@@ -22,6 +22,7 @@ TIERS = ("smoke", "small", "medium", "full")
 # A tier's grid may repeat each cell with several seeds: `seed = [0, 1]` runs every cell twice
 # (the run's --seed plus each value), and tables, figures and claims pool the replicates.
 SEED = "seed"
+MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
     "ratios", "plot", "defaults", "tiers", "check", "claims",
@@ -123,6 +124,7 @@ class Claim:
     b: dict[str, Any] = field(default_factory=dict)
     where: dict[str, list] = field(default_factory=dict)  # field -> the values it may take
     along: str = ""
+    margin: float | None = None  # expect = "equal": how far apart still counts as a match
 
 
 @dataclass(frozen=True)
@@ -268,8 +270,12 @@ def _grid(raw: Any, path: Path, where: str) -> dict[str, tuple]:
                     f"{value!r} cannot be part of a cell id (a file name): use letters, digits"
                     " and _ . + = -, not starting with . or -",
                 )
-        if key == SEED and not all(type(v) is int and v >= 0 for v in values):
-            raise _fail(path, f"{where}.{key}", "seeds are non-negative integers, e.g. [0, 1]")
+        if key == SEED and not (
+            all(type(v) is int and 0 <= v < MAX_SEED_OFFSET for v in values)
+            and len(set(values)) == len(values)
+        ):
+            raise _fail(path, f"{where}.{key}", f"seeds are distinct integers from 0 to"
+                        f" {MAX_SEED_OFFSET - 1}, e.g. [0, 1]")  # fmt: skip
         grid[key] = tuple(values)
     return grid
 
@@ -493,6 +499,9 @@ def load_spec(path: str | Path) -> TableSpec:
         tier_grid = settings.pop("grid", None)
         if tier_grid is not None:
             tier_grid = _grid(tier_grid, path, f"tiers.{name}.grid")
+            for key in set(tier_grid) - set(grid) - {SEED}:
+                raise _fail(path, f"tiers.{name}.grid.{key}", f"not a field of the table's grid"
+                            f" ({', '.join(grid)}); seed replicates are `{SEED}`")  # fmt: skip
         tiers[name] = Tier(name, settings, tier_grid)
 
     notes = data.get("notes", [])
@@ -548,7 +557,9 @@ def _claims(raw: Any, path: Path, grid: dict, metric_names: set) -> tuple[Claim,
         where = f"claims[{i}]"
         required = {"label", "metric", "expect", "a"}
         if not isinstance(entry, dict) or set(entry) - known or not required <= set(entry):
-            raise _fail(path, where, "expected label, metric, expect, a; optional: b, where, along")
+            raise _fail(
+                path, where, "expected label, metric, expect, a; optional: b, where, along, margin"
+            )
         claim = Claim(**entry)
         if claim.metric not in metric_names:
             raise _fail(path, f"{where}.metric", f"'{claim.metric}' is not a metric")
@@ -558,6 +569,13 @@ def _claims(raw: Any, path: Path, grid: dict, metric_names: set) -> tuple[Claim,
             claim.along and claim.along not in grid
         ):
             raise _fail(path, f"{where}.along", "expect = 'rising' needs along = a grid field")
+        if (claim.expect == "equal") != (claim.margin is not None) or not (
+            claim.margin is None
+            or (isinstance(claim.margin, int | float) and not isinstance(claim.margin, bool)
+                and claim.margin > 0)
+        ):  # fmt: skip
+            need = "expect = 'equal' needs margin = a number > 0 (how far apart is a match)"
+            raise _fail(path, f"{where}.margin", f"{need}; only it takes one")
         if claim.expect != "rising" and set(claim.a) != set(claim.b):
             raise _fail(path, f"{where}.b", "must set the same grid fields as `a`")
         for side in ("a", "b", "where"):

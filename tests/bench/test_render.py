@@ -222,3 +222,23 @@ def test_seed_replicates_pool_into_one_cell():
     assert pooled_text(count, seeds) == (0.46, "0.460")  # the same in every seed: no spread
     assert pooled_text(UNITS, seeds) == (None, "5+2 / 5+3 (2 seeds)")
     assert pooled_text(UNITS, seeds[:1] * 2) == ([5, 2], "5+2")
+
+
+def test_a_repeated_cell_pools_its_ok_seeds_and_says_how_many():
+    spec = get_spec("revnet-cifar")
+    seeds = {
+        f"resnet32-cifar10-seed{s}": Record(
+            table="revnet-cifar", tier="medium", cell=f"resnet32-cifar10-seed{s}",
+            params={"model": "resnet32", "dataset": "cifar10", "seed": s}, status=status,
+            metrics={"error": 31.0, "params": 0.46} if status == "ok" else {},
+        )
+        for s, status in ((0, "ok"), (1, "failed"))
+    }  # fmt: skip
+    text = render(spec, "medium", seeds, [])
+    row = next(r for r in markdown_rows(text) if r["model"] == "resnet32")
+    assert row["cifar10 error (%)"].startswith("31.00 (1 of 2 seeds) (7.14,")
+    seeds["resnet32-cifar10-seed0"].status = "failed"
+    row = next(
+        r for r in markdown_rows(render(spec, "medium", seeds, [])) if r["model"] == "resnet32"
+    )
+    assert row["cifar10 error (%)"].startswith("failed")

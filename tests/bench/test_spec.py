@@ -91,13 +91,37 @@ def test_grid_value_not_a_list(spec_dir):
     expect_error(path, "grid.k", "list")
 
 
-@pytest.mark.parametrize("seeds", ["[-1, 0]", "[0.5]", '["a"]'])
-def test_seed_replicates_are_non_negative_integers(spec_dir, seeds):
+@pytest.mark.parametrize("seeds", ["[-1, 0]", "[0.5]", '["a"]', "[0, 0]", "[65536]", "[true]"])
+def test_seed_replicates_are_distinct_small_integers(spec_dir, seeds):
     grid = {"dataset": ["mnist"], "layers": [1], "k": [1], "model": ["vae"]}
     path = edit(
         write_spec(spec_dir, grid=grid), 'model = ["vae"] }', f'model = ["vae"], seed = {seeds} }}'
     )
-    expect_error(path, "tiers.smoke.grid.seed", "non-negative integers")
+    expect_error(path, "tiers.smoke.grid.seed", "distinct integers from 0 to 65535")
+
+
+def test_a_tier_grid_field_the_table_lacks_is_refused(spec_dir):
+    grid = {"dataset": ["mnist"], "layers": [1], "k": [1], "model": ["vae"], "seeds": [0, 1]}
+    path = write_spec(spec_dir, grid=grid)  # a misspelt `seed` would run the cell twice alike
+    expect_error(path, "tiers.smoke.grid.seeds", "seed replicates are `seed`")
+
+
+@pytest.mark.parametrize(
+    "claim, problem",
+    [
+        ('expect = "equal"', "needs margin"),
+        ('expect = "equal"\nmargin = 0', "needs margin"),
+        ('expect = "lower"\nmargin = 1.0', "only it takes one"),
+    ],
+)
+def test_an_equal_claim_needs_a_margin_and_only_it(spec_dir, claim, problem):
+    path = write_spec(spec_dir)
+    text = path.read_text() + (
+        f'\n[[claims]]\nlabel = "x"\nmetric = "nll"\n{claim}\n'
+        'a = { model = "iwae" }\nb = { model = "vae" }\n'
+    )
+    path.write_text(text)
+    expect_error(path, "claims[0].margin", problem)
 
 
 def test_seed_replicates_belong_in_a_tier_grid(spec_dir):
