@@ -8,6 +8,7 @@ a reader would look for), and each `plot_*` wrapper saves it as a PNG.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from statistics import mean, median
 from typing import Any
@@ -515,7 +516,8 @@ def curves_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, history in sorted(curves):
         ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
-    ax.set(xlabel="epoch", ylabel="training loss", title=f"{spec.title}: training curves")
+    ax.set(xlabel="epoch", ylabel="training loss")
+    ax.set_title(textwrap.fill(f"{spec.title}: training curves", 70), fontsize=10)
     ax.legend(fontsize=6, ncol=2)
     return fig
 
