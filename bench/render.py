@@ -79,9 +79,9 @@ def pooled_text(metric: Metric, seeds: list[Record], planned: int = 0) -> tuple[
     if not vs:
         return None, "—"
     mean = sum(vs) / len(vs)
-    if len(vs) < 2 or max(vs) == min(vs):
+    sd = statistics.stdev(vs) if len(vs) > 1 else 0.0
+    if float(f"{sd:{metric.format}}") == 0:  # no spread at the metric's precision
         return mean, fmt_value(metric, mean) + partial
-    sd = statistics.stdev(vs)
     return mean, f"{mean:{metric.format}} ± {sd:{metric.format}} (sd, {count})"
 
 
