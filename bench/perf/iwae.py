@@ -328,13 +328,7 @@ def _memory_probe(chunk: int, k: int, batch: int) -> dict[str, Any]:
     return {"peak_bytes": peak_rss_bytes() - before, "images": batch}
 
 
-def run(s: Settings, sgemm: float, only: str | None = None) -> dict[str, list[dict]]:
-    out = {}
-    if only in (None, "iwae-train"):
-        out["iwae-train"] = bench_train(s, sgemm)
-    if only in (None, "iwae-nll"):
-        out["iwae-nll"] = bench_nll(s, sgemm)
-    return out
+BENCHES = {"iwae-train": bench_train, "iwae-nll": bench_nll}  # name -> its benchmark
 
 
 if __name__ == "__main__":

@@ -68,5 +68,4 @@ def bench_pixelcnn(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     return rows
 
 
-def run(s: Settings, sgemm: float, only: str | None = None) -> dict[str, list[dict]]:
-    return {"pixelcnn": bench_pixelcnn(s, sgemm)} if only in (None, "pixelcnn") else {}
+BENCHES = {"pixelcnn": bench_pixelcnn}  # name -> its benchmark

@@ -254,13 +254,7 @@ def bench_revnet(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     ]
 
 
-def run(s: Settings, sgemm: float, only: str | None = None) -> dict[str, list[dict]]:
-    out = {}
-    if only in (None, "reversible"):
-        out["reversible"] = bench_stack(s, sgemm)
-    if only in (None, "revnet"):
-        out["revnet"] = bench_revnet(s, sgemm)
-    return out
+BENCHES = {"reversible": bench_stack, "revnet": bench_revnet}  # name -> its benchmark
 
 
 if __name__ == "__main__":
