@@ -5,9 +5,10 @@ at the same k, layers and data set). Where both records hold per-image NLLs of t
 images, the difference is paired: its standard error is that of the per-image differences, far
 smaller than the two NLLs' own errors combined. A difference within two standard errors of zero
 is inconclusive, and a verdict is never stronger than its tier: the smoke tier says so. Where a
-tier repeats cells with several seeds, each side is the mean over its seeds and the standard
-error is the seeds' spread (Welch): the claim "matches" (expect = "equal") holds when the
-difference is within two such standard errors.
+tier repeats cells with several seeds, each side is the mean over its seeds, the standard error
+is the seeds' spread (Welch) and the critical value Student's t at its degrees of freedom; a
+match (expect = "equal") is an equivalence test: it holds only when the whole interval of the
+difference lies within the claim's margin.
 """
 
 from __future__ import annotations
