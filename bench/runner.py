@@ -269,6 +269,8 @@ def execute(job: CellJob, log=print) -> Outcome:
         log(f"{job.prefix}: {who} is running it; waiting (`bench status` shows its progress)")
         wait_for(lease.path)
         fresh = False  # what the other worker finished is this run's result too
+    if opts.jobs > 1 or opts.executor != "local":  # no progress bar there: say it started
+        log(f"{job.prefix}: started by {lease.info.worker} ({torch.get_num_threads()} threads)")
     try:
         record, ckpt = _run_cell(job, made_from, key, device, lease, fresh)
         if rank == 0:

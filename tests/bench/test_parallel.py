@@ -107,7 +107,7 @@ def test_the_submitit_path_runs_every_cell_as_its_own_job(tmp_path, tiny):
     run_table(tiny, opts, lines.append)
     assert read_record(record_path(opts.results, "tiny", "smoke", IWAE)).status == "ok"
     assert lines[0].startswith("submitted 1 cells as job ")
-    assert lines[1] == f"[1/1] {IWAE}: job {lines[0].split()[5]}: ran"
+    assert f"[1/1] {IWAE}: job {lines[0].split()[5]}: ran" in lines
 
 
 FAKE_SBATCH = """\
