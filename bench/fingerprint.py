@@ -18,7 +18,8 @@ from typing import Any
 import models
 
 ROOT = Path(__file__).resolve().parent.parent
-# Registries: a cell depends on its own entry (hashed by name), not on the others in the file.
+# Not hashed whole: the registries (a cell depends on its own entry, hashed by name, not on the
+# others in the file) and bench/__init__.py (the package's docstring and version only).
 REGISTRIES = ("models/__init__.py", "bench/__init__.py", "bench/tasks/__init__.py")
 # Harness modules every task's numbers flow through (the CLI, rendering and plotting do not).
 SHARED = ("bench/train.py", "bench/memory.py", "bench/profiling.py", "bench/units.py",
