@@ -132,6 +132,7 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     else:
         writable_folder(opts.results / spec.id / opts.tier, "--results")
         writable_folder(opts.tables, "--tables")
+        writable_folder(opts.checkpoints / spec.id / opts.tier, "--checkpoints")
 
     done = []
     for i, cell in enumerate(cells, 1):

@@ -303,3 +303,26 @@ def test_a_download_failure_offline_is_a_one_line_skip(tmp_path, tiny, monkeypat
         f" resolution>); run with network, or place the data set under --data-dir {data} and"
         " rerun without --download"
     )
+
+
+def test_a_checkpoints_folder_that_is_a_file_is_one_usage_error_before_training(tmp_path, tiny):
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(UsageError, match=f"^{tmp_path / 'checkpoints'}/tiny/smoke: cannot write"):
+        run_table(tiny, options(tmp_path), log=quiet)
+    assert list((tmp_path / "results").rglob("*.json")) == []  # refused before any cell ran
+
+
+def test_a_checkpoint_that_cannot_be_saved_fails_its_cell_in_one_line(tmp_path, tiny, monkeypatch):
+    def disk_full(obj, path):
+        path.write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    lines = []
+    records = run_table(tiny, options(tmp_path), log=lines.append)
+    assert [r.status for r in records] == ["failed", "failed"]  # and the run moved on
+    folder = tmp_path / "checkpoints" / "tiny" / "smoke"
+    assert records[0].reason.startswith(f"{folder}/{VAE}.") and "cannot save (RuntimeError" in (
+        records[0].reason
+    )
+    assert "\n" not in records[0].reason and list(folder.iterdir()) == []
