@@ -158,6 +158,20 @@ def test_a_missing_data_set_gives_a_skipped_record(tmp_path, tiny):
     assert f"- `{VAE}`: skipped: {reason}" in table
 
 
+def test_an_undecodable_data_file_gives_a_data_corrupt_record(tmp_path, tiny, monkeypatch):
+    from bench import data
+
+    def truncated(root, **kwargs):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setitem(data.SOURCES, "mnist", data.Source(truncated, data.mnist.files))
+    opts = options(tmp_path, tier="small", data_dir=tmp_path / "data")
+    records = run_table(tiny, opts, log=quiet)
+    assert [(r.status, r.detail) for r in records] == [("skipped", "data corrupt")] * 2
+    assert records[0].reason.startswith(f"data corrupt: {tmp_path / 'data' / 'mnist'}: ")
+    assert (opts.tables / "tiny-small.md").read_text().count("not run (data corrupt)") == 4
+
+
 def test_unknown_tier_and_cells_matching_nothing(tmp_path, tiny):
     with pytest.raises(UsageError, match="table 'tiny' has no tier 'full'; it has: smoke, small"):
         run_table(tiny, options(tmp_path, tier="full"), log=quiet)
