@@ -24,6 +24,9 @@ from .errors import UsageError  # noqa: E402
 from .plot import save_figure  # noqa: E402
 from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
 
+# The classifiers whose forward returns (logits, z) and whose inverse(z) gives x back: i-RevNets.
+INVERTIBLE = tuple(n for n, target in models.MODELS.items() if target.startswith("models.irevnet:"))
+
 
 def load_images(folder: Path | None, dataset: str, n: int, size: int) -> torch.Tensor:
     """uint8 [n, 3, size, size]: files from `folder`, else the committed sample of `dataset`."""
@@ -70,11 +73,13 @@ def invert(
 ) -> tuple[Path, float]:  # fmt: skip
     torch.manual_seed(seed)
     try:
-        model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
+        models.check(model_name)
     except models.UnknownModel as e:
         raise UsageError(str(e)) from None
-    if not hasattr(model, "inverse"):
-        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model")
+    if model_name not in INVERTIBLE:  # refused before building: a VAE takes no num_classes
+        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model:"
+                         f" {', '.join(INVERTIBLE)}")  # fmt: skip
+    model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
     if weights is not None:
         _load_weights(model, model_name, weights)
     model.eval()
