@@ -270,7 +270,8 @@ def cmd_plot(args) -> int:
 
     spec = get_spec(args.table, args.specs)
     records, _ = read_records(args.results, spec.id, args.tier)
-    writable_folder(args.tables, "--tables")
+    if records:
+        writable_folder(args.tables, "--tables")
     stem = args.tables / f"{spec.id}-{args.tier}"
     try:
         drawn = [
@@ -293,8 +294,9 @@ def cmd_plot(args) -> int:
 
 
 def cmd_invert(args) -> int:
-    from .invert import invert
+    from .invert import check_invertible, invert
 
+    check_invertible(args.model)
     out = args.out or args.tables / f"invert-{args.model}.png"
     option = "--out PATH" if args.out else "--tables DIR"
     writable_folder(out.parent, option.split()[0])

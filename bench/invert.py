@@ -28,6 +28,18 @@ from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
 INVERTIBLE = tuple(n for n, target in models.MODELS.items() if target.startswith("models.irevnet:"))
 
 
+def check_invertible(model_name: str) -> None:
+    """Refuse, before building it, a model that is unknown or not an i-RevNet (a VAE takes no
+    num_classes; a RevNet has no inverse of the whole network)."""
+    try:
+        models.check(model_name)
+    except models.UnknownModel as e:
+        raise UsageError(str(e)) from None
+    if model_name not in INVERTIBLE:
+        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model:"
+                         f" {', '.join(INVERTIBLE)}")  # fmt: skip
+
+
 def load_images(folder: Path | None, dataset: str, n: int, size: int) -> torch.Tensor:
     """uint8 [n, 3, size, size]: files from `folder`, else the committed sample of `dataset`."""
     if folder is None:
@@ -72,13 +84,7 @@ def invert(
     weights: Path | None = None, n: int = 4, size: int | None = None, seed: int = 0,
 ) -> tuple[Path, float]:  # fmt: skip
     torch.manual_seed(seed)
-    try:
-        models.check(model_name)
-    except models.UnknownModel as e:
-        raise UsageError(str(e)) from None
-    if model_name not in INVERTIBLE:  # refused before building: a VAE takes no num_classes
-        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model:"
-                         f" {', '.join(INVERTIBLE)}")  # fmt: skip
+    check_invertible(model_name)
     model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
     if weights is not None:
         _load_weights(model, model_name, weights)

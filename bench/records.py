@@ -254,7 +254,7 @@ def writable_folder(folder: Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
+        why = "a file is in the way" if isinstance(e, FileExistsError) else e.strerror or e
         raise UsageError(
-            f"{folder}: cannot write there ({e.strerror or e}); fix its permissions or pass"
-            f" {option} DIR"
+            f"{folder}: cannot write there ({why}); fix its permissions or pass {option} DIR"
         ) from None

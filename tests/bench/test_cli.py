@@ -381,11 +381,12 @@ def test_a_record_with_a_bad_metric_is_a_warning_not_a_crash_or_a_measurement(be
     assert bench("run", "tiny", "--cells", IWAE)[0] == 0  # a later run renders without crashing
 
 
-def test_invert_refuses_a_model_that_is_not_invertible_before_building_it(bench):
+def test_invert_refuses_a_model_that_is_not_invertible_before_building_it(bench, tmp_path):
     status, out, err = bench("invert", "--model", "vae")
     assert (status, out) == (2, "")
     assert one_error_line(err).startswith("error: model 'vae' has no inverse(); pick an invertible"
                                           " model: irevnet_a, irevnet_b")  # fmt: skip
+    assert not (tmp_path / "tables").exists()  # refused before anything was written
 
 
 def test_plot_and_invert_into_a_folder_that_cannot_be_written_are_one_line(bench, tmp_path):
@@ -394,7 +395,9 @@ def test_plot_and_invert_into_a_folder_that_cannot_be_written_are_one_line(bench
     (tmp_path / "tables").write_text("a file, not a folder")
     status, out, err = bench("plot", "tiny")
     assert (status, out) == (2, "")
-    assert one_error_line(err).startswith(f"error: {tmp_path / 'tables'}: cannot write there")
+    assert one_error_line(err).startswith(
+        f"error: {tmp_path / 'tables'}: cannot write there (a file is in the way)"
+    )
     out_png = tmp_path / "tables" / "x.png"
     status, out, err = bench("invert", "--model", "irevnet_cifar", "--dataset", "cifar10",
                              "--out", str(out_png))  # fmt: skip
