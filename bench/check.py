@@ -207,13 +207,15 @@ def render_report(report: Report, where: Path) -> str:
         lines.append("not checked: " + "; ".join(f"{k} ({v})" for k, v in report.skipped.items()))
     checked = report.compared
     absent = {r.cell for r in report.rows if r.verdict in (NO_REFERENCE, NOT_RUN)}
-    if report.failed and not [r for r in report.failed if r in checked]:
-        summary = f"FAIL: {len(report.failed)} cells not compared ({report.failed[0].why})"
-    elif report.failed:
+    if report.failed:
         bad = [r for r in report.failed if r in checked]
-        summary = f"FAIL: {len(bad)} of {len(checked)} metrics outside tolerance"
-        if len(bad) < len(report.failed):
-            summary += f", {len(report.failed) - len(bad)} cells not compared"
+        cells = [r for r in report.failed if r not in checked and r.why != NOTHING_COMPARED]
+        parts = [f"{len(bad)} of {len(checked)} metrics outside tolerance"] if checked else []
+        if cells:
+            parts.append(f"{len(cells)} cells failed without a metric compared (see their rows)")
+        if len(bad) + len(cells) < len(report.failed):
+            parts.append(NOTHING_COMPARED)
+        summary = "FAIL: " + "; ".join(parts)
     elif checked:
         summary = f"ok: all {len(checked)} metrics within tolerance"
     else:
