@@ -271,6 +271,18 @@ def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem)
     assert str(path) in str(info.value)
 
 
+def test_a_timing_reference_with_a_wrong_argument_is_refused_before_anything_runs(tmp_path):
+    shipped = (SPEC_DIR / "revnet-memory.toml").read_text()
+    path = tmp_path / "revnet-memory.toml"
+    path.write_text(re.sub(r"(?m)^timing_reference = \{.*\}$", 'timing_reference = { model ='
+                           ' "resnet_cifar", block = "bottleneck", units = 18.5 }', shipped,
+                           count=1))  # fmt: skip
+    spec, task = load_spec(path), get_task("memory")
+    settings = settings_for(task.Settings, spec, "full")
+    with pytest.raises(SpecError, match="model 'resnet_cifar': units takes int, got 18.5"):
+        check_cells(spec, "full", task, settings, spec.cells("full"))
+
+
 def test_reading_a_spec_imports_neither_torch_nor_a_task():
     code = (
         "import sys; from bench.spec import get_spec; get_spec('iwae-table');"
