@@ -1,4 +1,4 @@
-"""The `bench` command: list, validate, run, table, plot, invert, check.
+"""The `bench` command: list, validate, run, status, table, plot, invert, check, perf.
 
 Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
 finish ends with status 1 after rendering what it has.
@@ -12,12 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
-from . import data as datasets
 from . import records
-from .records import RESULTS_DIR, read_records, writable_folder
-from .render import TABLES_DIR, write_table
-from .runner import SEED_LIMIT, RunOptions, UsageError, run_table
+from .errors import CheckpointError, DataError, UsageError
+from .records import RESULTS_DIR, TABLES_DIR, read_records, writable_folder
 from .spec import (
+    SEED_LIMIT,
     SPEC_DIR,
     TIERS,
     SpecError,
@@ -27,8 +26,9 @@ from .spec import (
     registry,
     settings_for,
 )
-from .tasks import get_task
-from .train import CheckpointError
+
+# torch is imported by the commands that train or build models (run, validate, check, plot,
+# invert, perf), never at the top: `bench --help`, `list`, `table` and `status` stay light.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +117,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
+    par = run.add_argument_group("parallel cells (README: 'Running on a cluster')")
+    par.add_argument("--jobs", type=_at_least_1, default=1, metavar="N",
+                     help="cells at once on this machine, each in its own process")  # fmt: skip
+    par.add_argument("--threads-per-cell", type=_at_least_1, metavar="T",
+                     help="torch threads of each cell (default: cores / jobs)")  # fmt: skip
+    par.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                     help="local: --jobs processes here; slurm: one Slurm job per cell (submitit);"
+                     " submitit-local: the Slurm path as processes here")  # fmt: skip
+    par.add_argument("--slurm-config", type=Path, metavar="TOML",
+                     help="Slurm defaults (default $DGM_BENCH_SLURM_CONFIG or"
+                     " ~/.config/dgm-bench/slurm.toml)")  # fmt: skip
+    par.add_argument("--partition", help="Slurm partition")
+    par.add_argument("--time-min", type=_at_least_1, help="Slurm time limit per cell, minutes")
+    par.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (one task each, DDP)")
+    par.add_argument("--cpus-per-cell", type=_at_least_1, help="CPUs per cell")
+    par.add_argument("--mem-gb", type=float, help="memory per cell, GB")
+    par.add_argument("--array-parallelism", type=_at_least_1,
+                     help="Slurm tasks of this run at once")  # fmt: skip
+    par.add_argument("--slurm-folder", type=Path, help="submitit's logs and job files")
+
+    status = sub.add_parser(
+        "status", help="every cell of a table: pending, running (who, how far), ok or failed"
+    )
+    status.add_argument("table")
+    status.add_argument("--tier", choices=TIERS, default="smoke")
 
     table = sub.add_parser("table", help="re-render a table from its records (no training)")
     table.add_argument("table")
@@ -209,6 +234,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from .tasks import get_task
+
     bad = 0
     for path in _specs(args).values():
         try:
@@ -225,12 +252,28 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .runner import RunOptions, run_table
+
     spec = get_spec(args.table, args.specs)
+    slurm = None
+    if args.executor != "local":
+        from .parallel import slurm_options
+
+        slurm = slurm_options(
+            args.slurm_config, partition=args.partition, time_min=args.time_min,
+            gpus_per_cell=args.gpus_per_cell, cpus_per_cell=args.cpus_per_cell,
+            mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
+            folder=args.slurm_folder,
+        )  # fmt: skip
+    elif args.slurm_config or args.partition or args.gpus_per_cell:
+        raise UsageError("--slurm-config, --partition, --gpus-per-cell: need --executor slurm")
     opts = RunOptions(
         tier=args.tier, cells=_cells(args), data_dir=args.data_dir, device=args.device,
         seed=args.seed, fresh=args.fresh, download=args.download,
         save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
         results=args.results, tables=args.tables, checkpoints=args.checkpoints,
+        jobs=args.jobs, threads_per_cell=args.threads_per_cell, executor=args.executor,
+        **({"slurm": slurm} if slurm else {}),
     )  # fmt: skip
     ran = run_table(spec, opts)
     records, _ = read_records(args.results, spec.id, args.tier)
@@ -247,7 +290,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .status import cell_states, render_status
+
+    spec = get_spec(args.table, args.specs)
+    if args.tier not in spec.tiers:
+        raise UsageError(f"table '{spec.id}' has no tier '{args.tier}'; it has:"
+                         f" {', '.join(spec.tiers)}")  # fmt: skip
+    print(render_status(spec, args.tier, cell_states(spec, args.tier, args.results)))
+    return 0
+
+
 def cmd_table(args) -> int:
+    from .render import write_table
+
     spec = get_spec(args.table, args.specs)
     records, warnings = read_records(args.results, spec.id, args.tier)
     for w in warnings:
@@ -388,6 +444,7 @@ COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
     "run": cmd_run,
+    "status": cmd_status,
     "table": cmd_table,
     "plot": cmd_plot,
     "invert": cmd_invert,
@@ -425,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         args.tables = _tables_folder(args)
         return COMMANDS[args.command](args)
-    except (SpecError, UsageError, datasets.DataError, CheckpointError) as e:
+    except (SpecError, UsageError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as e:

@@ -22,6 +22,7 @@ from typing import Any
 from .errors import UsageError
 
 RESULTS_DIR = Path("results")
+TABLES_DIR = Path("tables")
 
 
 @dataclass

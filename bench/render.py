@@ -13,10 +13,8 @@ from typing import Any
 import pandas as pd
 
 from .claims import claims_markdown, replicate_ids, value
-from .records import RESULTS_DIR, Record, atomic_write_text
+from .records import RESULTS_DIR, TABLES_DIR, Record, atomic_write_text
 from .spec import Metric, TableSpec, matches
-
-TABLES_DIR = Path("tables")
 
 
 def parse_units(value: Any) -> list[int]:

@@ -23,6 +23,7 @@ TIERS = ("smoke", "small", "medium", "full")
 # A tier's grid may repeat each cell with several seeds: `seed = [0, 1]` runs every cell twice
 # (the run's --seed plus each value), and tables, figures and claims pool the replicates.
 SEED = "seed"
+SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
 MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",

@@ -12,13 +12,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
-
-class DataError(Exception):
-    """One-line, user-facing: what is missing or corrupt, where to place what, which sum failed."""
-
-    def __init__(self, message: str, corrupt: bool = False):
-        super().__init__(" ".join(message.splitlines()))
-        self.corrupt = corrupt  # a checksum failed: the data is there but not the expected bytes
+from ..errors import DataError  # defined apart, so the CLI catches it without torch
 
 
 @dataclass(frozen=True)
