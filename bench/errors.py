@@ -17,4 +17,4 @@ class DataError(Exception):
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be loaded; the message names the file."""
+    """A checkpoint that cannot be loaded or saved; the message names the file."""

@@ -219,7 +219,9 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     if rank == 0:
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         try:
-            table = write_table(spec, opts.tier, records, warnings, opts.tables)
+            table = write_table(
+                spec, opts.tier, records, warnings, opts.tables, results=opts.results
+            )
         except OSError as e:
             raise UsageError(
                 f"{opts.tables}: cannot write the table ({e.strerror or e}); the records are"

@@ -7,6 +7,7 @@ killed run continues as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -70,11 +71,23 @@ def epoch_batches(
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save via a temp file and a rename: a killed run leaves the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """torch.save via a temp file and a rename: a killed run leaves the old file or none, and a
+    failed save (disk full, a file-size limit, a folder that is a file) leaves no temp file and
+    is a one-line CheckpointError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError | RuntimeError):  # torch.save's write errors are RuntimeErrors
+            raise CheckpointError(
+                f"{path}: cannot save ({type(e).__name__}: {_why(e)}); free some space or pass"
+                " --checkpoints DIR"
+            ) from None
+        raise
 
 
 @dataclass
@@ -151,13 +164,22 @@ class Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
-def _why(error: Exception) -> str:
-    """The gist of a load error: for a weights-only refusal, the refused object, without torch's
-    advice to load with weights_only=False (which would run code from the file)."""
-    refused = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?: |$)", str(error))
-    if refused:
-        return f"holds Python objects, not plain tensors: {refused.group(1)}"
-    return re.sub(r"\x1b\[[0-9;]*m", "", (str(error).splitlines() or [""])[0])
+def _why(error: BaseException) -> str:
+    """The gist of a load or save error in one line. For a weights-only refusal: the global the
+    file asked for (refused: nothing from the file ran), never torch's advice to load it with
+    weights_only=False, which would run that code."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    if "weights_only" in text or "Weights only load failed" in text:
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        if refused:
+            return f"holds Python objects: refused the global {refused.group(1)} it asks for"
+        detail = re.search(r"WeightsUnpickler error: \s*(\S[^\n]*)", text)
+        return "holds Python objects, not only tensors" + (
+            f": {detail.group(1).strip()}" if detail else ""
+        )
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (text.splitlines() or [""])[0]
 
 
 def _progress_line(job: Fit, epoch: int, step: int, step0: int, t0: float, loss: float) -> None:

@@ -53,6 +53,17 @@ def sha256(path: Path) -> str:
     return _SUMS[key]
 
 
+def corrupt(path: Path | str, error: BaseException, what: str = "") -> DataError:
+    """A file that exists but cannot be decoded (truncated, random bytes, another format), whose
+    sum is not known here: the same "data corrupt" skip as a failed checksum, naming the file."""
+    why = " ".join(str(error).split())[:120]
+    return DataError(
+        f"data corrupt: {path}: {what or 'cannot be decoded'} ({type(error).__name__}"
+        f"{': ' + why if why else ''}); replace it with an intact copy",
+        corrupt=True,
+    )
+
+
 def verified(root: Path, rel: str, known: dict[str, str]) -> str:
     """sha256 of `root/rel`, which must equal known[rel] where that sum is known."""
     got = sha256(root / rel)

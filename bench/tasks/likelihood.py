@@ -32,7 +32,7 @@ from ..memory import measure_step
 from ..profiling import MIB, peak_mib
 from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
-from .common import CellResult, Context, check_data, positive
+from .common import CellResult, Context, check_data, meta_model, positive
 
 SHAPES = {
     "mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "omniglot": (1, 28, 28),
@@ -101,11 +101,9 @@ def lr_schedule(s: Settings):
     return lr_at, ends[-1]
 
 
-def build(cell: dict, s: Settings, shape: tuple[int, ...]):
+def build(cell: dict, s: Settings, shape: tuple[int, ...], make=models.build):
     kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
-    return models.build(
-        cell["model"], shape=shape, **s.model_kwargs.get(cell["model"], {}), **kwargs
-    )
+    return make(cell["model"], shape=shape, **s.model_kwargs.get(cell["model"], {}), **kwargs)
 
 
 def check_kind(model, cell: dict, s: Settings) -> None:
@@ -126,9 +124,7 @@ def preflight(cell: dict, s: Settings) -> None:
     shape = SHAPES[cell["dataset"]]
     if s.image_size:
         shape = (shape[0], s.image_size, s.image_size)
-    with torch.device("meta"):
-        model = build(cell, s, shape)
-    check_kind(model, cell, s)
+    check_kind(build(cell, s, shape, make=meta_model), cell, s)
 
 
 def _accepted(fn, **optional):

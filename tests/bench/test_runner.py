@@ -153,6 +153,20 @@ def test_a_missing_data_set_gives_a_skipped_record(tmp_path, tiny):
     assert f"- `{VAE}`: skipped: {reason}" in table
 
 
+def test_an_undecodable_data_file_gives_a_data_corrupt_record(tmp_path, tiny, monkeypatch):
+    from bench import data
+
+    def truncated(root, **kwargs):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setitem(data.SOURCES, "mnist", data.Source(truncated, data.mnist.files))
+    opts = options(tmp_path, tier="small", data_dir=tmp_path / "data")
+    records = run_table(tiny, opts, log=quiet)
+    assert [(r.status, r.detail) for r in records] == [("skipped", "data corrupt")] * 2
+    assert records[0].reason.startswith(f"data corrupt: {tmp_path / 'data' / 'mnist'}: ")
+    assert (opts.tables / "tiny-small.md").read_text().count("not run (data corrupt)") == 4
+
+
 def test_unknown_tier_and_cells_matching_nothing(tmp_path, tiny):
     with pytest.raises(UsageError, match="table 'tiny' has no tier 'full'; it has: smoke, small"):
         run_table(tiny, options(tmp_path, tier="full"), log=quiet)
@@ -276,3 +290,26 @@ def test_a_download_failure_offline_is_a_one_line_skip(tmp_path, tiny, monkeypat
         f" resolution>); run with network, or place the data set under --data-dir {data} and"
         " rerun without --download"
     )
+
+
+def test_a_checkpoints_folder_that_is_a_file_is_one_usage_error_before_training(tmp_path, tiny):
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(UsageError, match=f"^{tmp_path / 'checkpoints'}: cannot write"):
+        run_table(tiny, options(tmp_path), log=quiet)
+    assert list((tmp_path / "results").rglob("*.json")) == []  # refused before any cell ran
+
+
+def test_a_checkpoint_that_cannot_be_saved_fails_its_cell_in_one_line(tmp_path, tiny, monkeypatch):
+    def disk_full(obj, path):
+        path.write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    lines = []
+    records = run_table(tiny, options(tmp_path), log=lines.append)
+    assert [r.status for r in records] == ["failed", "failed"]  # and the run moved on
+    folder = tmp_path / "checkpoints" / "tiny" / "smoke"
+    assert records[0].reason.startswith(f"{folder}/{VAE}.") and "cannot save (RuntimeError" in (
+        records[0].reason
+    )
+    assert "\n" not in records[0].reason and list(folder.iterdir()) == []
