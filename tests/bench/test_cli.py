@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -433,3 +435,26 @@ def test_a_spec_that_is_not_utf8_is_one_line_and_the_others_still_load(bench, tm
     assert "tiny: tiny IWAE table" in out
     status, _, err = bench("run", "bad")
     assert status == 2 and f"{bad}: not UTF-8 text" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["list"],
+        ["check", "--help"],
+        ["run", "--help"],
+        ["status", "iwae-table"],
+        ["table", "iwae-table", "--tier", "small", "--tables", "{tmp}"],
+    ],  # fmt: skip
+)
+def test_light_commands_import_no_torch(args, tmp_path):
+    """Help, listing, rendering and status answer without torch (seconds of imports here)."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = (
+        "import sys\nfrom bench.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
