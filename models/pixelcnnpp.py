@@ -137,11 +137,10 @@ def discretized_logistic_mixture_log_prob(x: Tensor, params: Tensor) -> Tensor:
     return torch.logsumexp(log_pi + per_channel.sum(1), dim=1)
 
 
-def value_log_probs(means: Tensor, log_scales: Tensor) -> Tensor:
-    """log P_k(v) for v = 0..255, [n, K, 256], under logistics of means and log-scales [n, K]:
-    the formulas of `logistic_bin_log_prob`, with the tails computed at the edge bins only (the
-    sampler's table, a quarter fewer operations on it)."""
-    values = scale_pixels(torch.arange(256, dtype=means.dtype, device=means.device))
+def value_log_probs(values: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+    """log P_k(v) for v = 0..255, [n, K, 256], under logistics of means and log-scales [n, K],
+    `values` the 256 values in [-1, 1]: the formulas of `logistic_bin_log_prob`, with the tails
+    computed at the edge bins only (the sampler's table, a quarter fewer operations on it)."""
     centred = values - means[..., None]
     inv_s = torch.exp(-log_scales)[..., None]
     plus = inv_s * (centred + 1.0 / 255.0)
@@ -172,6 +171,7 @@ def pixel_conditionals(params: Tensor, x: Tensor) -> Iterator[Tensor]:
     so that prod_c P(x_c | x_<c) is the pixel's mixture (normalised over the 256 values: the
     small-probability fallback leaves sums within 2e-5 of 1).
     """
+    values = scale_pixels(torch.arange(256, dtype=params.dtype, device=params.device))
     logits, means, log_scales, coeffs = (
         t[..., 0, 0] for t in split_mixture_params(params[:, :, None, None], x.shape[1])
     )
@@ -183,7 +183,7 @@ def pixel_conditionals(params: Tensor, x: Tensor) -> Iterator[Tensor]:
             # mu_c = mu_c + sum_{c' < c} alpha_{c c'} x_{c'}
             mean = mean + coeffs[:, idx] * scale_pixels(x[:, prev, None])
             idx += 1
-        log_p = value_log_probs(mean, log_scales[:, c])
+        log_p = value_log_probs(values, mean, log_scales[:, c])
         yield torch.log_softmax(torch.logsumexp(log_w[..., None] + log_p, dim=1), dim=-1)
         # log w_k = log pi_k + sum_{c' <= c} log P_k(x_c' | x_<c')
         log_w = log_w + log_p.gather(2, x[:, c, None, None].long().expand(*log_w.shape, 1))[..., 0]
@@ -584,6 +584,8 @@ class PixelCNNpp(LogisticMixtureModel):
             blocks += [(self.down_u[k], self.down_ul[k], level) for k in ks]
         return {
             "x": cache(0, C + 1),
+            # the part of ul's first map that sees the rows above only, run with the u stream
+            "ul_init_down": cache(0),
             # a GatedResnet -> the inputs of its two causal convolutions
             "convs": {b: (cache(lv, 2 * nf), cache(lv, 2 * nf)) for *bs, lv in blocks for b in bs},
             # per level, the up pass's u maps: the first one, then after each block
@@ -613,6 +615,7 @@ class PixelCNNpp(LogisticMixtureModel):
             at = At(i >> level, 0, W >> level)
             if level == 0:
                 u = self.u_init.step(state["x"], at)
+                state["ul_init_down"].write(at, self.ul_init_down.step(state["x"], at))
             else:
                 u = self.down_size_u[level - 1].step(u_up[level - 1][n], at)
             u_up[level][0].write(at, u)
@@ -641,9 +644,7 @@ class PixelCNNpp(LogisticMixtureModel):
         for level in levels:
             at = At(i >> level, j >> level, (j >> level) + 1)
             if level == 0:
-                ul = self.ul_init_down.step(state["x"], at) + self.ul_init_right.step(
-                    state["x"], at
-                )
+                ul = state["ul_init_down"].read(at) + self.ul_init_right.step(state["x"], at)
             else:
                 ul = self.down_size_ul[level - 1].step(ul_up[level - 1], at)
             ups[level] = [ul]
