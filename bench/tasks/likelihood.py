@@ -63,7 +63,7 @@ class Settings:
     au_samples: int = 100  # samples of the top layer's posterior mean (active units)
     max_steps_per_epoch: int | None = None
     samples: int = 16  # images in the PNG grid of samples (0: none)
-    time_naive_sampler: bool = False  # also time `sample(1, naive=True)` where a model has it
+    time_naive_sampler: bool = False  # also time `sample(samples, naive=True)` where a model has it
 
     def __post_init__(self):
         check_data(self.data)
@@ -226,15 +226,17 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
 
 @torch.no_grad()
 def draw_samples(model, s: Settings, ctx: Context, shape: tuple, kind: str) -> dict:
-    """Seconds per sample and, when the runner asks for one, a PNG grid of the samples."""
-    generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+    """Seconds per sample and, when the runner asks for one, a PNG grid of the samples. The
+    naive sampler, where timed, draws the same batch from the same seed: the same work."""
     t0 = time.perf_counter()
+    generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
     x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
     out = {"sample_s": (time.perf_counter() - t0) / s.samples}
     if s.time_naive_sampler and "naive" in inspect.signature(model.sample).parameters:
         t0 = time.perf_counter()
-        model.sample(1, generator=generator, naive=True)
-        out["sample_s_naive"] = time.perf_counter() - t0
+        generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+        model.sample(s.samples, generator=generator, naive=True)
+        out["sample_s_naive"] = (time.perf_counter() - t0) / s.samples
     if ctx.samples is not None:
         images = x.float() / 255 if kind == "discrete256" else x.float().clamp(0, 1)
         ctx.samples.parent.mkdir(parents=True, exist_ok=True)
