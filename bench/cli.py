@@ -1,4 +1,4 @@
-"""The `bench` command: list, validate, run, status, table, plot, invert, check, perf.
+"""The `bench` command: list, validate, run, status, table, plot, invert, check, perf, summary.
 
 Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
 finish ends with status 1 after rendering what it has.
@@ -195,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
     perf.add_argument("--only", help="one benchmark: iwae-train, iwae-nll, reversible, revnet,"
                       " pixelcnn")  # fmt: skip
+
+    sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
 
     for command in sub.choices.values():
         _global_options(command, defaults=False)
@@ -440,6 +442,13 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    from .summary import write_summary
+
+    print(write_summary(args.results, args.specs, args.tables))
+    return 0
+
+
 COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
@@ -450,6 +459,7 @@ COMMANDS = {
     "invert": cmd_invert,
     "check": cmd_check,
     "perf": cmd_perf,
+    "summary": cmd_summary,
 }
 
 

@@ -91,15 +91,19 @@ def seeds_text(metric: Metric, seeds: list[Record], planned: int) -> tuple[Any, 
     return None, measured_text(metric, seeds[0] if seeds else None)
 
 
-def compact_text(metric: Metric, published: Any, measured: Any, text: str) -> str:
+def compact_text(
+    metric: Metric, published: Any, measured: Any, text: str, derived: bool = False
+) -> str:
     """One cell a reader can scan: "measured (published, Δ)"; "not run; published P" without a
-    measurement; the measured text alone where the paper gives no number."""
+    measurement; the measured text alone where the paper gives no number. A published value
+    converted here from another one reads "P derived"."""
     if published in (None, ""):
         return text
+    shown = fmt_value(metric, published) + (" derived" if derived else "")
     if measured in (None, ""):
-        return f"{text}; published {fmt_value(metric, published)}"
+        return f"{text}; published {shown}"
     delta = fmt_delta(metric, published, measured).split(" (")[0]  # the header says which way
-    return f"{text} ({fmt_value(metric, published)}, {delta})"
+    return f"{text} ({shown}, {delta})"
 
 
 def frame(
@@ -131,9 +135,11 @@ def frame(
             if m.name not in compared:
                 row[name] = text
             elif not wide:
-                row[name] = compact_text(m, published.get(m.name), ours, text)
+                derived = spec.derived_for(cell, m.name) is not None
+                row[name] = compact_text(m, published.get(m.name), ours, text, derived)
             else:
-                row[f"{name} published"] = fmt_value(m, published.get(m.name))
+                derived = " (derived)" if spec.derived_for(cell, m.name) else ""
+                row[f"{name} published"] = fmt_value(m, published.get(m.name)) + derived
                 row[f"{name} measured"] = text
                 row[f"{name} Δ"] = fmt_delta(m, published.get(m.name), ours)
     index = pd.MultiIndex.from_tuples(list(table), names=list(spec.layout_rows))
@@ -200,6 +206,15 @@ def render(
         lines += ["## Sources of the published numbers", ""]
         lines += [f"- {_where(cell)}: {source}" for cell, source in spec.sources]
         lines.append("")
+    if spec.derived:
+        lines += ["## Published values derived here (the paper does not print them)", ""]
+        lines += [_derivation(spec, d) for d in spec.derived]
+        lines.append("")
+    departures = spec.tiers[tier].departures if tier in spec.tiers else ()
+    if departures:
+        lines += [f"## How tier `{tier}` departs from the paper", ""]
+        lines += [f"- {d}" for d in departures]
+        lines.append("")
     if spec.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in spec.notes], ""]
     if not ok:
@@ -211,6 +226,14 @@ def render(
 
 def _where(cell) -> str:
     return ", ".join(f"{k} = {v}" for k, v in cell.params)
+
+
+def _derivation(spec: TableSpec, d) -> str:
+    metric, source = (next(m for m in spec.metrics if m.name == n) for n in (d.metric, d.source))
+    published = dict(spec.published)[d.cell][d.source]
+    return (f"- {metric.title}, {_where(d.cell)}: {fmt_value(metric, d.value)} derived ="
+            f" {d.formula} with {d.source} = {fmt_value(source, published)} (published) and"
+            f" D = {d.dims}")  # fmt: skip
 
 
 def ratio_table(spec: TableSpec, records: dict[str, Record]) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .tasks import TASKS  # the registry only: no task (and so no torch) is imported here
+from .units import CONVERSIONS
 
 SPEC_DIR = Path(__file__).parent / "specs"
 TIERS = ("smoke", "small", "medium", "full")
@@ -27,7 +28,7 @@ SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a t
 MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "ratios", "plot", "defaults", "tiers", "check", "claims",
+    "ratios", "plot", "defaults", "tiers", "check", "claims", "derived",
 }  # fmt: skip
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
@@ -95,6 +96,24 @@ class Tier:
     name: str
     settings: dict[str, Any]
     grid: dict[str, tuple] | None = None  # a tier may run a different grid (e.g. a CIFAR stand-in)
+    departures: tuple[str, ...] = ()  # how this tier departs from the paper, stated in its table
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A published value the paper does not print, converted here from one it does (`via` a
+    function of bench/units.py); tables mark it as derived and print the formula."""
+
+    cell: Cell  # the published entry it belongs to
+    metric: str
+    source: str  # the published metric it is converted from
+    via: str
+    dims: int
+    value: float
+
+    @property
+    def formula(self) -> str:
+        return CONVERSIONS[self.via][1]
 
 
 @dataclass(frozen=True)
@@ -201,6 +220,7 @@ class TableSpec:
     claims: tuple[Claim, ...] = ()
     plot: Plot | None = None
     checks: dict[str, CheckTier] = field(default_factory=dict)  # tier -> `bench check` tolerances
+    derived: tuple[Derived, ...] = ()  # published values converted here (also in `published`)
     path: Path = field(default=Path(), compare=False)
 
     def cells(self, tier: str) -> list[Cell]:
@@ -228,6 +248,14 @@ class TableSpec:
 
     def settings(self, tier: str) -> dict[str, Any]:
         return dict(self.tiers[tier].settings)
+
+    def derived_for(self, cell: Cell, metric: str) -> Derived | None:
+        """How the published `metric` of `cell` was derived, or None where the paper prints it."""
+        for where, _ in self.published:
+            if cell.matches(where.as_dict()):
+                return next((d for d in self.derived if d.cell == where and d.metric == metric),
+                            None)  # fmt: skip
+        return None
 
 
 def _product(grid: dict[str, tuple]) -> list[Cell]:
@@ -535,12 +563,16 @@ def load_spec(path: str | Path) -> TableSpec:
             raise _fail(path, f"tiers.{name}", "expected a table of settings")
         settings = {**defaults, **settings}
         tier_grid = settings.pop("grid", None)
+        departures = settings.pop("departures", [])
+        if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
+            raise _fail(path, f"tiers.{name}.departures", "expected a list of strings, each"
+                        " saying how this tier departs from the paper")  # fmt: skip
         if tier_grid is not None:
             tier_grid = _grid(tier_grid, path, f"tiers.{name}.grid")
             for key in set(tier_grid) - set(grid) - {SEED}:
                 raise _fail(path, f"tiers.{name}.grid.{key}", f"not a field of the table's grid"
                             f" ({', '.join(grid)}); seed replicates are `{SEED}`")  # fmt: skip
-        tiers[name] = Tier(name, settings, tier_grid)
+        tiers[name] = Tier(name, settings, tier_grid, tuple(departures))
         where = f"tiers.{name}.grid" if tier_grid else "grid"
         _unique_ids(_product(tier_grid or grid), path, where)
 
@@ -567,6 +599,7 @@ def load_spec(path: str | Path) -> TableSpec:
             raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
         ratios.append(ratio)
     plot = _plot(data.get("plot"), path, metric_names, set(grid))
+    derived = _derived(data.get("derived", []), path, published, metric_names)
     return TableSpec(
         id=table_id,
         title=_require(data, "title", str, path),
@@ -584,8 +617,45 @@ def load_spec(path: str | Path) -> TableSpec:
         claims=_claims(data.get("claims", []), path, grid, metric_names),
         plot=plot,
         checks=_checks(data.get("check", {}), path, metrics, tiers),
+        derived=derived,
         path=path,
     )
+
+
+def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[Derived, ...]:
+    """`[[derived]]`: metric = via(from, dims) for every published entry matching `where` that
+    has `from`; the value joins that entry (in place) and is marked as derived."""
+    form = "expected metric, from, via, dims; optional: where = { grid field = value }"
+    if not isinstance(raw, list):
+        raise _fail(path, "derived", f"expected [[derived]] tables: {form}")
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"derived[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"metric", "from", "via", "dims", "where"}:
+            raise _fail(path, where, form)
+        for key in ("metric", "from"):
+            if entry.get(key) not in metric_names:
+                raise _fail(path, f"{where}.{key}", f"{entry.get(key)!r} is not a metric")
+        if entry.get("via") not in CONVERSIONS:
+            raise _fail(path, f"{where}.via", f"expected one of {', '.join(CONVERSIONS)} (a"
+                        f" conversion in bench/units.py), got {entry.get('via')!r}")  # fmt: skip
+        dims = entry.get("dims")
+        if type(dims) is not int or dims < 1:
+            raise _fail(path, f"{where}.dims", f"expected the data's dimensions, got {dims!r}")
+        convert = CONVERSIONS[entry["via"]][0]
+        found = 0
+        for cell, values in published:
+            if matches(cell.as_dict(), entry.get("where", {})) and entry["from"] in values:
+                if entry["metric"] in values:
+                    raise _fail(path, f"{where}.metric", f"the paper gives {entry['metric']}"
+                                f" for {cell.id}: publish it or derive it, not both")  # fmt: skip
+                values[entry["metric"]] = convert(values[entry["from"]], dims)
+                out.append(Derived(cell, entry["metric"], entry["from"], entry["via"], dims,
+                                   values[entry["metric"]]))  # fmt: skip
+                found += 1
+        if not found:
+            raise _fail(path, f"{where}.where", f"no published entry with {entry['from']} matches")
+    return tuple(out)
 
 
 def _claims(raw: Any, path: Path, grid: dict, metric_names: set) -> tuple[Claim, ...]:

@@ -244,8 +244,8 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     job.model.train()
     for epoch in range(start, job.epochs):
         lr = job.lr_at(epoch)
-        for group in job.optimizer.param_groups:
-            group["lr"] = lr
+        for group in job.optimizer.param_groups:  # a group may run at a multiple of the rate
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         t0, total, count = time.perf_counter(), 0.0, 0
         batches = epoch_batches(job.train, job.batch_size, job.seed, epoch)
         for step, batch in enumerate(batches):

@@ -28,3 +28,16 @@ def dequantization_nats(dims: int, scale: float = 1 / 256) -> float:
     p_x(x + u) = p_y(y) scale^D and -log p_x = -log p_y - D ln scale.
     """
     return -dims * math.log(scale)
+
+
+def bits_per_dim_of_loglik(loglik: float, dims: int) -> float:
+    """A continuous log-likelihood of y = (x + u) / 256, in nats, as bits/dim of the 8-bit x."""
+    # bits/dim = (D ln 256 - loglik) / (D ln 2) = 8 - loglik / (D ln 2)
+    return bits_per_dim(dequantization_nats(dims) - loglik, dims)
+
+
+# Conversions a spec may apply to a published number (`[[derived]]`, `via = NAME`): the function
+# of (published value, D) and the formula the table prints beside the derived value.
+CONVERSIONS = {
+    "bits_per_dim_of_loglik": (bits_per_dim_of_loglik, "8 - loglik / (D ln 2)"),
+}

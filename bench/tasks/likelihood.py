@@ -6,8 +6,10 @@ The contract (see models/factorised.py for the smallest model that meets it):
 - `forward(x) -> [B]`: the per-image training loss in nats (a bound for latent-variable models);
 - `nll(x) -> [B]`: the test NLL in nats, exact, or `nll(x, k, chunk)`, an importance-sampled
   bound with k samples;
-- optional: `sample(n, generator)`, `init_from_data(x_uint8)`, `active_units(x, ...)` and
-  `elbo_terms(x) -> {term: [B]}` (per-level KL terms), each reported when present.
+- optional: `sample(n, generator)`, `init_from_data(x_uint8)`, `init_from_batch(x)` (a batch
+  of prepared inputs, `init_batch` training images), `param_groups()` (optimizer groups, each
+  with an optional `lr_scale`, a multiple of the tier's learning rate), `active_units(x, ...)`
+  and `elbo_terms(x) -> {term: [B]}` (per-level KL terms), each used when present.
 
 Cell fields: dataset, model (a name in models.MODELS); every other field, and the tier's
 `model_kwargs` for that model, goes to the model's constructor with `shape = (C, H, W)`.
@@ -53,7 +55,9 @@ class Settings:
     stages_per_decade: float = 7.0
     lr: float = 1e-3
     batch_size: int = 20
+    adam_beta2: float = 0.999  # torch's notation: 1 - the early Adam papers' beta2
     adam_eps: float = 1e-8
+    init_batch: int = 1000  # training images a model's `init_from_batch` sees
     n_train: int | None = None  # None: the whole training set
     n_test: int | None = None
     image_size: int | None = None  # resize (antialiased): smoke tiers of 32x32 models sample fast
@@ -70,8 +74,11 @@ class Settings:
         if self.prep not in PREPS:
             raise ValueError(f"prep must be one of {', '.join(PREPS)}, got {self.prep!r}")
         for name in ("stages", "lr", "batch_size", "adam_eps", "nll_k", "nll_chunk", "nll_batch",
-                     "au_samples", "stages_per_decade"):  # fmt: skip
+                     "au_samples", "stages_per_decade", "init_batch"):  # fmt: skip
             positive(name, getattr(self, name))
+        if not 0 <= self.adam_beta2 < 1:
+            raise ValueError(f"adam_beta2 must be in [0, 1) (torch's notation), got"
+                             f" {self.adam_beta2}")  # fmt: skip
         for name in ("n_train", "n_test", "max_steps_per_epoch", "image_size"):
             positive(name, getattr(self, name), allow_none=True)
         if not all(isinstance(v, dict) for v in self.model_kwargs.values()):
@@ -127,6 +134,13 @@ def preflight(cell: dict, s: Settings) -> None:
     check_kind(build(cell, s, shape, make=meta_model), cell, s)
 
 
+def optimizer_for(model, s: Settings) -> torch.optim.Adam:
+    """Adam over the model's own groups where it declares them (`fit` sets each group's rate to
+    the schedule's times its `lr_scale`), else over all parameters at one rate."""
+    groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
+    return torch.optim.Adam(groups, lr=s.lr, betas=(0.9, s.adam_beta2), eps=s.adam_eps)
+
+
 def _accepted(fn, **optional):
     """The keyword arguments among `optional` that `fn` takes: models differ in what they need."""
     names = inspect.signature(fn).parameters
@@ -157,7 +171,10 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     check_kind(model, cell, s)
     if hasattr(model, "init_from_data"):
         model.init_from_data(x_train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), eps=s.adam_eps)
+    if hasattr(model, "init_from_batch"):  # its own generator: the training draws stay the same
+        noise = torch.Generator(device=device).manual_seed(ctx.seed + 2)
+        model.init_from_batch(prep.test(x_train[: s.init_batch], noise))
+    optimizer = optimizer_for(model, s)
     lr_at, epochs = lr_schedule(s)
 
     def loss(net, batch):

@@ -160,7 +160,8 @@ def test_every_likelihood_table_draws_its_claim_and_its_samples(table, tmp_path)
     fig = claim_figure(spec, records)
     for c in spec.cells("small"):
         for y in spec.plot.y:
-            panel = ", ".join(str(c.as_dict()[f]) for f in spec.plot.panels)
+            panel = ", ".join(v if isinstance(v := c.as_dict()[f], str) else f"{f} {v}"
+                              for f in spec.plot.panels)  # fmt: skip
             ax = axes(fig, f"{y} | {panel}")
             assert (
                 bar_height(ax, f"measured {c.as_dict()[spec.plot.x]}") == records[c.id].metrics[y]

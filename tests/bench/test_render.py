@@ -242,3 +242,29 @@ def test_a_repeated_cell_pools_its_ok_seeds_and_says_how_many():
         r for r in markdown_rows(render(spec, "medium", seeds, [])) if r["model"] == "resnet32"
     )
     assert row["cifar10 error (%)"].startswith("failed")
+
+
+def test_a_derived_published_value_is_marked_and_its_formula_printed():
+    """NICE's MNIST bits/dim is not printed in the paper: its cell reads "4.356 derived", and a
+    section gives the formula with the published number it comes from; the small tier's
+    departures are listed under their own heading, the full tier's under its own."""
+    nice = get_spec("nice")
+    mnist = "nice-mnist-data-s_lr10"
+    metrics = {"bits_per_dim": 5.25, "loglik_continuous": 1530.0}
+    record = Record(table="nice", tier="small", cell=mnist, params={}, status="ok",
+                    metrics=metrics)  # fmt: skip
+    text = render(nice, "small", {mnist: record}, [])
+    (row,) = [r for r in markdown_rows(text) if (r["dataset"], r["init"]) == ("mnist", "data")
+              and r["s_lr"] == "10"]  # fmt: skip
+    assert row["bits/dim (8-bit)"] == "5.250 (4.356 derived, +0.894)"
+    assert row["log-likelihood (nats, rescaled)"] == "1530.00 (1980.50, -450.50)"
+    derivation = (
+        "- bits/dim (8-bit), model = nice, dataset = mnist: 4.356 derived = 8 - loglik"
+        " / (D ln 2) with loglik_continuous = 1980.50 (published) and D = 784"
+    )
+    assert derivation in text
+    small = text.split("## How tier `small` departs from the paper")[1]
+    assert "init = data rows" in small and "s_lr = 10 rows" in small
+    wide = render(nice, "full", {}, [], wide=True)
+    assert "4.356 (derived)" in wide and "## How tier `full` departs from the paper" in wide
+    assert "derived" not in compact_text(NLL, 86.76, 90.0, "90.00")

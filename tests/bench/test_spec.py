@@ -3,6 +3,7 @@ and the field; cell ids and `--cells` globs."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -483,3 +484,78 @@ def test_a_spec_that_is_not_utf8_is_one_line(spec_dir):
     path = write_spec(spec_dir)
     path.write_bytes(path.read_bytes().replace(b"a test spec", b"a t\xe9st spec"))
     expect_error(path, "not UTF-8 text", "save it as UTF-8")
+
+
+def test_nice_spec_declares_its_departures_ablation_and_derived_number():
+    """The small tier crosses both departures (init = data, s_lr = 10) with the paper's start,
+    each departure declared; the full tier is the paper's start with the text's Adam; the
+    MNIST bits/dim is derived from the published 1980.50 nats, 8 - 1980.50 / (784 ln 2)."""
+    spec = get_spec("nice")
+    task = get_task(spec.task)
+    small = {(c.as_dict()["dataset"], c.as_dict()["init"], c.as_dict()["s_lr"])
+             for c in spec.cells("small")}  # fmt: skip
+    assert small == {(d, i, s) for d in ("mnist", "cifar10_lossless") for i in ("data", "zero")
+                     for s in (10, 1)}  # fmt: skip
+    assert [c.id for c in spec.cells("full")] == ["nice-mnist-zero-s_lr1",
+                                                  "nice-cifar10_lossless-zero-s_lr1"]  # fmt: skip
+    assert settings_for(task.Settings, spec, "full").adam_beta2 == 0.99
+    departures = " ".join(spec.tiers["small"].departures)
+    assert "init = data" in departures and "s_lr = 10" in departures
+    assert spec.tiers["full"].departures and spec.tiers["smoke"].departures
+    for tier in spec.tiers:
+        check_cells(spec, tier, task, settings_for(task.Settings, spec, tier), spec.cells(tier))
+    mnist = next(c for c in spec.cells("small") if c.as_dict()["dataset"] == "mnist")
+    assert spec.published_for(mnist)["bits_per_dim"] == pytest.approx(4.3555, abs=1e-4)
+    exact = 8 - 1980.50 / (784 * math.log(2))
+    assert spec.published_for(mnist)["bits_per_dim"] == pytest.approx(exact, rel=1e-12)
+    assert spec.derived_for(mnist, "bits_per_dim").formula == "8 - loglik / (D ln 2)"
+    assert spec.derived_for(mnist, "loglik_continuous") is None  # printed in the paper
+
+
+DERIVED = """
+[[derived]]
+metric = "active_units"
+from = "nll"
+via = "bits_per_dim_of_loglik"
+dims = 784
+where = { model = "vae" }
+"""
+
+
+@pytest.mark.parametrize(
+    "old, new, fields",
+    [
+        ('via = "bits_per_dim_of_loglik"', 'via = "exp"', ["derived[0].via", "bits_per_dim_of"]),
+        ('from = "nll"', 'from = "loglik"', ["derived[0].from", "not a metric"]),
+        ("dims = 784", "dims = 0", ["derived[0].dims"]),
+        ("dims = 784", "dims = 784\nunit = 1", ["derived[0]", "expected metric, from"]),
+        ('metric = "active_units"', 'metric = "nll"', ["derived[0].metric", "not both"]),
+        ('where = { model = "vae" }', 'where = { model = "gan" }', ["derived[0].where"]),
+    ],
+)
+def test_malformed_derived_values_name_their_field(spec_dir, old, new, fields):
+    path = write_spec(spec_dir)
+    edit(path, "[metrics.nll]", DERIVED.replace(old, new) + "\n[metrics.nll]")
+    expect_error(path, *fields)
+
+
+def test_a_derived_value_joins_its_published_entry_only(spec_dir):
+    path = write_spec(spec_dir)
+    edit(path, 'model = "vae",  layers = 1, k = 1, nll = 86.76, active_units = "19"',
+         'model = "vae",  layers = 1, k = 1, nll = 86.76')  # fmt: skip
+    edit(path, "[metrics.nll]", DERIVED + "\n[metrics.nll]")
+    spec = load_spec(path)
+    vae, iwae = spec.cells("smoke")[0], spec.cells("smoke")[1]
+    assert spec.published_for(vae)["active_units"] == pytest.approx(
+        8 - 86.76 / (784 * math.log(2)), rel=1e-12
+    )
+    assert spec.derived_for(vae, "active_units").source == "nll"
+    assert "active_units" in spec.published_for(iwae)  # published (as "19"), not derived
+    assert spec.derived_for(iwae, "active_units") is None
+
+
+def test_departures_are_a_list_of_strings(spec_dir):
+    assert load_spec(write_spec(spec_dir, departures=["fewer epochs"])).tiers[
+        "smoke"
+    ].departures == ("fewer epochs",)
+    expect_error(write_spec(spec_dir, departures="fewer epochs"), "tiers.smoke.departures")

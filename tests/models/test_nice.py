@@ -167,3 +167,64 @@ def test_bad_arguments_raise():
         NICE((1, 1, 1))
     with pytest.raises(ValueError):
         NICE((1, 4, 4), couplings=0)
+
+
+def spread_batch(n=400, shape=(1, 4, 5), seed=1) -> torch.Tensor:
+    """Inputs whose units spread over very different scales, as dequantized MNIST does (a black
+    pixel over 1/256, an inked one over most of [0, 1))."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(-3, 0, math.prod(shape), dtype=torch.float64).view(shape)
+    return torch.rand(n, *shape, generator=g, dtype=torch.float64) * scales
+
+
+def test_data_init_starts_every_code_as_the_prior_and_keeps_f_exact():
+    """init = "data": each code h_d of the init batch has mean 0 and the standard logistic's
+    standard deviation pi / sqrt 3, the inverse is still exact and the log-det still equals the
+    autograd Jacobian's; only s and the couplings' output biases changed."""
+    torch.manual_seed(0)
+    model = NICE((1, 4, 5), hidden=16, depth=2, init="data").double()
+    x = spread_batch()
+    before = {k: v.clone() for k, v in model.state_dict().items() if k != "s"}
+    model.init_from_batch(x)
+    with torch.no_grad():
+        h, log_det = model.encode(x)
+        x_back = model.inverse(h)
+    prior_sd = torch.full((20,), math.pi / math.sqrt(3), dtype=torch.float64)
+    torch.testing.assert_close(h.std(0), prior_sd, rtol=1e-10, atol=0)
+    assert h.mean(0).abs().max() < 1e-10
+    assert (
+        float(model.s.detach().max() - model.s.detach().min()) > 4
+    )  # the scales really differ by ~1000x
+    assert (x_back - x).abs().max() < 1e-10
+    jac = torch.autograd.functional.jacobian(
+        lambda v: model.encode(v.view(1, 1, 4, 5))[0][0], x[0].flatten()
+    )
+    assert abs(float(torch.linalg.slogdet(jac)[1] - log_det[0])) < 1e-9
+    assert abs(float(log_det[0] - model.s.detach().sum())) < 1e-12
+    changed = {
+        n for n, v in model.state_dict().items() if n != "s" and not torch.equal(v, before[n])
+    }
+    assert changed == {f"couplings.{i}.m.4.bias" for i in range(4)}  # m's linear output layer
+
+
+def test_zero_init_is_the_papers_start():
+    """init = "zero" (the default) ignores the batch: s stays 0, the identity scaling."""
+    model = NICE((1, 4, 5), hidden=16, depth=2).double()
+    model.init_from_batch(spread_batch())
+    assert model.init == "zero" and torch.equal(model.s, torch.zeros(20, dtype=torch.float64))
+
+
+def test_param_groups_put_s_alone_at_its_own_rate():
+    """Every parameter in exactly one group; s alone carries lr_scale = s_lr."""
+    model = NICE((1, 4, 4), hidden=8, depth=1, s_lr=10)
+    couplings, scaling = model.param_groups()
+    assert "lr_scale" not in couplings and scaling["lr_scale"] == 10.0
+    assert len(scaling["params"]) == 1 and scaling["params"][0] is model.s
+    grouped = [id(p) for g in (couplings, scaling) for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
+@pytest.mark.parametrize("kwargs", [{"init": "ones"}, {"s_lr": 0}, {"s_lr": -1.0}, {"s_lr": True}])
+def test_bad_init_or_s_lr_raise(kwargs):
+    with pytest.raises(ValueError, match="init|s_lr"):
+        NICE((1, 4, 4), hidden=8, depth=1, **kwargs)

@@ -8,14 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from bench.data import load
 from bench.runner import run_table
 from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec
 from bench.tasks.common import Context
-from bench.tasks.likelihood import Settings, draw_samples, evaluate
+from bench.tasks.likelihood import Settings, draw_samples, evaluate, optimizer_for
+from bench.train import Checkpoint, Fit, fit
 from bench.units import bits_per_dim, dequantization_nats
 from models.factorised import Factorised
+from models.nice import NICE
 from models.pixelcnn import PixelCNN
 
 from ..conftest import options
@@ -148,3 +151,21 @@ def test_the_naive_sampler_is_timed_on_the_same_batch_from_the_same_seed():
     assert out["sample_s"] > 0 and out["sample_s_naive"] > 0
     assert len(calls) == 2 and calls[0].shape == (3, 1, 3, 3)
     assert torch.equal(calls[0], calls[1])
+
+
+def test_a_models_lr_scale_applies_to_its_group_alone():
+    """NICE with s_lr = 10 through the task's optimizer and the training loop: Adam's first step
+    moves every parameter by lr * |g| / (|g| + eps) <= its group's rate, so the couplings move by
+    at most 1e-3 and s by up to 1e-2 (and does, where its gradient is not tiny)."""
+    torch.manual_seed(0)
+    model = NICE((1, 4, 4), hidden=8, depth=1, s_lr=10)
+    optimizer = optimizer_for(model, Settings(lr=1e-3, adam_eps=1e-12))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    job = Fit(model, optimizer, lambda net, batch: net(batch[0]).mean(),
+              TensorDataset(torch.rand(8, 1, 4, 4)), batch_size=8, epochs=1,
+              lr_at=lambda epoch: 1e-3, seed=0)  # fmt: skip
+    fit(job, Checkpoint(None))
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert moved.pop("s") == pytest.approx(1e-2, rel=1e-3)
+    assert max(moved.values()) == pytest.approx(1e-3, rel=1e-3)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-2]

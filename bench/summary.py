@@ -1,0 +1,180 @@
+"""The scoreboard, tables/README.md: one line per table and tier, from records, specs and claims
+alone, so that the README need not repeat measured numbers by hand.
+
+It imports no torch (reading records and specs never needs it), so it runs in a second on any
+checkout: `bench summary`, or `python -m bench.summary` without the CLI's training imports.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from .claims import _ok, compare, replicates, value
+from .records import RESULTS_DIR, Record, atomic_write_text, read_records
+from .render import TABLES_DIR, fmt_value, parse_units
+from .spec import SPEC_DIR, TIERS, SpecError, TableSpec, load_spec, registry
+
+VERDICTS = ("holds", "inconclusive", "does not hold")
+
+
+def _number(metric, published) -> float | None:
+    """A published value as one number (active units "a+b" summed, as claims.value does)."""
+    if published in (None, ""):
+        return None
+    if metric.kind == "units":
+        return float(sum(parse_units(published)))
+    return float(published)
+
+
+def _fmt(metric, v: float) -> str:
+    """A difference in the metric's format; active units (summed, maybe over seeds) as a number."""
+    return f"{v:.1f}" if metric.kind == "units" else fmt_value(metric, v)
+
+
+def deltas(spec: TableSpec, tier: str, records: dict[str, Record]) -> list[str]:
+    """Per published metric: median and worst |measured - published| over the tier's cells
+    that have both, in the metric's unit (a cell repeated over seeds counts once, its mean)."""
+    out = []
+    for m in spec.metrics:
+        diffs, derived = [], False
+        for cell in spec.table_cells(tier):
+            published = _number(m, spec.published_for(cell).get(m.name))
+            runs = _ok(replicates(spec, tier, records, cell))
+            measured = [v for r in runs if (v := value(r, m.name)) is not None]
+            if published is None or not measured:
+                continue
+            diffs.append(abs(statistics.fmean(measured) - published))
+            derived = derived or spec.derived_for(cell, m.name) is not None
+        if diffs:
+            median, worst = (_fmt(m, v) for v in (statistics.median(diffs), max(diffs)))
+            what = m.title + (", published value derived" if derived else "")
+            out.append(f"{what}: {median} / {worst} ({len(diffs)} cells)")
+    return out
+
+
+def claim_counts(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
+    """Comparisons behind the spec's claims at this tier: holding / inconclusive / not holding."""
+    found = [c for claim in spec.claims for c in compare(spec, tier, records, claim)]
+    judged = [c for c in found if c.verdict in VERDICTS]
+    if not judged:
+        return "—" if not found else f"not run ({len(found)})"
+    text = " / ".join(str(sum(c.verdict == v for c in judged)) for v in VERDICTS)
+    if len(judged) < len(found):
+        text += f" ({len(found) - len(judged)} not run)"
+    return text + (" (pipeline only)" if tier == "smoke" else "")
+
+
+def _span(dates: list[str]) -> str:
+    dates = sorted(d for d in dates if d)
+    return "" if not dates else dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
+
+
+def provenance(records: list[Record]) -> str:
+    """The commit(s) and dates of a tier's records."""
+    if not records:
+        return "—"
+    commits: dict[str, int] = {}
+    for r in records:
+        name = r.commit[:8] + (" (dirty)" if r.dirty else "")
+        commits[name] = commits.get(name, 0) + 1
+    named = ", ".join(c if len(commits) == 1 else f"{c} ({n})" for c, n in commits.items())
+    return f"{named}; {_span([r.started[:10] for r in records])}".rstrip("; ")
+
+
+def links(table: str, tier: str, tables_dir: Path) -> str:
+    """The rendered table and the figures `bench plot` drew for it, relative to tables/."""
+    stem = f"{table}-{tier}"
+    found = [(label, stem + suffix) for suffix, label in _FILES.items()]
+    return ", ".join(f"[{label}]({name})" for label, name in found
+                     if (tables_dir / name).is_file()) or "—"  # fmt: skip
+
+
+_FILES = {".md": "table", ".png": "figure", "-vs-paper.png": "vs paper", "-curves.png": "curves",
+          "-samples.png": "samples"}  # fmt: skip
+
+
+def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[str, str]]:
+    rows = []
+    for tier in (t for t in TIERS if t in spec.tiers):
+        records, _ = read_records(results, spec.id, tier)
+        runs = spec.cells(tier)
+        current = [records[c.id] for c in runs if c.id in records]  # not a grid's leftovers
+        ok = sum(r.status == "ok" for r in current)
+        off = "<br>".join(deltas(spec, tier, records)) or "—"
+        rows.append({
+            "table": spec.id,
+            "tier": tier,
+            "cells run": f"{ok} / {len(runs)}",
+            "off the published number: median / worst": off,
+            "claims: holds / inconclusive / does not hold": claim_counts(spec, tier, records),
+            "records: commit; date": provenance(current),
+            "table and figures": links(spec.id, tier, tables_dir),
+        })  # fmt: skip
+    return rows
+
+
+def _perf_line(results: Path, tables_dir: Path) -> str:
+    """`bench perf`'s records are not a spec's table: one line with their commit and date."""
+    found = []
+    for path in sorted((results / "perf").glob("*.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not found:
+        return ""
+    commits = sorted({r.get("commit", "")[:8] for r in found})
+    table = "[perf.md](perf.md)" if (tables_dir / "perf.md").is_file() else "not rendered"
+    return (f"Timings against peers (`bench perf`, not a paper's table): {len(found)} benchmarks"
+            f" at {', '.join(commits)}, {_span([r.get('started', '')[:10] for r in found])};"
+            f" {table}.")  # fmt: skip
+
+
+def render_summary(
+    results: Path = RESULTS_DIR, spec_dir: Path = SPEC_DIR, tables_dir: Path = TABLES_DIR
+) -> str:
+    import pandas as pd
+
+    rows, invalid = [], []
+    for table, path in registry(spec_dir).items():
+        try:
+            rows += summary_rows(load_spec(path), results, tables_dir)
+        except SpecError as e:
+            invalid.append(f"- `{table}`: invalid spec: {e}")
+    lines = [
+        "# Scoreboard: every table and tier, from its records",
+        "",
+        "Rendered by `bench summary` from `results/` and `bench/specs/` alone (no number is"
+        " typed by hand); rerun it after any run. *cells run*: runs with an ok record of the"
+        " tier's grid (a seed replicate counts as a run). *off the published number*:"
+        " |measured − published| over the cells with both, in each published metric's unit (a"
+        " cell's seeds pooled into their mean; active units summed over layers); a published"
+        " value converted by the spec is marked derived. *claims*: the comparisons behind the"
+        " spec's claims of the paper (bench/claims.py); the smoke tier's test the pipeline"
+        " only. The paper, schedule and departures of each tier are in its table.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
+    perf = _perf_line(results, tables_dir)
+    if perf:
+        lines += [perf, ""]
+    if invalid:
+        lines += ["## Specs that could not be read", "", *invalid, ""]
+    return "\n".join(lines)
+
+
+def write_summary(
+    results: Path = RESULTS_DIR, spec_dir: Path = SPEC_DIR, tables_dir: Path = TABLES_DIR
+) -> Path:
+    path = tables_dir / "README.md"
+    atomic_write_text(path, render_summary(results, spec_dir, tables_dir))
+    return path
+
+
+if __name__ == "__main__":
+    print(write_summary())
+    sys.exit(0)
