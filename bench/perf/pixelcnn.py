@@ -22,26 +22,34 @@ def sizes(s: Settings) -> dict[str, Any]:
     return {"shape": (1, 28, 28), "batch": 32, "sample_shape": (1, 12, 12), "samples": 4}
 
 
+def train_step(name: str, z: dict[str, Any]):
+    """One Adam step of a seeded `name` model on a fixed binary batch, as a call."""
+    torch.manual_seed(0)
+    net = models.build(name, shape=z["shape"], levels=2).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = (torch.rand(z["batch"], *z["shape"]) < 0.3).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        net(x).mean().backward()
+        opt.step()
+
+    return step
+
+
+def sampler(name: str, z: dict[str, Any]):
+    """`z["samples"]` images from a `name` model's default sampler, as a call."""
+    torch.manual_seed(0)
+    net = models.build(name, shape=z["sample_shape"], levels=2).eval()
+    gen = torch.Generator().manual_seed(0)
+    return lambda: net.sample(z["samples"], gen)
+
+
 def bench_pixelcnn(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     z = sizes(s)
     rows = []
     for name in ("pixelcnn", "gated_pixelcnn"):
-        torch.manual_seed(0)
-        net = models.build(name, shape=z["shape"], levels=2).train()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        x = (torch.rand(z["batch"], *z["shape"]) < 0.3).float()
-
-        def step(net=net, opt=opt, x=x):
-            opt.zero_grad(set_to_none=True)
-            net(x).mean().backward()
-            opt.step()
-
-        sampler = models.build(name, shape=z["sample_shape"], levels=2).eval()
-        gen = torch.Generator().manual_seed(0)
-
-        def sample(sampler=sampler, gen=gen):
-            sampler.sample(z["samples"], gen)
-
+        step, sample = train_step(name, z), sampler(name, z)
         t = interleave({"train": step, "sample": sample}, s)
         rows.append(
             row(
