@@ -45,6 +45,8 @@ def compare(baseline: Path, new: Path, limit: float) -> tuple[list[str], bool]:
         lines.append(f"{name:44} {b:9.3f} {now[name]:9.3f} {ratio:8.3f}  {verdict}")
     for name in sorted(set(now) - set(base)):
         lines.append(f"{name:44} {'—':>9} {now[name]:9.3f} {'—':>8}  new (no baseline)")
+    if base_info.get("bench_threads") != now_info.get("bench_threads"):
+        lines.append("warning: different --bench-threads; normalised times compare at one count")
     for key in ("bench_threads", "loadavg_start", "loadavg_end"):
         lines.append(f"{key}: baseline {base_info.get(key)}, new {now_info.get(key)}")
     return lines, ok
