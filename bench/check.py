@@ -3,7 +3,9 @@ reference record, within the tolerances of the spec's `[check.<tier>]`.
 
 The committed records under `results/<table>/<tier>/` are the references; a check trains into a
 scratch folder and never writes over them unless asked to (`--update`, after a deliberate change).
-A cell without a reference, or whose data is absent here, is reported and is not a regression.
+A cell without a reference, or whose data is absent here, is reported and is not a regression;
+but a check that compared nothing (other than for absent data), met corrupt data or a corrupt
+reference, or found NaN on either side, fails.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .errors import UsageError
-from .records import Record, read_records, write_record
+from .records import Record, read_records, record_path, write_record
 from .render import write_table
 from .runner import RunOptions, run_table
 from .spec import CheckTier, Rule, TableSpec
@@ -59,6 +61,11 @@ class Report:
     def failed(self) -> list[Row]:
         return [r for r in self.rows if r.failed]
 
+    @property
+    def compared(self) -> list[Row]:
+        """The metric rows: a reference and a measurement judged against each other."""
+        return [r for r in self.rows if r.verdict in (OK, FAIL) and not r.metric.startswith("(")]
+
 
 def describe(rule: Rule) -> str:
     """The tolerance as the table prints it, e.g. '±0.1%, ±0.5', 'exact', '<= 0.0001'."""
@@ -98,6 +105,8 @@ def judge(rule: Rule, reference: Any, now: Any) -> tuple[bool, str, str]:
     ref_n = _numbers(reference)
     if now_n is None or any(not math.isfinite(v) for v in now_n):
         return False, "", f"measured {_show(now)}"
+    if ref_n is not None and any(not math.isfinite(v) for v in ref_n):
+        return False, "", f"reference is {_show(reference)}"
     delta = ""
     if ref_n is not None and len(ref_n) == len(now_n):
         diffs = [n - r for n, r in zip(now_n, ref_n)]
@@ -137,8 +146,12 @@ def compare(
     cells: list[str],
     references: dict[str, Record],
     fresh: dict[str, Record],
+    unreadable: dict[str, str] | None = None,
 ) -> Report:
-    """Judge every metric of every cell; failing rows first, in cell order otherwise."""
+    """Judge every metric of every cell; failing rows first, in cell order otherwise.
+    `unreadable` maps a cell to why its reference file could not be read: that fails, as does
+    data found corrupt, and a check that compared nothing for another reason than absent data."""
+    unreadable = unreadable or {}
     check: CheckTier = spec.checks[tier]
     report = Report(spec.id, tier)
     report.skipped = {n: r.reason for n, r in check.rules.items() if r.skip}
@@ -149,8 +162,14 @@ def compare(
             why = now.reason if now is not None else "no record was written"
             rows.append(Row(cell, "(run)", FAIL, why=why))
             continue
+        if now.status != "ok" and now.detail == "data corrupt":
+            rows.append(Row(cell, "(run)", FAIL, why=now.reason))
+            continue
         if now.status != "ok":
             rows.append(Row(cell, "(run)", NOT_RUN, why=now.detail or now.reason))
+            continue
+        if cell in unreadable:
+            rows.append(Row(cell, "(reference)", FAIL, why=unreadable[cell]))
             continue
         if ref is None or ref.status != "ok":
             why = "no committed record" if ref is None else f"the committed record is {ref.status}"
@@ -167,7 +186,12 @@ def compare(
             rows.append(Row(cell, name, OK if ok else FAIL, _show(ref.metrics.get(name)),
                             _show(now.metrics.get(name)), delta, describe(rule), why))  # fmt: skip
     report.rows = sorted(rows, key=lambda r: not r.failed)  # stable: cell order otherwise
+    if not report.compared and not report.failed and any(r.verdict != NOT_RUN for r in rows):
+        report.rows.insert(0, Row("(every cell)", "(none)", FAIL, why=NOTHING_COMPARED))
     return report
+
+
+NOTHING_COMPARED = "nothing compared: no cell has both a reference and a new measurement"
 
 
 def render_report(report: Report, where: Path) -> str:
@@ -181,14 +205,21 @@ def render_report(report: Report, where: Path) -> str:
     lines.append(tabulate(table, headers, tablefmt="simple", disable_numparse=True))
     if report.skipped:
         lines.append("not checked: " + "; ".join(f"{k} ({v})" for k, v in report.skipped.items()))
-    checked = [r for r in report.rows if r.verdict in (OK, FAIL)]
+    checked = report.compared
     absent = {r.cell for r in report.rows if r.verdict in (NO_REFERENCE, NOT_RUN)}
     if report.failed:
-        summary = f"FAIL: {len(report.failed)} of {len(checked)} metrics outside tolerance"
+        bad = [r for r in report.failed if r in checked]
+        cells = [r for r in report.failed if r not in checked and r.why != NOTHING_COMPARED]
+        parts = [f"{len(bad)} of {len(checked)} metrics outside tolerance"] if checked else []
+        if cells:
+            parts.append(f"{len(cells)} cells failed without a metric compared (see their rows)")
+        if len(bad) + len(cells) < len(report.failed):
+            parts.append(NOTHING_COMPARED)
+        summary = "FAIL: " + "; ".join(parts)
     elif checked:
         summary = f"ok: all {len(checked)} metrics within tolerance"
     else:
-        summary = "nothing compared"
+        summary = "nothing compared: every cell's data is absent here (not a failure)"
     if absent:
         summary += f"; {len(absent)} cells not compared (no reference, or not run)"
     lines.append(summary)
@@ -221,7 +252,13 @@ def check_table(
     for w in warnings:
         log(f"warning: {w}")
     ids = [c.id for c in chosen]
-    report = compare(spec, tier, ids, committed, fresh)
+    unreadable = {}
+    for cell in ids:  # a reference file that is there but unreadable is not "no reference"
+        path = record_path(references, spec.id, tier, cell)
+        if cell not in committed and path.exists():
+            why = next((w for w in warnings if w.startswith(f"{path}:")), "unreadable")
+            unreadable[cell] = f"corrupt reference: {why}"
+    report = compare(spec, tier, ids, committed, fresh, unreadable)
     if update is not None:
         _update(spec, tier, ids, report, fresh, references, update, log)
     return report
@@ -239,7 +276,7 @@ def _update(spec, tier, ids, report, fresh, references: Path, tables: Path, log)
         log("warning: the code differs from its commit; commit it and update again so that the"
             " references name the commit they came from")  # fmt: skip
     records, warnings = read_records(references, spec.id, tier)
-    log(f"table: {write_table(spec, tier, records, warnings, tables)}")
+    log(f"table: {write_table(spec, tier, records, warnings, tables, results=references)}")
 
 
 def scratch_options(work: Path, **changes) -> RunOptions:

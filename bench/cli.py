@@ -1,4 +1,4 @@
-"""The `bench` command: list, validate, run, table, plot, invert, check.
+"""The `bench` command: list, validate, run, status, table, plot, invert, check, perf.
 
 Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
 finish ends with status 1 after rendering what it has.
@@ -12,12 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
-from . import data as datasets
 from . import records
-from .records import RESULTS_DIR, read_records
-from .render import TABLES_DIR, write_table
-from .runner import SEED_LIMIT, RunOptions, UsageError, run_table
+from .errors import CheckpointError, DataError, UsageError
+from .records import RESULTS_DIR, TABLES_DIR, read_records, writable_folder
 from .spec import (
+    SEED_LIMIT,
     SPEC_DIR,
     TIERS,
     SpecError,
@@ -27,12 +26,18 @@ from .spec import (
     registry,
     settings_for,
 )
-from .tasks import get_task
-from .train import CheckpointError
+
+# torch is imported by the commands that train or build models (run, validate, check, plot,
+# invert, perf), never at the top: `bench --help`, `list`, `table` and `status` stay light.
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its errors as one line (exit status 2 through main), like every other."""
+    """argparse with its errors as one line (exit status 2 through main), like every other, and
+    no abbreviations: `--fre` is an error, not `--fresh`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{self.prog}: {message}")
@@ -57,11 +62,29 @@ def _seed(text: str) -> int:
 def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     """--results, --tables, --specs: before the subcommand, or after it (without defaults there,
     so that a subcommand does not reset one given before it)."""
+    tables = "rendered tables and figures (default tables/, or RESULTS/tables with --results)"
     for flag, default, what in [("--results", RESULTS_DIR, "records folder (results/)"),
-                                ("--tables", TABLES_DIR, "rendered tables (tables/)"),
+                                ("--tables", None, tables),
                                 ("--specs", SPEC_DIR, "spec folder (bench/specs/)")]:  # fmt: skip
         p.add_argument(flag, type=Path, default=default if defaults else argparse.SUPPRESS,
                        help=what)  # fmt: skip
+
+
+def _tables_folder(args) -> Path:
+    """--tables, else tables/ beside the default results/, else RESULTS/tables: records of
+    another results folder (a scratch run) never re-render the committed tables."""
+    if args.tables is not None:
+        return args.tables
+    default = args.results.resolve() == RESULTS_DIR.resolve()
+    return TABLES_DIR if default else args.results / "tables"
+
+
+def _cells(args) -> str | None:
+    """--cells as given; an empty one (`--cells ''`) is an error, not every cell."""
+    if args.cells is not None and not [g for g in args.cells.split(",") if g.strip()]:
+        raise UsageError(f"--cells {args.cells!r}: no glob given; pass glob(s) over cell ids"
+                         " (e.g. 'mnist-*'), or leave --cells out for every cell")  # fmt: skip
+    return args.cells
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +117,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
+    par = run.add_argument_group("parallel cells (README: 'Running on a cluster')")
+    par.add_argument("--jobs", type=_at_least_1, default=1, metavar="N",
+                     help="cells at once on this machine, each in its own process")  # fmt: skip
+    par.add_argument("--threads-per-cell", type=_at_least_1, metavar="T",
+                     help="torch threads of each cell (default: cores / jobs)")  # fmt: skip
+    par.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                     help="local: --jobs processes here; slurm: one Slurm job per cell (submitit);"
+                     " submitit-local: the Slurm path as processes here")  # fmt: skip
+    par.add_argument("--slurm-config", type=Path, metavar="TOML",
+                     help="Slurm defaults (default $DGM_BENCH_SLURM_CONFIG or"
+                     " ~/.config/dgm-bench/slurm.toml)")  # fmt: skip
+    par.add_argument("--partition", help="Slurm partition")
+    par.add_argument("--time-min", type=_at_least_1, help="Slurm time limit per cell, minutes")
+    par.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (one task each, DDP)")
+    par.add_argument("--cpus-per-cell", type=_at_least_1, help="CPUs per cell")
+    par.add_argument("--mem-gb", type=float, help="memory per cell, GB")
+    par.add_argument("--array-parallelism", type=_at_least_1,
+                     help="Slurm tasks of this run at once")  # fmt: skip
+    par.add_argument("--slurm-folder", type=Path, help="submitit's logs and job files")
+
+    status = sub.add_parser(
+        "status", help="every cell of a table: pending, running (who, how far), ok or failed"
+    )
+    status.add_argument("table")
+    status.add_argument("--tier", choices=TIERS, default="smoke")
 
     table = sub.add_parser("table", help="re-render a table from its records (no training)")
     table.add_argument("table")
@@ -172,14 +220,22 @@ def cmd_list(args) -> int:
         print(f"{table_id}: {spec.title} (arXiv {spec.paper['arxiv']}, {spec.paper['table']})")
         for tier in spec.tiers:
             records, _ = read_records(args.results, table_id, tier)
-            ok = [r for r in records.values() if r.status == "ok"]
+            cells = {c.id for c in spec.cells(tier)}
+            ok = [r for r in records.values() if r.status == "ok" and r.cell in cells]
             commits = sorted({r.commit[:8] for r in ok})
             at = f" at {', '.join(commits)}" if commits else ""
-            print(f"  {tier:<6} {len(ok)}/{len(spec.cells(tier))} cells with results{at}")
+            stray = len(set(records) - cells)
+            extra = f" ({stray} records of cells outside the grid, not counted)" if stray else ""
+            print(f"  {tier:<6} {len(ok)}/{len(cells)} cells with results{at}{extra}")
+    where = args.results.resolve()
+    state = "" if where.is_dir() else " (no such folder)"
+    print(f"records read from {where}{state}; --results DIR reads another folder")
     return 0
 
 
 def cmd_validate(args) -> int:
+    from .tasks import get_task
+
     bad = 0
     for path in _specs(args).values():
         try:
@@ -196,12 +252,28 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .runner import RunOptions, run_table
+
     spec = get_spec(args.table, args.specs)
+    slurm = None
+    if args.executor != "local":
+        from .parallel import slurm_options
+
+        slurm = slurm_options(
+            args.slurm_config, partition=args.partition, time_min=args.time_min,
+            gpus_per_cell=args.gpus_per_cell, cpus_per_cell=args.cpus_per_cell,
+            mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
+            folder=args.slurm_folder,
+        )  # fmt: skip
+    elif args.slurm_config or args.partition or args.gpus_per_cell:
+        raise UsageError("--slurm-config, --partition, --gpus-per-cell: need --executor slurm")
     opts = RunOptions(
-        tier=args.tier, cells=args.cells, data_dir=args.data_dir, device=args.device,
+        tier=args.tier, cells=_cells(args), data_dir=args.data_dir, device=args.device,
         seed=args.seed, fresh=args.fresh, download=args.download,
         save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
         results=args.results, tables=args.tables, checkpoints=args.checkpoints,
+        jobs=args.jobs, threads_per_cell=args.threads_per_cell, executor=args.executor,
+        **({"slurm": slurm} if slurm else {}),
     )  # fmt: skip
     ran = run_table(spec, opts)
     records, _ = read_records(args.results, spec.id, args.tier)
@@ -218,7 +290,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .status import cell_states, render_status
+
+    spec = get_spec(args.table, args.specs)
+    if args.tier not in spec.tiers:
+        raise UsageError(f"table '{spec.id}' has no tier '{args.tier}'; it has:"
+                         f" {', '.join(spec.tiers)}")  # fmt: skip
+    print(render_status(spec, args.tier, cell_states(spec, args.tier, args.results)))
+    return 0
+
+
 def cmd_table(args) -> int:
+    from .render import write_table
+
     spec = get_spec(args.table, args.specs)
     records, warnings = read_records(args.results, spec.id, args.tier)
     for w in warnings:
@@ -228,7 +313,8 @@ def cmd_table(args) -> int:
               f" or run `bench run {spec.id} --tier {args.tier}`", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        print(write_table(spec, args.tier, records, warnings, args.tables, args.wide))
+        print(write_table(spec, args.tier, records, warnings, args.tables, args.wide,
+                          results=args.results))  # fmt: skip
     except OSError as e:
         raise UsageError(f"{args.tables}: cannot write the table ({e.strerror or e});"
                          " fix its permissions or pass --tables DIR") from None  # fmt: skip
@@ -240,13 +326,19 @@ def cmd_plot(args) -> int:
 
     spec = get_spec(args.table, args.specs)
     records, _ = read_records(args.results, spec.id, args.tier)
+    if records:
+        writable_folder(args.tables, "--tables")
     stem = args.tables / f"{spec.id}-{args.tier}"
-    drawn = [
-        plot_published_vs_measured(spec, records, stem.with_name(stem.name + "-vs-paper.png")),
-        plot_curves(spec, records, stem.with_name(stem.name + "-curves.png")),
-        plot_metrics(spec, records, stem.with_name(stem.name + ".png")),
-        plot_samples(spec, records, stem.with_name(stem.name + "-samples.png")),
-    ]
+    try:
+        drawn = [
+            plot_published_vs_measured(spec, records, stem.with_name(stem.name + "-vs-paper.png")),
+            plot_curves(spec, records, stem.with_name(stem.name + "-curves.png")),
+            plot_metrics(spec, records, stem.with_name(stem.name + ".png")),
+            plot_samples(spec, records, stem.with_name(stem.name + "-samples.png")),
+        ]
+    except OSError as e:
+        raise UsageError(f"{args.tables}: cannot write a figure ({e.strerror or e}); fix its"
+                         " permissions or pass --tables DIR") from None  # fmt: skip
     drawn = [str(p) for p in drawn if p]
     if not drawn:
         print(
@@ -258,10 +350,17 @@ def cmd_plot(args) -> int:
 
 
 def cmd_invert(args) -> int:
-    from .invert import invert
+    from .invert import check_invertible, invert
 
+    check_invertible(args.model)
     out = args.out or args.tables / f"invert-{args.model}.png"
-    path, error = invert(args.model, args.dataset, out, args.images, args.weights, args.n)
+    option = "--out PATH" if args.out else "--tables DIR"
+    writable_folder(out.parent, option.split()[0])
+    try:
+        path, error = invert(args.model, args.dataset, out, args.images, args.weights, args.n)
+    except OSError as e:
+        raise UsageError(f"{out}: cannot write the figure ({e.strerror or e}); pass {option}"
+                         ) from None  # fmt: skip
     print(f"{path}: max |x - inverse(forward(x))| = {error:.2e}")
     return 0
 
@@ -270,8 +369,10 @@ def cmd_check(args) -> int:
     """Exit 1 when a metric moved beyond its tolerance (or a cell failed to run), else 0."""
     from .check import check_table, remove, render_report, scratch_options, temporary_work
 
-    if args.cells and args.subset:
+    if args.cells is not None and args.subset:
         raise UsageError("--cells and --subset: give one (--subset is the spec's choice of cells)")
+    _cells(args)
+    failed = []
     if args.table:
         specs = [get_spec(t, args.specs) for t in args.table]
         for spec in specs:
@@ -280,20 +381,32 @@ def cmd_check(args) -> int:
                     f"table '{spec.id}' has no [check.{args.tier}] tolerances in {spec.path};"
                     " add them (README, 'Regression checks')"
                 )
+            if args.subset and not spec.checks[args.tier].subset:
+                raise UsageError(f"table '{spec.id}' has no subset in [check.{args.tier}] of"
+                                 f" {spec.path}; drop --subset or add one")  # fmt: skip
     else:
-        specs = [load_spec(p) for p in _specs(args).values()]
+        specs = []
+        for table_id, path in _specs(args).items():
+            try:
+                specs.append(load_spec(path))
+            except SpecError as e:  # the other tables are still checked; this one fails
+                print(f"error: {e}", file=sys.stderr)
+                failed.append(table_id)
         for spec in specs:
             if args.tier not in spec.checks:
                 print(f"{spec.id}: no [check.{args.tier}] tolerances in its spec; not checked")
+            elif args.subset and not spec.checks[args.tier].subset:
+                print(f"{spec.id}: no subset in [check.{args.tier}]; not checked")
         specs = [s for s in specs if args.tier in s.checks]
+        specs = [s for s in specs if s.checks[args.tier].subset or not args.subset]
+        if not specs:
+            what = "a subset in [check.{0}]" if args.subset else "[check.{0}] tolerances"
+            raise UsageError(f"no table in {args.specs} has {what.format(args.tier)}: nothing to"
+                             " check (README, 'Regression checks')")  # fmt: skip
     work = args.work or temporary_work()
-    failed = []
     try:
         for spec in specs:
             cells = spec.checks[args.tier].subset if args.subset else args.cells
-            if args.subset and not cells:
-                print(f"{spec.id}: no subset in [check.{args.tier}]; not checked")
-                continue
             opts = scratch_options(work, data_dir=args.data_dir, device=args.device)
             report = check_table(spec, args.tier, cells, opts, args.results,
                                  update=args.tables if args.update else None,
@@ -306,7 +419,7 @@ def cmd_check(args) -> int:
         if args.work is None:
             remove(work)
     if failed:
-        print(f"bench check: regressions in {', '.join(failed)}", file=sys.stderr)
+        print(f"bench check: FAIL in {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -331,6 +444,7 @@ COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
     "run": cmd_run,
+    "status": cmd_status,
     "table": cmd_table,
     "plot": cmd_plot,
     "invert": cmd_invert,
@@ -347,20 +461,32 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _interrupted(args) -> str:
+    """What an interrupted command can honestly promise about a rerun."""
+    command = getattr(args, "command", None)
+    if command == "run" or (command == "check" and args.work is not None):
+        return "interrupted; rerun the same command to resume from the last checkpoint"
+    if command == "check":
+        return ("interrupted; nothing was compared and the scratch run was removed, so a rerun"
+                " starts over (--work DIR keeps a check's run to resume)")  # fmt: skip
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as a program: `bench list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     previous = signal.signal(signal.SIGTERM, _terminate)
     records.COMMAND = None if argv is None else ["bench", *argv]
+    args = None
     try:
         args = _parser().parse_args(argv)
+        args.tables = _tables_folder(args)
         return COMMANDS[args.command](args)
-    except (SpecError, UsageError, datasets.DataError, CheckpointError) as e:
+    except (SpecError, UsageError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as e:
-        print("interrupted; rerun the same command to resume from the last checkpoint",
-              file=sys.stderr)  # fmt: skip
+        print(_interrupted(args), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

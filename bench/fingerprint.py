@@ -2,8 +2,9 @@
 
 A record is reused only when its cell, seed, resolved settings (every field, defaults included),
 the bytes of the data it reads and the source of the code that computes it are all unchanged,
-and it was made in this checkout on this machine (a fresh clone retrains, so its first run
-shows the pipeline working rather than the committed records).
+and it belongs to the results folder's campaign (bench/lease.py: a fresh clone retrains, so its
+first run shows the pipeline working rather than the committed records). Neither the host nor
+the path enters the key: a cell made on one machine is reused by another sharing the folder.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import models
 
 ROOT = Path(__file__).resolve().parent.parent
-# Registries: a cell depends on its own entry (hashed by name), not on the others in the file.
+# Not hashed whole: the registries (a cell depends on its own entry, hashed by name, not on the
+# others in the file) and bench/__init__.py (the package's docstring and version only).
 REGISTRIES = ("models/__init__.py", "bench/__init__.py", "bench/tasks/__init__.py")
 # Harness modules every task's numbers flow through (the CLI, rendering and plotting do not).
 SHARED = ("bench/train.py", "bench/memory.py", "bench/profiling.py", "bench/units.py",
@@ -83,11 +84,6 @@ def code(task_module: str, model_names: list[str]) -> str:
         path = ROOT / rel
         files.update(path.rglob("*.py") if path.is_dir() else [path])
     return _digest({str(p.relative_to(ROOT)): p.read_bytes().decode() for p in sorted(files)})
-
-
-def place() -> str:
-    """This machine and checkout, hashed: records made elsewhere are references, not reused."""
-    return _digest([platform.node(), str(ROOT)])
 
 
 def run_key(settings: dict, seed: int, params: dict, data: dict, code_hash: str) -> str:

@@ -24,6 +24,21 @@ from .errors import UsageError  # noqa: E402
 from .plot import save_figure  # noqa: E402
 from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
 
+# The classifiers whose forward returns (logits, z) and whose inverse(z) gives x back: i-RevNets.
+INVERTIBLE = tuple(n for n, target in models.MODELS.items() if target.startswith("models.irevnet:"))
+
+
+def check_invertible(model_name: str) -> None:
+    """Refuse, before building it, a model that is unknown or not an i-RevNet (a VAE takes no
+    num_classes; a RevNet has no inverse of the whole network)."""
+    try:
+        models.check(model_name)
+    except models.UnknownModel as e:
+        raise UsageError(str(e)) from None
+    if model_name not in INVERTIBLE:
+        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model:"
+                         f" {', '.join(INVERTIBLE)}")  # fmt: skip
+
 
 def load_images(folder: Path | None, dataset: str, n: int, size: int) -> torch.Tensor:
     """uint8 [n, 3, size, size]: files from `folder`, else the committed sample of `dataset`."""
@@ -69,12 +84,8 @@ def invert(
     weights: Path | None = None, n: int = 4, size: int | None = None, seed: int = 0,
 ) -> tuple[Path, float]:  # fmt: skip
     torch.manual_seed(seed)
-    try:
-        model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
-    except models.UnknownModel as e:
-        raise UsageError(str(e)) from None
-    if not hasattr(model, "inverse"):
-        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model")
+    check_invertible(model_name)
+    model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
     if weights is not None:
         _load_weights(model, model_name, weights)
     model.eval()

@@ -1,7 +1,7 @@
 """Memory and step time of one classifier training step, shared by the classify and memory tasks.
 
 A `Workload` names what is measured (a registered model, its arguments, a batch shape, a device);
-every helper here takes one, so the six values travel together.
+every helper here takes one, so the seven values travel together.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 
 import torch
@@ -35,7 +35,7 @@ class Workload:
     seed: int = 0
 
     def with_model(self, model: str, **kwargs) -> Workload:
-        return Workload(model, self.num_classes, self.batch, self.shape, self.device, kwargs)
+        return replace(self, model=model, kwargs=kwargs)  # the same batch, device and seed
 
 
 def logits_of(output):

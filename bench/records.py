@@ -22,6 +22,7 @@ from typing import Any
 from .errors import UsageError
 
 RESULTS_DIR = Path("results")
+TABLES_DIR = Path("tables")
 
 
 @dataclass
@@ -114,6 +115,15 @@ def _type_error(value: Any, hint: Any) -> str:
 _FIELD_TYPES = typing.get_type_hints(Record)
 
 
+def _measurement(value: Any) -> bool:
+    """What a task measures: a number, a list of numbers (active units per layer, per-image
+    NLLs) or null (a standard error of one image); a string is never rendered as one."""
+    items = value if isinstance(value, list) else [value]
+    return value is None or all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in items
+    )
+
+
 def _invalid(record_dict: dict, path: Path) -> str:
     """What is wrong with a parsed record at `path`, or ""."""
     for name in (f.name for f in fields(Record) if f.name in record_dict):
@@ -121,6 +131,9 @@ def _invalid(record_dict: dict, path: Path) -> str:
             return f"field '{name}': {why}"
     if record_dict["status"] not in STATUSES:
         return f"field 'status': {record_dict['status']!r} is not one of {', '.join(STATUSES)}"
+    for name, value in record_dict.get("metrics", {}).items():
+        if not _measurement(value):
+            return f"metric '{name}': {json.dumps(value)[:40]} is not a number or a list of numbers"
     table, tier, cell = record_dict["table"], record_dict["tier"], record_dict["cell"]
     if record_path(path.parent.parent.parent, table, tier, cell) != path:
         return f"it is the record of {table}/{tier}/{cell}, which does not belong at this path"
@@ -242,7 +255,7 @@ def writable_folder(folder: Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
+        why = "a file is in the way" if isinstance(e, FileExistsError) else e.strerror or e
         raise UsageError(
-            f"{folder}: cannot write there ({e.strerror or e}); fix its permissions or pass"
-            f" {option} DIR"
+            f"{folder}: cannot write there ({why}); fix its permissions or pass {option} DIR"
         ) from None

@@ -13,10 +13,8 @@ from typing import Any
 import pandas as pd
 
 from .claims import claims_markdown, replicate_ids, value
-from .records import Record, atomic_write_text
+from .records import RESULTS_DIR, TABLES_DIR, Record, atomic_write_text
 from .spec import Metric, TableSpec, matches
-
-TABLES_DIR = Path("tables")
 
 
 def parse_units(value: Any) -> list[int]:
@@ -146,7 +144,12 @@ def frame(
 
 
 def render(
-    spec: TableSpec, tier: str, records: dict[str, Record], warnings: list[str], wide: bool = False
+    spec: TableSpec,
+    tier: str,
+    records: dict[str, Record],
+    warnings: list[str],
+    wide: bool = False,
+    results: Path = RESULTS_DIR,
 ) -> str:
     df = frame(spec, tier, records, wide)
     compared = [m for m in spec.metrics if any(m.name in values for _, values in spec.published)]
@@ -172,7 +175,7 @@ def render(
         f"# {spec.title} — tier `{tier}`",
         "",
         f"Published: {spec.paper.get('authors', '')} (arXiv {spec.paper['arxiv']}), "
-        f"{spec.paper['table']}. Measured: records under `results/{spec.id}/{tier}/`, "
+        f"{spec.paper['table']}. Measured: records under `{results / spec.id / tier}/`, "
         f"rendered by `bench table`. {legend}".rstrip(),
         "",
         df.to_markdown(index=False, disable_numparse=True),
@@ -257,8 +260,15 @@ def _provenance(records: dict[str, Record]) -> list[str]:
 
 
 def write_table(
-    spec: TableSpec, tier: str, records, warnings, tables_dir: Path = TABLES_DIR, wide: bool = False
+    spec: TableSpec,
+    tier: str,
+    records,
+    warnings,
+    tables_dir: Path = TABLES_DIR,
+    wide: bool = False,
+    results: Path = RESULTS_DIR,
 ) -> Path:
+    """tables_dir/<table>-<tier>.md; its header names the results folder the records came from."""
     path = tables_dir / f"{spec.id}-{tier}.md"
-    atomic_write_text(path, render(spec, tier, records, warnings, wide))
+    atomic_write_text(path, render(spec, tier, records, warnings, wide, results))
     return path

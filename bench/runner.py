@@ -1,20 +1,26 @@
 """Run the cells of a table: one task call per cell, one record per cell, then render.
 
-A finished cell (an ok record with the same settings and seed) is skipped; an interrupted one
-resumes from its checkpoint. A cell that fails (NaN loss, missing data) gets a record saying why,
-and the run moves on, but an ok record is never replaced by a failed or skipped one. Each cell
-holds a file lock, so two `bench run` processes on the same table never work on, or write, the
-same cell. A checkpoint is removed only once its cell's record is on disk.
+A finished cell (an ok record with the same reuse key, made in this results folder's campaign:
+see bench/lease.py) is skipped; an interrupted one resumes from its checkpoint. A cell that fails
+(NaN loss, missing data) gets a record saying why, and the run moves on, but an ok record is
+never replaced by a failed or skipped one. A cell being trained holds a lease, so two processes
+or machines sharing a results folder never train the same cell at once: the second takes other
+cells first, then waits for it (or takes it over once its holder's lease expires). A checkpoint
+is removed only once its cell's record is on disk.
+
+`execute` runs one cell from a picklable `CellJob`; the cells of a table run through it one
+after another here, or in worker processes or Slurm jobs (bench/parallel.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import socket
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -22,6 +28,7 @@ import torch.distributed as dist
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
+from .lease import Lease, campaign, lease_path, wait_for
 from .records import (
     RESULTS_DIR,
     Record,
@@ -36,12 +43,26 @@ from .records import (
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .spec import SEED, TableSpec, check_cells, settings_for
+from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, settings_for
 from .tasks import TASKS, get_task
 from .tasks.common import Context
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
 
-SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Per-cell resources of a Slurm job (bench/parallel.py reads the user's defaults file)."""
+
+    partition: str | None = None
+    time_min: int = 60
+    gpus_per_cell: int = 0
+    cpus_per_cell: int = 2
+    mem_gb: float = 8.0
+    array_parallelism: int = 16
+    folder: Path = Path("slurm-logs")
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"account": "...", "qos": "..."}
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,40 @@ class RunOptions:
     results: Path = RESULTS_DIR
     tables: Path = TABLES_DIR
     checkpoints: Path = Path("checkpoints")
+    jobs: int = 1  # cells at once on this machine, each in its own worker process
+    threads_per_cell: int | None = None  # default: this machine's cores / jobs (all with jobs 1)
+    executor: str = "local"  # local (this machine), slurm or submitit-local (bench/parallel.py)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker needs to run one cell; picklable, for a process pool or Slurm job."""
+
+    spec: TableSpec
+    cell: Cell
+    settings: Any
+    opts: RunOptions
+    index: int
+    total: int
+    origin: dict  # commit, dirtiness, versions: of the code when the run started
+    command: str
+    campaign: str
+    threads: int | None = None
+    wait: bool = False  # wait for a cell another worker holds, instead of passing it by
+
+    @property
+    def prefix(self) -> str:
+        return f"[{self.index}/{self.total}] {self.cell.id}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one job: "done" (reused), "busy" (held by another worker) or "ran"."""
+
+    cell: str
+    state: str
+    record: Record | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,6 +128,8 @@ def resolve_device(name: str) -> torch.device:
         if name.startswith("cuda"):
             name = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
             torch.cuda.set_device(torch.device(name))
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and name.startswith("cuda"):
+        name = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return torch.device(name)
 
 
@@ -104,7 +161,8 @@ def cell_key(spec: TableSpec, cell, settings, opts: RunOptions) -> tuple[str, di
     return key, {**resolved, "_key": key, "_code": code, "_data": data}
 
 
-def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
+def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
+    """Check the request and every cell before any trains; one job per selected cell."""
     if opts.tier not in spec.tiers:
         raise UsageError(
             f"table '{spec.id}' has no tier '{opts.tier}'; it has: {', '.join(spec.tiers)}"
@@ -113,6 +171,8 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     if not cells:
         known = ", ".join(c.id for c in spec.cells(opts.tier))
         raise UsageError(f"--cells '{opts.cells}' matches no cell of {spec.id}; cells: {known}")
+    if opts.executor not in EXECUTORS:
+        raise UsageError(f"--executor {opts.executor}: expected one of {', '.join(EXECUTORS)}")
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
     check_cells(spec, opts.tier, task, settings, cells)  # every cell, before any trains
@@ -121,44 +181,47 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         raise UsageError(
             f"--seed {opts.seed} plus the tier's seed {offset} passes {SEED_LIMIT - 1}"
         )
-    place = fingerprint.place()
-    device = resolve_device(opts.device)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    rank, size = world()
+    threads = opts.threads_per_cell
+    if threads is None and (opts.jobs > 1 or opts.executor != "local"):
+        threads = max(1, len(os.sched_getaffinity(0)) // opts.jobs)
     origin = provenance()  # the code as it was when the run started, not when a cell ended
+    folder = opts.results / spec.id / opts.tier
+    writable_folder(folder, "--results")
+    writable_folder(opts.tables, "--tables")
+    writable_folder(opts.checkpoints, "--checkpoints")
+    ours = campaign(opts.results)
+    return [
+        CellJob(spec, cell, settings, opts, i, len(cells), origin, command_line(), ours, threads)
+        for i, cell in enumerate(cells, 1)
+    ]
+
+
+def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
+    """Run (or reuse) every selected cell, then render the table from all its records."""
+    resolve_device(opts.device)  # an unusable --device fails before anything is planned
+    rank, size = world()
     if rank != 0:
         log = _quiet
-    else:
-        writable_folder(opts.results / spec.id / opts.tier, "--results")
-        writable_folder(opts.tables, "--tables")
+    jobs = plan(spec, opts) if rank == 0 else None
+    if size > 1:
+        box = [jobs]
+        dist.broadcast_object_list(box, src=0)
+        jobs = box[0]
+    if opts.executor != "local" or opts.jobs > 1:
+        from .parallel import run_jobs
 
-    done = []
-    for i, cell in enumerate(cells, 1):
-        path = record_path(opts.results, spec.id, opts.tier, cell.id)
-        key, made_from = cell_key(spec, cell, settings, opts)
-        made_from["_place"] = place
-        if _agree(not opts.fresh and _finished(path, key, place)):
-            log(f"[{i}/{len(cells)}] {cell.id}: done already ({path}); --fresh reruns it")
-            continue
-        lock = CellLock(path.with_name(f".{path.name}.lock"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not _agree(lock.acquire() if rank == 0 else True):
-            log(f"[{i}/{len(cells)}] {cell.id}: skipped, another `bench run` is running it")
-            continue
-        try:
-            record, ckpt = _run_cell(
-                spec, cell, task, settings, made_from, key, device, opts, i, len(cells), origin
-            )
-            if rank == 0:
-                record = _save(spec, record, ckpt, path, opts, log, f"[{i}/{len(cells)}] {cell.id}")
-            done.append(record)
-        finally:
-            lock.release()
+        outcomes = run_jobs(jobs, opts, log)
+    else:
+        outcomes = [execute(job, log) for job in jobs]
+        waited = [execute(replace(jobs[i], wait=True), log)
+                  for i, o in enumerate(outcomes) if o.state == "busy"]  # fmt: skip
+        outcomes = [o for o in outcomes if o.state != "busy"] + waited
     if rank == 0:
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         try:
-            table = write_table(spec, opts.tier, records, warnings, opts.tables)
+            table = write_table(
+                spec, opts.tier, records, warnings, opts.tables, results=opts.results
+            )
         except OSError as e:
             raise UsageError(
                 f"{opts.tables}: cannot write the table ({e.strerror or e}); the records are"
@@ -167,46 +230,74 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         log(f"table: {table}")
     if size > 1:
         dist.barrier()  # every process sees the records before it reports
-    return done
+    return [o.record for o in outcomes if o.state == "ran" and o.record is not None]
+
+
+def worker_name() -> str:
+    """How `bench status` names the process holding a cell."""
+    slurm = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if slurm:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm {slurm}" + (f"_{task}" if task else "")
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute(job: CellJob, log=print) -> Outcome:
+    """Run one cell under its lease, or reuse its record; "busy" if another worker holds it
+    (unless job.wait, in which case wait for that worker, then reuse its record or take over)."""
+    spec, cell, opts = job.spec, job.cell, job.opts
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    device = resolve_device(opts.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    rank, _ = world()
+    path = record_path(opts.results, spec.id, opts.tier, cell.id)
+    key, made_from = cell_key(spec, cell, job.settings, opts)
+    made_from["_campaign"] = job.campaign
+    fresh = opts.fresh
+    while True:
+        if _agree(not fresh and _finished(path, key, job.campaign)):
+            log(f"{job.prefix}: done already ({path}); --fresh reruns it")
+            return Outcome(cell.id, "done", read_record(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lease = Lease(lease_path(path), worker=worker_name())
+        if _agree(lease.acquire() if rank == 0 else True):
+            break
+        if not job.wait:
+            return Outcome(cell.id, "busy")
+        holder = lease.holder()
+        who = f"{holder.worker} on {holder.host}" if holder else "another worker"
+        log(f"{job.prefix}: {who} is running it; waiting (`bench status` shows its progress)")
+        wait_for(lease.path)
+        fresh = False  # what the other worker finished is this run's result too
+    if opts.jobs > 1 or opts.executor != "local":  # no progress bar there: say it started
+        log(f"{job.prefix}: started by {lease.info.worker} ({torch.get_num_threads()} threads)")
+    try:
+        record, ckpt = _run_cell(job, made_from, key, device, lease, fresh)
+        if rank == 0:
+            record = _save(spec, record, ckpt, path, opts, log, job.prefix, lease)
+    finally:
+        lease.release()
+    return Outcome(cell.id, "ran", record)
 
 
 def _quiet(*args, **kwargs) -> None:
     """The log of processes other than rank 0: one copy of each line is enough."""
 
 
-class CellLock:
-    """A non-blocking flock on a cell's `.<cell>.json.lock`, whose file is deleted on release so
-    that none is left (or committed) under results/. Deleting is safe because a lock is only
-    held if the locked file is still the one at the path: a process that opened the file just
-    before it was deleted finds another (or no) file there and backs off."""
-
-    def __init__(self, path: Path):
-        self.path, self.fd = path, None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if not os.path.samestat(os.fstat(fd), os.stat(self.path)):
-                raise BlockingIOError
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # while still locked: see the class docstring
-            os.close(self.fd)
-            self.fd = None
-
-
-def _save(spec, record: Record, ckpt: Checkpoint, path: Path, opts, log, prefix: str) -> Record:
+def _save(
+    spec, record: Record, ckpt: Checkpoint, path: Path, opts, log, prefix: str, lease: Lease
+) -> Record:
     """Write the record, then remove the checkpoint; keep an ok record a worse one would replace.
 
     Returns the record as it stands for this run: a write that fails is a failed cell whose
-    checkpoint survives, so the same command resumes it."""
+    checkpoint survives, so the same command resumes it. A worker whose lease was taken over
+    (it looked dead to another) writes nothing: the cell is the other worker's now."""
+    if not lease.owned():
+        reason = "another worker took the cell over (this one's lease had expired)"
+        log(f"{prefix}: not saved: {reason}")
+        return replace(record, status="failed", reason=reason)
     try:
         kept = read_record(path) if record.status != "ok" and path.exists() else None
     except RecordError:
@@ -232,37 +323,41 @@ def _save(spec, record: Record, ckpt: Checkpoint, path: Path, opts, log, prefix:
     return record
 
 
-def _finished(path: Path, key: str, place: str) -> bool:
-    """An ok record of the same key made in this checkout on this machine: records made
-    elsewhere (the committed ones, on a fresh clone) are references, and the cell runs again."""
+def _finished(path: Path, key: str, campaign_id: str) -> bool:
+    """An ok record of the same key made in this results folder's campaign: records made in
+    another (the committed ones, on a fresh clone) are references, and the cell runs again."""
     if not path.exists():
         return False
     try:
         record = read_record(path)
     except RecordError:
         return False
-    same = record.settings.get("_key") == key and record.settings.get("_place") == place
+    same = record.settings.get("_key") == key and record.settings.get("_campaign") == campaign_id
     return record.status == "ok" and same
 
 
 def _run_cell(
-    spec, cell, task, settings, made_from, key, device, opts, i, n, origin
+    job: CellJob, made_from: dict, key: str, device, lease: Lease, fresh: bool
 ) -> tuple[Record, Checkpoint]:
+    spec, cell, opts = job.spec, job.cell, job.opts
     folder = opts.checkpoints / spec.id / opts.tier
-    ckpt = Checkpoint(folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every)
-    if opts.fresh:
+    ckpt = Checkpoint(
+        folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every, on_progress=lease.progress
+    )
+    if fresh:
         ckpt.remove()
     seed = opts.seed + cell.as_dict().get(SEED, 0)  # a replicate's seed offsets the run's
     ctx = Context(
         data_dir=opts.data_dir, device=device, seed=seed, tier=opts.tier, checkpoint=ckpt,
-        desc=f"[{i}/{n}] {cell.id}", download=opts.download,
+        desc=job.prefix, download=opts.download,
         weights=folder / f"{cell.id}.weights.pt" if opts.save_weights else None,
         samples=opts.tables / "samples" / f"{spec.id}-{opts.tier}-{cell.id}.png",
     )  # fmt: skip
+    task = get_task(spec.task)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     status, reason, detail, result = "ok", "", "", None
     try:
-        result = task.run(cell.model_params, settings, ctx)
+        result = task.run(cell.model_params, job.settings, ctx)
     except datasets.DataError as e:
         status, reason, detail = "skipped", str(e), _data_detail(e)
     except (NonFiniteLoss, CheckpointError) as e:
@@ -275,9 +370,9 @@ def _run_cell(
     record = Record(
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status=status,
         reason=reason, detail=detail, settings=made_from, seed=seed,
-        device=device_name(device), command=command_line(), started=started,
+        device=device_name(device), command=job.command, started=started,
         wall_s=round(ckpt.wall_s(), 2), resumed=ckpt.resumed_at > 0, segments=ckpt.segments,
-        **origin,
+        **job.origin,
     )  # fmt: skip
     if result is not None:
         record.metrics, record.memory = result.metrics, result.memory

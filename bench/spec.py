@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ TIERS = ("smoke", "small", "medium", "full")
 # A tier's grid may repeat each cell with several seeds: `seed = [0, 1]` runs every cell twice
 # (the run's --seed plus each value), and tables, figures and claims pool the replicates.
 SEED = "seed"
+SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
 MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
@@ -280,6 +282,33 @@ def _grid(raw: Any, path: Path, where: str) -> dict[str, tuple]:
     return grid
 
 
+def _finite(value: Any, path: Path, where: str = "") -> None:
+    """TOML reads `nan` and `inf` as numbers; no setting, published number or tolerance is one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(path, where, f"{value} is not a finite number; give a number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, path, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite(item, path, f"{where}[{i}]")
+
+
+def _unique_ids(cells: list[Cell], path: Path, where: str) -> None:
+    """Two cells with one id would share a record file, the second overwriting the first's."""
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        if cell.id in seen:
+            both = f"{_describe(seen[cell.id])} and {_describe(cell)}"
+            raise _fail(path, where, f"two cells have the id '{cell.id}' ({both}); change a"
+                        " value so that their ids differ")  # fmt: skip
+        seen[cell.id] = cell
+
+
+def _describe(cell: Cell) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in cell.params)
+
+
 def _metrics(raw: Any, path: Path) -> tuple[Metric, ...]:
     if not isinstance(raw, dict) or not raw:
         raise _fail(path, "metrics", "expected [metrics.<name>] tables")
@@ -414,11 +443,17 @@ def _plot(raw: Any, path: Path, metrics: set[str], fields: set[str]) -> Plot | N
 def load_spec(path: str | Path) -> TableSpec:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start : e.start + 1]!r});"
+            " save it as UTF-8"
+        ) from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    _finite(data, path)
 
     unknown = set(data) - _TOP_FIELDS
     if unknown:
@@ -426,6 +461,9 @@ def load_spec(path: str | Path) -> TableSpec:
             path, sorted(unknown)[0], f"unknown field; known: {', '.join(sorted(_TOP_FIELDS))}"
         )
     table_id = _require(data, "id", str, path)
+    if not _SAFE_VALUE.fullmatch(table_id):
+        raise _fail(path, "id", f"{table_id!r} names result files and folders: use letters,"
+                    " digits and _ . + = -, not starting with . or -")  # fmt: skip
     task = _require(data, "task", str, path)
     if task not in TASKS:
         raise _fail(path, "task", f"unknown task '{task}'; known: {', '.join(TASKS)}")
@@ -503,6 +541,8 @@ def load_spec(path: str | Path) -> TableSpec:
                 raise _fail(path, f"tiers.{name}.grid.{key}", f"not a field of the table's grid"
                             f" ({', '.join(grid)}); seed replicates are `{SEED}`")  # fmt: skip
         tiers[name] = Tier(name, settings, tier_grid)
+        where = f"tiers.{name}.grid" if tier_grid else "grid"
+        _unique_ids(_product(tier_grid or grid), path, where)
 
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):

@@ -7,6 +7,7 @@ killed run continues as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -25,6 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
+from .errors import CheckpointError
+
 
 class NonFiniteLoss(Exception):
     """A NaN/inf training loss; `epoch` and `step` count from 0, the message from 1."""
@@ -35,10 +38,6 @@ class NonFiniteLoss(Exception):
             f"loss became NaN/inf at epoch {epoch + 1}, step {step + 1} "
             f"(last finite loss {last_finite}); lower the learning rate or check the data"
         )
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be loaded; the message names the file."""
 
 
 def world() -> tuple[int, int]:
@@ -72,11 +71,23 @@ def epoch_batches(
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save via a temp file and a rename: a killed run leaves the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """torch.save via a temp file and a rename: a killed run leaves the old file or none, and a
+    failed save (disk full, a file-size limit, a folder that is a file) leaves no temp file and
+    is a one-line CheckpointError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError | RuntimeError):  # torch.save's write errors are RuntimeErrors
+            raise CheckpointError(
+                f"{path}: cannot save ({type(e).__name__}: {_why(e)}); free some space or pass"
+                " --checkpoints DIR"
+            ) from None
+        raise
 
 
 @dataclass
@@ -90,6 +101,8 @@ class Checkpoint:
     token: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
     earlier: dict[str, float] = field(default_factory=dict, repr=False)  # token -> wall seconds
     resumed_at: int = 0  # epochs done when this process loaded it
+    # Told the training step, epoch and phase as they advance (the runner's lease heartbeat).
+    on_progress: Callable[..., None] | None = field(default=None, repr=False)
 
     def wall_s(self) -> float:
         """Seconds spent on the cell by earlier processes (up to their last save) and this one."""
@@ -98,6 +111,10 @@ class Checkpoint:
     @property
     def segments(self) -> int:
         return len(self.earlier) + 1
+
+    def progress(self, **fields) -> None:
+        if self.on_progress is not None:
+            self.on_progress(**fields)
 
     def save(self, epoch: int, model, optimizer, history: list[dict]) -> None:
         if self.path is None or world()[0] != 0:
@@ -147,13 +164,33 @@ class Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
-def _why(error: Exception) -> str:
-    """The gist of a load error: for a weights-only refusal, the refused object, without torch's
-    advice to load with weights_only=False (which would run code from the file)."""
-    refused = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?: |$)", str(error))
-    if refused:
-        return f"holds Python objects, not plain tensors: {refused.group(1)}"
-    return re.sub(r"\x1b\[[0-9;]*m", "", (str(error).splitlines() or [""])[0])
+def _why(error: BaseException) -> str:
+    """The gist of a load or save error in one line. For a weights-only refusal: the global the
+    file asked for (refused: nothing from the file ran), never torch's advice to load it with
+    weights_only=False, which would run that code."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    if "weights_only" in text or "Weights only load failed" in text:
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        if refused:
+            return f"holds Python objects: refused the global {refused.group(1)} it asks for"
+        detail = re.search(r"WeightsUnpickler error: \s*(\S[^\n]*)", text)
+        return "holds Python objects, not only tensors" + (
+            f": {detail.group(1).strip()}" if detail else ""
+        )
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (text.splitlines() or [""])[0]
+
+
+def _progress_line(job: Fit, epoch: int, step: int, step0: int, t0: float, loss: float) -> None:
+    """Where a cell is, once a minute, when no progress bar is drawn (workers, logs, non-TTY)."""
+    total = job.epochs * job.steps_per_epoch
+    eta = (time.perf_counter() - t0) / max(step - step0, 1) * (total - step)
+    print(
+        f"  {job.desc}: step {step}/{total} (epoch {epoch + 1}/{job.epochs}) loss {loss:.4g},"
+        f" ETA {eta / 60:.1f} min",
+        flush=True,
+    )
 
 
 @dataclass
@@ -195,10 +232,15 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
         unit="step",
         leave=False,
         dynamic_ncols=True,
-        disable=None if rank == 0 else True,
+        # Worker processes of `bench run --jobs N` print lines instead (bars would interleave).
+        disable=None if rank == 0 and os.environ.get("DGM_BENCH_BARS") != "0" else True,
         file=sys.stderr,
     )
     last_finite, last_log = None, time.monotonic()
+    total_steps = job.epochs * steps
+    t_fit = time.perf_counter()
+    checkpoint.progress(phase="training", step=start * steps, step0=start * steps,
+                        steps=total_steps, epoch=start, epochs=job.epochs)  # fmt: skip
     job.model.train()
     for epoch in range(start, job.epochs):
         lr = job.lr_at(epoch)
@@ -220,6 +262,10 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
             job.optimizer.step()
             total, count = total + value, count + 1
             bar.update(1)
+            checkpoint.progress(step=epoch * steps + step + 1, epoch=epoch)
+            if bar.disable and rank == 0 and time.monotonic() - last_log > 60:
+                _progress_line(job, epoch, epoch * steps + step + 1, start * steps, t_fit, value)
+                last_log = time.monotonic()
             bar.set_postfix(epoch=f"{epoch + 1}/{job.epochs}", loss=f"{value:.4g}", refresh=False)
         seconds = time.perf_counter() - t0
         if size > 1:  # log the loss of the global batch, not of this process's slice
@@ -228,15 +274,8 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
             total, count = sums.tolist()
         mean = total / max(count, 1)
         history.append({"epoch": epoch + 1, "loss": mean, "lr": lr, "seconds": seconds})
-        if bar.disable and rank == 0 and time.monotonic() - last_log > 60:
-            eta = seconds * (job.epochs - epoch - 1)
-            print(
-                f"  {job.desc}: epoch {epoch + 1}/{job.epochs} loss {mean:.4g}"
-                f" ({seconds:.0f}s/epoch, ETA {eta / 60:.0f} min)",
-                flush=True,
-            )
-            last_log = time.monotonic()
         if (epoch + 1) % checkpoint.every == 0 or epoch + 1 == job.epochs:
             checkpoint.save(epoch + 1, job.model, job.optimizer, history)
     bar.close()
+    checkpoint.progress(phase="evaluating", epoch=job.epochs, step=total_steps)
     return history

@@ -8,6 +8,7 @@ helper such as `models.resnet.depth` can never be mistaken for a model.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 MODELS: dict[str, str] = {
@@ -57,7 +58,31 @@ def build(name: str, **kwargs: Any):
     """Construct the registered model `name` with keyword arguments."""
     check(name)
     module, attr = MODELS[name].split(":")
-    return getattr(importlib.import_module(module), attr)(**kwargs)
+    constructor = getattr(importlib.import_module(module), attr)
+    check_types(name, constructor, kwargs)
+    return constructor(**kwargs)
+
+
+_PLAIN = {"int": int, "float": int | float, "bool": bool, "str": str, "None": type(None)}
+
+
+def check_types(name: str, constructor, kwargs: dict[str, Any]) -> None:
+    """A TypeError for an argument of the wrong kind where the constructor's annotation is plain
+    (`k: int` given 1.5 or 5.0, a bool for a number): a model would take it and fail mid-run."""
+    try:
+        parameters = inspect.signature(constructor).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in kwargs.items():
+        hint = parameters[key].annotation if key in parameters else inspect.Parameter.empty
+        hint = hint if isinstance(hint, str) else getattr(hint, "__name__", "")
+        kinds = [k.strip() for k in hint.split("|")]
+        if not hint or any(k not in _PLAIN for k in kinds):
+            continue  # no annotation, or one this check does not read (a tuple, a class)
+        fits = any(isinstance(value, _PLAIN[k]) and (k == "bool" or not isinstance(value, bool))
+                   for k in kinds)  # fmt: skip
+        if not fits:
+            raise TypeError(f"model '{name}': {key} takes {hint}, got {value!r}")
 
 
 def count_parameters(model) -> int:

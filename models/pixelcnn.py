@@ -22,7 +22,7 @@ with an optional class embedding h (Section 2.3).
 
 Outputs are a 256-way softmax per sub-pixel (8-bit images) or one Bernoulli logit per sub-pixel
 (`levels=2`, binarized MNIST). Sampling draws every uniform up front, so that the plain sampler
-(one full pass per sub-pixel) and the cached sampler of `GatedPixelCNN` (in the spirit of
+(one full pass per sub-pixel) and the cached samplers of both models (in the spirit of
 Ramachandran et al. 2017, arXiv 1704.06001: only what a new sub-pixel can change is recomputed)
 turn the same random numbers into the same image.
 """
@@ -91,6 +91,32 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+class MaskedConvCache:
+    """The input of one masked convolution while sampling: a zero-padded map that each step
+    writes at its own pixel, and the convolution evaluated at that pixel alone. The rows below
+    the centre are masked out, so neither the map nor the kernel keeps them."""
+
+    def __init__(self, conv: MaskedConv2d, n: int, height: int, width: int) -> None:
+        kh, kw = conv.kernel_size
+        self.top, self.side = kh // 2, kw // 2
+        weight = (conv.weight * conv.mask)[:, :, : self.top + 1]
+        self.weight, self.bias = weight.reshape(conv.out_channels, -1), conv.bias
+        self.map = conv.weight.new_zeros(
+            n, conv.in_channels, height + self.top, width + 2 * self.side
+        )
+
+    def __call__(self, value: Tensor, i: int, j: int) -> Tensor:
+        """Write `value` ([n, C_in]) at pixel (i, j); the convolution's output there, [n, C_out]."""
+        self.map[:, :, i + self.top, j + self.side] = value
+        window = self.map[:, :, i : i + self.top + 1, j : j + 2 * self.side + 1]
+        return F.linear(window.reshape(len(window), -1), self.weight, self.bias)
+
+
+def pointwise(conv: MaskedConv2d, x: Tensor) -> Tensor:
+    """A 1x1 masked convolution at one pixel: x [n, C_in] -> [n, C_out]."""
+    return F.linear(x, (conv.weight * conv.mask)[:, :, 0, 0], conv.bias)
 
 
 def down_shift(x: Tensor) -> Tensor:
@@ -190,11 +216,24 @@ class _Autoregressive(nn.Module):
                     x[:, c, i, j] = draw(logits, u[:, c, i, j], self.levels)
         return x
 
-    def sample(
+    def sample_cached(
         self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
     ) -> Tensor:
-        """n images in the input space (0/1 or integer-valued 0..levels-1 floats)."""
-        return self.sample_naive(n, generator, y)
+        raise NotImplementedError
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
+        naive: bool = False,
+    ) -> Tensor:
+        """n images in the input space (0/1 or integer-valued 0..levels-1 floats); `naive=True`
+        reruns the whole network per sub-pixel, the default caches. Both draw the same image
+        from the same generator state."""
+        if naive:
+            return self.sample_naive(n, generator, y)
+        return self.sample_cached(n, generator, y)
 
 
 class ResidualBlock(nn.Module):
@@ -213,6 +252,14 @@ class ResidualBlock(nn.Module):
         if self.embed is not None:
             h = h + self.embed(y)[:, :, None, None]
         h = self.expand(F.relu(self.conv(F.relu(h))))
+        return x + h
+
+    def step(self, x: Tensor, conv: MaskedConvCache, i: int, j: int, y: Tensor | None) -> Tensor:
+        """`forward` at pixel (i, j) alone, x [n, 2h]; `conv` caches the kxk convolution's input."""
+        h = pointwise(self.reduce, F.relu(x))
+        if self.embed is not None:
+            h = h + self.embed(y)
+        h = pointwise(self.expand, F.relu(conv(F.relu(h), i, j)))
         return x + h
 
 
@@ -255,6 +302,55 @@ class PixelCNN(_Autoregressive):
         out = self.out2(F.relu(self.out1(F.relu(h))))
         B, C, H, W = x.shape
         return out if self.levels == 2 else out.view(B, C, self.levels, H, W)
+
+    @torch.no_grad()
+    def sample_cached(
+        self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """The sampler of `sample_naive`, running the network at the new pixel only.
+
+        Every layer's output at a pixel depends on that pixel and earlier ones only, so once a
+        pixel is drawn its activations never change: each kxk convolution keeps its input in a
+        `MaskedConvCache`, and each sub-pixel computes every layer at its own pixel, reading the
+        earlier pixels from the caches (Ramachandran et al. 2017). Once the pixel's last colour
+        is drawn, one more step writes its final activations.
+        """
+        self._check_y(y)
+        u = self._uniforms(n, generator)
+        x = self._empty(n)
+        C, H, W = self.shape
+        caches = self.caches(n)
+        for i in range(H):
+            for j in range(W):
+                for c in range(C):
+                    logits = self.pixel_logits(x, i, j, caches, y)[:, c]
+                    x[:, c, i, j] = draw(logits, u[:, c, i, j], self.levels)
+                self.pixel_features(x, i, j, caches, y)
+        return x
+
+    def caches(self, n: int) -> list[MaskedConvCache]:
+        """Empty caches of the first convolution and of each block's kxk convolution."""
+        _, H, W = self.shape
+        convs = [self.first, *(block.conv for block in self.blocks)]
+        return [MaskedConvCache(conv, n, H, W) for conv in convs]
+
+    def pixel_features(
+        self, x: Tensor, i: int, j: int, caches: list[MaskedConvCache], y: Tensor | None = None
+    ) -> Tensor:
+        """The last block's output at pixel (i, j), [n, 2h], as in a full pass, provided that the
+        caches hold every earlier pixel; writes pixel (i, j) into the caches."""
+        h = caches[0](scale_input(x[:, :, i, j], self.levels), i, j)
+        for block, cache in zip(self.blocks, caches[1:]):
+            h = block.step(h, cache, i, j, y)
+        return h
+
+    def pixel_logits(
+        self, x: Tensor, i: int, j: int, caches: list[MaskedConvCache], y: Tensor | None = None
+    ) -> Tensor:
+        """The logits of pixel (i, j) as in a full pass, [n, C] or [n, C, levels]."""
+        h = self.pixel_features(x, i, j, caches, y)
+        out = pointwise(self.out2, F.relu(pointwise(self.out1, F.relu(h))))
+        return out if self.levels == 2 else out.view(len(out), self.shape[0], self.levels)
 
 
 def gate(a: Tensor, colors: int) -> Tensor:
@@ -418,16 +514,3 @@ class GatedPixelCNN(_Autoregressive):
         lo = max(0, j - self.reach)
         window = [link[..., lo : j + 1] for link in links]
         return self._horizontal(x[:, :, i : i + 1, lo : j + 1], window, y)[..., 0, -1]
-
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        y: Tensor | None = None,
-        naive: bool = False,
-    ) -> Tensor:
-        """n images; `naive=True` reruns the whole network per sub-pixel, the default caches.
-        Both draw the same image from the same generator state."""
-        if naive:
-            return self.sample_naive(n, generator, y)
-        return self.sample_cached(n, generator, y)

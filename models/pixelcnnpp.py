@@ -28,6 +28,9 @@ initialisation and their Polyak averaging of the weights are left out (plain PyT
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from itertools import islice
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -137,31 +140,70 @@ def discretized_logistic_mixture_log_prob(x: Tensor, params: Tensor) -> Tensor:
     return torch.logsumexp(log_pi + per_channel.sum(1), dim=1)
 
 
-def channel_log_probs(params: Tensor, x: Tensor, c: int) -> Tensor:
-    """log P(x_c = v | x_<c) for v = 0..255, [n, 256], for one pixel per row: params [n, P],
-    x [n, C] (0..255; channels >= c are ignored).
+def value_log_probs(values: Tensor, means: Tensor, log_scales: Tensor) -> Tensor:
+    """log P_k(v) for v = 0..255, [n, K, 256], under logistics of means and log-scales [n, K],
+    `values` the 256 values in [-1, 1]: the formulas of `logistic_bin_log_prob`, with the tails
+    computed at the edge bins only (the sampler's table, a quarter fewer operations on it)."""
+    centred = values - means[..., None]
+    inv_s = torch.exp(-log_scales)[..., None]
+    plus = inv_s * (centred + 1.0 / 255.0)
+    minus = inv_s * (centred - 1.0 / 255.0)
+    # P(bin) = sigma((x + 1/255 - mu) / s) - sigma((x - 1/255 - mu) / s)
+    cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_s * centred
+    # log density at the centre: log sigma'(m) - log s = m - log s - 2 softplus(m)
+    log_pdf_mid = mid - log_scales[..., None] - 2.0 * F.softplus(mid)
+    out = torch.where(
+        cdf_delta > 1e-5,
+        torch.log(cdf_delta.clamp(min=1e-12)),
+        # log (pdf * 2/255) = log pdf - log 127.5
+        log_pdf_mid - LOG_HALF_BINS,
+    )
+    # log sigma(plus): the bin of 0 reaches -inf; log (1 - sigma(minus)): the bin of 255 +inf
+    out[..., 0] = plus[..., 0] - F.softplus(plus[..., 0])
+    out[..., 255] = -F.softplus(minus[..., 255])
+    return out
 
-    The mixture weights are reweighted by how well each component explains the channels before
-    c, so that prod_c P(x_c | x_<c) is the pixel's mixture (normalised over the 256 values: the
+
+def pixel_conditionals(params: Tensor, x: Tensor) -> Iterator[Tensor]:
+    """log P(x_c = v | x_<c) for v = 0..255, [n, 256], for c = 0, 1, ... in turn, for one pixel
+    per row: params [n, P], x [n, C] (0..255), whose channel c must hold its value before the
+    next conditional is asked for (the sampler draws it in between).
+
+    The mixture weights are reweighted by how well each component explains the channels drawn,
+    so that prod_c P(x_c | x_<c) is the pixel's mixture (normalised over the 256 values: the
     small-probability fallback leaves sums within 2e-5 of 1).
     """
-    values = torch.arange(256, dtype=params.dtype, device=params.device)
-    log_pi, means, log_scales = mixture_terms(x[:, :, None, None], params[:, :, None, None])
-    means, log_scales = means[..., 0, 0, None], log_scales[..., 0, 0, None]
-    xs = scale_pixels(x)
-    earlier = logistic_bin_log_prob(xs[:, :c, None, None], means[:, :c], log_scales[:, :c])
-    # log w_k = log pi_k + sum_{c' < c} log P_k(x_c' | x_<c')
-    log_w = log_pi[:, :, 0, 0] + earlier[..., 0].sum(1)
-    log_p = logistic_bin_log_prob(scale_pixels(values), means[:, c], log_scales[:, c])
-    return torch.log_softmax(torch.logsumexp(log_w[:, :, None] + log_p, dim=1), dim=-1)
+    values = scale_pixels(torch.arange(256, dtype=params.dtype, device=params.device))
+    logits, means, log_scales, coeffs = (
+        t[..., 0, 0] for t in split_mixture_params(params[:, :, None, None], x.shape[1])
+    )
+    log_w = F.log_softmax(logits, dim=1)
+    idx = 0
+    for c in range(x.shape[1]):
+        mean = means[:, c]
+        for prev in range(c):
+            # mu_c = mu_c + sum_{c' < c} alpha_{c c'} x_{c'}
+            mean = mean + coeffs[:, idx] * scale_pixels(x[:, prev, None])
+            idx += 1
+        log_p = value_log_probs(values, mean, log_scales[:, c])
+        yield torch.log_softmax(torch.logsumexp(log_w[..., None] + log_p, dim=1), dim=-1)
+        # log w_k = log pi_k + sum_{c' <= c} log P_k(x_c' | x_<c')
+        log_w = log_w + log_p.gather(2, x[:, c, None, None].long().expand(*log_w.shape, 1))[..., 0]
+
+
+def channel_log_probs(params: Tensor, x: Tensor, c: int) -> Tensor:
+    """log P(x_c = v | x_<c) for v = 0..255, [n, 256], of `pixel_conditionals` for a given x
+    (channels >= c are ignored)."""
+    return next(islice(pixel_conditionals(params, x), c, None))
 
 
 def sample_pixel(params: Tensor, u: Tensor) -> Tensor:
     """Draw one pixel per row, [n, C] values 0..255, from its mixture params [n, P] and
-    uniforms u [n, C] (float64): channel after channel, by inverse CDF of `channel_log_probs`."""
+    uniforms u [n, C] (float64): channel after channel, by inverse CDF of `pixel_conditionals`."""
     x = params.new_zeros(u.shape)
-    for c in range(u.shape[1]):
-        x[:, c] = draw(channel_log_probs(params, x, c), u[:, c], 256)
+    for c, log_probs in enumerate(pixel_conditionals(params, x)):
+        x[:, c] = draw(log_probs, u[:, c], 256)
     return x
 
 
@@ -178,19 +220,69 @@ def right_shift(x: Tensor) -> Tensor:
     return F.pad(x, (1, 0))[..., :-1]
 
 
+class At(NamedTuple):
+    """Positions of one row of a map, columns start .. stop - 1: where a sampling step runs."""
+
+    row: int
+    start: int
+    stop: int
+
+
+class Cache:
+    """One map of the network while sampling, [n, C, H, W] zero-padded by a row above and a
+    column on each side (enough for every causal filter here): positions are written once the
+    pixels they depend on are drawn, and are read back, or convolved by a causal convolution
+    (`DownShiftedConv2d.step`), at the positions a step asks for."""
+
+    def __init__(self, like: Tensor, n: int, channels: int, height: int, width: int) -> None:
+        self.map = like.new_zeros(n, channels, height + 1, width + 2)
+
+    def write(self, at: At, value: Tensor) -> None:
+        self.map[:, :, at.row + 1 : at.row + 2, at.start + 1 : at.stop + 1] = value
+
+    def read(self, at: At) -> Tensor:
+        return self.map[:, :, at.row + 1 : at.row + 2, at.start + 1 : at.stop + 1]
+
+    def window(self, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
+        """Rows and columns lo .. hi - 1 of the map, where -1 is the padding."""
+        return self.map[:, :, rows[0] + 1 : rows[1] + 1, cols[0] + 1 : cols[1] + 1]
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d, but an input of one window (cached sampling) becomes a matrix product: on
+    CPU a convolution that small costs ~5x more (oneDNN's fixed cost per call)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != self.kernel_size or self.padding != (0, 0) or self.groups != 1:
+            return super().forward(x)
+        return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+
+
 class DownShiftedConv2d(nn.Module):
     """Output (i, j) sees rows i - fh + 1 .. i, columns j - (fw-1)/2 .. j + (fw-1)/2."""
 
     def __init__(self, cin: int, cout: int, filter_size=(2, 3), stride: int = 1, shift=False):
         super().__init__()
         self.fh, self.fw = filter_size
-        self.conv = nn.Conv2d(cin, cout, filter_size, stride)
+        self.conv = Conv2d(cin, cout, filter_size, stride)
         self.shift = shift
 
     def forward(self, x: Tensor) -> Tensor:
         side = (self.fw - 1) // 2
         out = self.conv(F.pad(x, (side, side, self.fh - 1, 0)))
         return down_shift(out) if self.shift else out
+
+    def step(self, cache: Cache, at: At) -> Tensor:
+        """`forward` at the output positions `at` alone, [n, C_out, 1, w], from its input."""
+        # down_shift: row r holds row r - 1, and row 0 zeros
+        row = at.row - self.shift
+        if row < 0:
+            return cache.map.new_zeros(
+                len(cache.map), self.conv.out_channels, 1, at.stop - at.start
+            )
+        s, side = self.conv.stride[0], (self.fw - 1) // 2
+        rows = (s * row - self.fh + 1, s * row + 1)
+        return self.conv(cache.window(rows, (s * at.start - side, s * (at.stop - 1) + side + 1)))
 
 
 class DownRightShiftedConv2d(nn.Module):
@@ -199,12 +291,24 @@ class DownRightShiftedConv2d(nn.Module):
     def __init__(self, cin: int, cout: int, filter_size=(2, 2), stride: int = 1, shift=False):
         super().__init__()
         self.fh, self.fw = filter_size
-        self.conv = nn.Conv2d(cin, cout, filter_size, stride)
+        self.conv = Conv2d(cin, cout, filter_size, stride)
         self.shift = shift
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv(F.pad(x, (self.fw - 1, 0, self.fh - 1, 0)))
         return right_shift(out) if self.shift else out
+
+    def step(self, cache: Cache, at: At) -> Tensor:
+        """`forward` at the output positions `at` alone, [n, C_out, 1, w], from its input."""
+        # right_shift: column c holds column c - 1, and column 0 zeros
+        start, stop = at.start - self.shift, at.stop - self.shift
+        if start < 0:
+            zero = cache.map.new_zeros(len(cache.map), self.conv.out_channels, 1, 1)
+            rest = At(at.row, 1, at.stop)
+            return torch.cat([zero, self.step(cache, rest)], dim=3) if at.stop > 1 else zero
+        s = self.conv.stride[0]
+        rows = (s * at.row - self.fh + 1, s * at.row + 1)
+        return self.conv(cache.window(rows, (s * start - self.fw + 1, s * (stop - 1) + 1)))
 
 
 class DownShiftedDeconv2d(nn.Module):
@@ -221,6 +325,14 @@ class DownShiftedDeconv2d(nn.Module):
         side = (self.fw - 1) // 2
         return out[:, :, : H - self.fh + 1, side : W - side]
 
+    def step(self, cache: Cache, at: At) -> Tensor:
+        """`forward` at the output positions `at` alone from its input: output row r gets input
+        row r // 2 alone, through kernel row r % 2."""
+        width = cache.map.shape[-1] - 2
+        out = self.deconv(cache.read(At(at.row // 2, 0, width)))
+        side, k = (self.fw - 1) // 2, at.row % 2
+        return out[:, :, k : k + 1, side + at.start : side + at.stop]
+
 
 class DownRightShiftedDeconv2d(nn.Module):
     """Stride-2 transposed convolution cropped to stay above and left of each output."""
@@ -234,6 +346,14 @@ class DownRightShiftedDeconv2d(nn.Module):
         out = self.deconv(x)
         H, W = out.shape[-2:]
         return out[:, :, : H - self.fh + 1, : W - self.fw + 1]
+
+    def step(self, cache: Cache, at: At) -> Tensor:
+        """`forward` at one output position (r, c) alone, [n, C_out, 1, 1], from its input: it
+        gets input (r // 2, c // 2) alone, through kernel entry (r % 2, c % 2)."""
+        r, c = at.row, at.start
+        x = cache.read(At(r // 2, c // 2, c // 2 + 1)).flatten(1)
+        weight = self.deconv.weight[:, :, r % 2, c % 2]
+        return F.linear(x, weight.T, self.deconv.bias)[:, :, None, None]
 
 
 class GatedResnet(nn.Module):
@@ -249,16 +369,40 @@ class GatedResnet(nn.Module):
     ) -> None:
         super().__init__()
         self.conv_in = conv(2 * channels, channels)
-        self.skip = nn.Conv2d(2 * skip_channels, channels, 1) if skip_channels else None
+        self.skip = Conv2d(2 * skip_channels, channels, 1) if skip_channels else None
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * channels, 2 * channels)
         self.embed = nn.Embedding(n_classes, 2 * channels) if n_classes else None
 
     def forward(self, x: Tensor, a: Tensor | None = None, y: Tensor | None = None) -> Tensor:
-        c = self.conv_in(concat_elu(x))
+        return self._block(x, a, y, self.conv_in, self.conv_out)
+
+    def step(
+        self,
+        x: Tensor,
+        caches: tuple[Cache, Cache],
+        at: At,
+        a: Tensor | None = None,
+        y: Tensor | None = None,
+    ) -> Tensor:
+        """`forward` at the positions `at` alone (x and a hold just those, [n, C, 1, w]); the
+        inputs of the two causal convolutions are written into `caches` there first."""
+
+        def conv_in(v):
+            caches[0].write(at, v)
+            return self.conv_in.step(caches[0], at)
+
+        def conv_out(v):
+            caches[1].write(at, v)
+            return self.conv_out.step(caches[1], at)
+
+        return self._block(x, a, y, conv_in, conv_out)
+
+    def _block(self, x: Tensor, a: Tensor | None, y: Tensor | None, conv_in, conv_out) -> Tensor:
+        c = conv_in(concat_elu(x))
         if self.skip is not None:
             c = c + self.skip(concat_elu(a))
-        c = self.conv_out(self.dropout(concat_elu(c)))
+        c = conv_out(self.dropout(concat_elu(c)))
         if self.embed is not None:
             c = c + self.embed(y)[:, :, None, None]
         a_half, b_half = c.chunk(2, dim=1)
@@ -268,7 +412,9 @@ class GatedResnet(nn.Module):
 
 class LogisticMixtureModel(nn.Module):
     """What PixelCNN++ and PixelSNAIL share around their networks: the likelihood contract on top
-    of `params(x, y)`, the mixture parameters of every pixel, and the naive per-pixel sampler."""
+    of `params(x, y)`, the mixture parameters of every pixel, the naive per-pixel sampler, and
+    the loop of the cached one around the models' `sampling_state`, `pixel_params` and
+    `pixel_drawn`."""
 
     shape: tuple[int, int, int]
     n_classes: int
@@ -291,11 +437,53 @@ class LogisticMixtureModel(nn.Module):
 
     @torch.no_grad()
     def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
+        naive: bool = False,
+    ) -> Tensor:
+        """n images, integer-valued floats 0..255, pixel by pixel, the pixel's channels drawn in
+        order from the exact conditionals (`sample_pixel`). `naive=True` runs the whole network
+        once per pixel (H * W passes), the default caches; both draw the same image from the
+        same generator state."""
+        if naive:
+            return sample_by_pixel(self, n, generator, y)
+        return self.sample_cached(n, generator, y)
+
+    @torch.no_grad()
+    def sample_cached(
         self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
     ) -> Tensor:
-        """n images, integer-valued floats 0..255: one full pass per pixel (H * W passes), the
-        pixel's channels then drawn in order from the exact conditionals (`sample_pixel`)."""
-        return sample_by_pixel(self, n, generator, y)
+        """The naive sampler, but each pixel's parameters come from `pixel_params`, which runs
+        the network only where the pixels drawn so far complete it, on the caches of
+        `sampling_state`."""
+        self._check_y(y)
+        if self.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.modules()):
+            raise ValueError("the cached sampler needs dropout off: call model.eval() first")
+        p = next(self.parameters())
+        C, H, W = self.shape
+        u = uniforms((n, C, H, W), generator, p.device)
+        x = torch.zeros((n, C, H, W), dtype=p.dtype, device=p.device)
+        state = self.sampling_state(n)
+        for i in range(H):
+            for j in range(W):
+                params = self.pixel_params(state, i, j, y)
+                x[:, :, i, j] = sample_pixel(params, u[:, :, i, j])
+                self.pixel_drawn(state, x, i, j, y)
+        return x
+
+    def sampling_state(self, n: int):
+        raise NotImplementedError
+
+    def pixel_params(self, state, i: int, j: int, y: Tensor | None) -> Tensor:
+        """The mixture parameters of pixel (i, j), [n, P], as in a full pass, once the pixels
+        before it have been drawn and passed to `pixel_drawn`."""
+        raise NotImplementedError
+
+    def pixel_drawn(self, state, x: Tensor, i: int, j: int, y: Tensor | None) -> None:
+        """Write the new pixel (i, j) of x into the caches."""
+        raise NotImplementedError
 
 
 class PixelCNNpp(LogisticMixtureModel):
@@ -344,7 +532,10 @@ class PixelCNNpp(LogisticMixtureModel):
         self.down_ul = nn.ModuleList(block(DownRightShiftedConv2d, 2) for _ in range(n_down))
         self.up_size_u = nn.ModuleList(DownShiftedDeconv2d(nf, nf) for _ in range(2))
         self.up_size_ul = nn.ModuleList(DownRightShiftedDeconv2d(nf, nf) for _ in range(2))
-        self.out = nn.Conv2d(nf, nr_logistic_mix * n_mixture_params(C), 1)
+        self.out = Conv2d(nf, nr_logistic_mix * n_mixture_params(C), 1)
+        # the down pass's blocks at each resolution level (0: full, 1: half, 2: quarter)
+        self.down_blocks = {2: range(nr_resnet), 1: range(nr_resnet, 2 * nr_resnet + 1)}
+        self.down_blocks[0] = range(2 * nr_resnet + 1, 3 * nr_resnet + 2)
 
     def params(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Mixture parameters [B, K * n_mixture_params(C), H, W]; those of pixel (i, j) depend
@@ -373,6 +564,113 @@ class PixelCNNpp(LogisticMixtureModel):
             if stage < 2:
                 u, ul = self.up_size_u[stage](u), self.up_size_ul[stage](ul)
         return self.out(F.elu(ul))
+
+    # Cached sampling. Every map of `params` at a position depends on earlier pixels only, so a
+    # position is computed once, when the pixels it depends on are drawn. The u stream sees the
+    # rows above only: at the start of image row i it runs on whole rows, row i >> L at each
+    # level L where i is a multiple of 2^L (`u_rows`). The ul stream also sees the pixels to the
+    # left: it runs at pixel (i, j), and at (i >> L, j >> L) where both are multiples of 2^L
+    # (`ul_pixel`). Up and down pass meet at the same positions in the same step, so the ul
+    # stream's skip connections need no cache; the caches hold the causal convolutions'
+    # inputs, the u stream (read by ul), and what the up-sampling reads.
+
+    def sampling_state(self, n: int) -> dict:
+        C, H, W = self.shape
+        nf, n_res = self.up_u[0].conv_in.conv.out_channels, self.nr_resnet
+        like = next(self.parameters())
+
+        def cache(level: int, channels: int = nf) -> Cache:
+            return Cache(like, n, channels, H >> level, W >> level)
+
+        blocks = [(self.up_u[k], self.up_ul[k], k // n_res) for k in range(3 * n_res)]
+        for level, ks in self.down_blocks.items():
+            blocks += [(self.down_u[k], self.down_ul[k], level) for k in ks]
+        return {
+            "x": cache(0, C + 1),
+            # the part of ul's first map that sees the rows above only, run with the u stream
+            "ul_init_down": cache(0),
+            # a GatedResnet -> the inputs of its two causal convolutions
+            "convs": {b: (cache(lv, 2 * nf), cache(lv, 2 * nf)) for *bs, lv in blocks for b in bs},
+            # per level, the up pass's u maps: the first one, then after each block
+            "u_up": [[cache(level) for _ in range(n_res + 1)] for level in range(3)],
+            "u_down": [cache(level) for *_, level in blocks[3 * n_res :]],
+            # per level, the up pass's last ul map (down-sampled) and the down pass's (up-sampled)
+            "ul_up": [cache(level) for level in range(2)],
+            "ul_down": [None, cache(1), cache(2)],
+        }
+
+    def pixel_params(self, state: dict, i: int, j: int, y: Tensor | None) -> Tensor:
+        if j == 0:
+            self.u_rows(state, i, y)
+        return self.ul_pixel(state, i, j, y)
+
+    def pixel_drawn(self, state: dict, x: Tensor, i: int, j: int, y: Tensor | None) -> None:
+        # the input of params: the pixel in [-1, 1] and a channel of ones
+        xs = scale_pixels(x[:, :, i : i + 1, j : j + 1])
+        state["x"].write(At(i, j, j + 1), torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1))
+
+    def u_rows(self, state: dict, i: int, y: Tensor | None) -> None:
+        """The u stream of `params` on the rows that image row i completes."""
+        n, W = self.nr_resnet, self.shape[2]
+        levels = [level for level in range(3) if i % (1 << level) == 0]
+        u_up, u_down = state["u_up"], state["u_down"]
+        for level in levels:
+            at = At(i >> level, 0, W >> level)
+            if level == 0:
+                u = self.u_init.step(state["x"], at)
+                state["ul_init_down"].write(at, self.ul_init_down.step(state["x"], at))
+            else:
+                u = self.down_size_u[level - 1].step(u_up[level - 1][n], at)
+            u_up[level][0].write(at, u)
+            for r in range(n):
+                block = self.up_u[level * n + r]
+                u = block.step(u, state["convs"][block], at, y=y)
+                u_up[level][r + 1].write(at, u)
+        for level in reversed(levels):
+            at = At(i >> level, 0, W >> level)
+            skips = u_up[level][::-1]
+            if level == 2:
+                u, skips = skips[0].read(at), skips[1:]
+            else:
+                u = self.up_size_u[1 - level].step(u_down[self.down_blocks[level + 1][-1]], at)
+            for k, skip in zip(self.down_blocks[level], skips):
+                u = self.down_u[k].step(u, state["convs"][self.down_u[k]], at, skip.read(at), y)
+                u_down[k].write(at, u)
+
+    def ul_pixel(self, state: dict, i: int, j: int, y: Tensor | None) -> Tensor:
+        """The ul stream of `params` at the positions that pixel (i, j) completes, and the
+        mixture parameters of pixel (i, j), [n, P]."""
+        n = self.nr_resnet
+        levels = [level for level in range(3) if i % (1 << level) == 0 and j % (1 << level) == 0]
+        ul_up, ul_down = state["ul_up"], state["ul_down"]
+        ups = {}
+        for level in levels:
+            at = At(i >> level, j >> level, (j >> level) + 1)
+            if level == 0:
+                ul = state["ul_init_down"].read(at) + self.ul_init_right.step(state["x"], at)
+            else:
+                ul = self.down_size_ul[level - 1].step(ul_up[level - 1], at)
+            ups[level] = [ul]
+            for r in range(n):
+                block = self.up_ul[level * n + r]
+                a = state["u_up"][level][r + 1].read(at)
+                ul = block.step(ul, state["convs"][block], at, a, y)
+                ups[level].append(ul)
+            if level < 2:
+                ul_up[level].write(at, ul)
+        for level in reversed(levels):
+            at = At(i >> level, j >> level, (j >> level) + 1)
+            skips = ups[level][::-1]
+            if level == 2:
+                ul, skips = skips[0], skips[1:]
+            else:
+                ul = self.up_size_ul[1 - level].step(ul_down[level + 1], at)
+            for k, skip in zip(self.down_blocks[level], skips):
+                a = torch.cat([state["u_down"][k].read(at), skip], dim=1)
+                ul = self.down_ul[k].step(ul, state["convs"][self.down_ul[k]], at, a, y)
+            if level > 0:
+                ul_down[level].write(at, ul)
+        return self.out(F.elu(ul))[:, :, 0, 0]
 
 
 def sample_by_pixel(

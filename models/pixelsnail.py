@@ -21,11 +21,16 @@ are small (16) and values are half the filters wide; attention here may be split
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.pixelcnnpp import (
+    At,
+    Cache,
+    Conv2d,
     DownRightShiftedConv2d,
     DownShiftedConv2d,
     GatedResnet,
@@ -53,9 +58,25 @@ def causal_attention(query: Tensor, key: Tensor, value: Tensor, n_heads: int) ->
     return (out * has_earlier).transpose(2, 3).reshape(B, d_v, H, W)
 
 
+def attention_step(query: Tensor, keys: Tensor, values: Tensor, n_heads: int) -> Tensor:
+    """`causal_attention` at one position from the keys [n, d_k, p] and values [n, d_v, p] of
+    the p positions before it: query [n, d_k, 1, 1] -> [n, d_v, 1, 1]."""
+    n, d_k, p = keys.shape
+    d_v = values.shape[1]
+    if p == 0:
+        # the first position reads zero
+        return values.new_zeros(n, d_v, 1, 1)
+    q = query.reshape(n, n_heads, 1, d_k // n_heads)
+    k = keys.reshape(n, n_heads, d_k // n_heads, p)
+    v = values.reshape(n, n_heads, d_v // n_heads, p).transpose(2, 3)
+    # A = softmax(q K^T / sqrt(d_k)) V
+    weights = torch.softmax(q @ k / math.sqrt(d_k // n_heads), dim=-1)
+    return (weights @ v).reshape(n, d_v, 1, 1)
+
+
 def nin(cin: int, cout: int) -> nn.Conv2d:
     """A 1x1 convolution ("network in network")."""
-    return nn.Conv2d(cin, cout, 1)
+    return Conv2d(cin, cout, 1)
 
 
 class AttentionBlock(nn.Module):
@@ -77,10 +98,27 @@ class AttentionBlock(nn.Module):
         self.out = GatedResnet(nin, nf, nf // 2, dropout, n_classes)
 
     def forward(self, ul: Tensor, xs: Tensor, background: Tensor, y: Tensor | None) -> Tensor:
+        key, value = self.keys_values(ul, xs, background, y)
+        return self.out(
+            ul, causal_attention(self.query(ul, background, y), key, value, self.n_heads), y
+        )
+
+    def keys_values(
+        self, ul: Tensor, xs: Tensor, background: Tensor, y: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         kv = self.kv(self.kv_resnet(torch.cat([xs, ul, background], dim=1), y=y))
-        key, value = kv[:, : self.key_size], kv[:, self.key_size :]
-        query = self.q(self.q_resnet(torch.cat([ul, background], dim=1), y=y))
-        return self.out(ul, causal_attention(query, key, value, self.n_heads), y)
+        return kv[:, : self.key_size], kv[:, self.key_size :]
+
+    def query(self, ul: Tensor, background: Tensor, y: Tensor | None) -> Tensor:
+        return self.q(self.q_resnet(torch.cat([ul, background], dim=1), y=y))
+
+    def step(
+        self, ul: Tensor, background: Tensor, keys: Tensor, values: Tensor, y: Tensor | None
+    ) -> Tensor:
+        """`forward` at one position alone (ul, background [n, C, 1, 1]) from the keys and
+        values of the positions before it, [n, d, p]."""
+        query = self.query(ul, background, y)
+        return self.out(ul, attention_step(query, keys, values, self.n_heads), y)
 
 
 class PixelSNAIL(LogisticMixtureModel):
@@ -132,11 +170,7 @@ class PixelSNAIL(LogisticMixtureModel):
         self._check_y(y)
         B, _, H, W = x.shape
         xs = scale_pixels(x)
-        rows = (torch.arange(H, dtype=x.dtype, device=x.device) - H / 2) / H
-        cols = (torch.arange(W, dtype=x.dtype, device=x.device) - W / 2) / W
-        background = torch.stack([rows[:, None].expand(H, W), cols[None, :].expand(H, W)]).expand(
-            B, 2, H, W
-        )
+        background = self.background(H, W, x).expand(B, 2, H, W)
         # a channel of ones tells the image from the zero padding
         padded = torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1)
         ul = self.init_down(padded) + self.init_right(padded)
@@ -145,3 +179,58 @@ class PixelSNAIL(LogisticMixtureModel):
                 ul = resnet(ul, y=y)
             ul = attention(ul, xs, background, y)
         return self.out(F.elu(ul))
+
+    @staticmethod
+    def background(H: int, W: int, like: Tensor) -> Tensor:
+        """The positional input, [2, H, W]: each position's row and column, centred and scaled."""
+        rows = (torch.arange(H, dtype=like.dtype, device=like.device) - H / 2) / H
+        cols = (torch.arange(W, dtype=like.dtype, device=like.device) - W / 2) / W
+        return torch.stack([rows[:, None].expand(H, W), cols[None, :].expand(H, W)])
+
+    # Cached sampling. The stream at a position depends on earlier pixels only, so it runs at
+    # the new pixel alone: the causal convolutions read their neighbours from caches of their
+    # inputs, and each attention block reads the keys and values of the earlier positions,
+    # cached as each pixel is drawn (a position's keys and values depend on its own pixel).
+
+    def sampling_state(self, n: int) -> dict:
+        C, H, W = self.shape
+        like = next(self.parameters())
+        nf = self.out.in_channels
+        return {
+            "x": Cache(like, n, C + 1, H, W),
+            # a GatedResnet -> the inputs of its two causal convolutions
+            "convs": {
+                resnet: (Cache(like, n, 2 * nf, H, W), Cache(like, n, 2 * nf, H, W))
+                for resnets in self.resnets
+                for resnet in resnets
+            },
+            "background": self.background(H, W, like),
+            # per attention block: keys and values of every position, and the stream entering
+            # it at the new pixel (its keys and values wait for the pixel to be drawn)
+            "keys": [like.new_zeros(n, a.key_size, H * W) for a in self.attention],
+            "values": [like.new_zeros(n, nf // 2, H * W) for a in self.attention],
+            "streams": [None for _ in self.attention],
+        }
+
+    def pixel_params(self, state: dict, i: int, j: int, y: Tensor | None) -> Tensor:
+        at, p = At(i, j, j + 1), i * self.shape[2] + j
+        background = state["background"][None, :, i : i + 1, j : j + 1]
+        ul = self.init_down.step(state["x"], at) + self.init_right.step(state["x"], at)
+        for b, (resnets, attention) in enumerate(zip(self.resnets, self.attention)):
+            for resnet in resnets:
+                ul = resnet.step(ul, state["convs"][resnet], at, y=y)
+            state["streams"][b] = ul
+            keys, values = state["keys"][b][..., :p], state["values"][b][..., :p]
+            ul = attention.step(ul, background.expand(len(ul), -1, -1, -1), keys, values, y)
+        return self.out(F.elu(ul))[:, :, 0, 0]
+
+    def pixel_drawn(self, state: dict, x: Tensor, i: int, j: int, y: Tensor | None) -> None:
+        p = i * self.shape[2] + j
+        xs = scale_pixels(x[:, :, i : i + 1, j : j + 1])
+        # the input of params: the pixel in [-1, 1] and a channel of ones
+        state["x"].write(At(i, j, j + 1), torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1))
+        background = state["background"][None, :, i : i + 1, j : j + 1].expand(len(xs), -1, -1, -1)
+        for b, attention in enumerate(self.attention):
+            key, value = attention.keys_values(state["streams"][b], xs, background, y)
+            state["keys"][b][..., p] = key[:, :, 0, 0]
+            state["values"][b][..., p] = value[:, :, 0, 0]

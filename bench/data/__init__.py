@@ -12,14 +12,21 @@ batches them by indexing, which is far faster on CPU than a DataLoader over PIL 
 
 from __future__ import annotations
 
+import gzip
+import pickle
+import tarfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from PIL import UnidentifiedImageError
+
 from . import cifar, imagenet, mnist, omniglot, samples
 from .cifar import CIFAR10_CLASSES
-from .common import DataError, DataInfo, Splits, resize, sha256, subsample
+from .common import DataError, DataInfo, Splits, corrupt, resize, sha256, subsample
 from .imagenet import imagenet_transform
 from .samples import SAMPLE_SHA256, SAMPLES_DIR
 
@@ -45,6 +52,10 @@ SOURCES: dict[str, Source] = {
     "imagenet": Source(imagenet.load, imagenet.files),
 }
 NAMES = tuple(SOURCES)
+# What decoding a damaged file raises; the loaders name the file where they know it, and this
+# backstop names the data set's folder where they do not, so a run records "data corrupt".
+UNDECODABLE = (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, tarfile.TarError,
+               pickle.UnpicklingError, UnidentifiedImageError)  # fmt: skip
 
 
 def _check_name(name: str) -> None:
@@ -83,7 +94,10 @@ def load(
         splits = samples.load(name)
     else:
         root = _root(name, data_dir)
-        splits = SOURCES[name].load(root, download=download, image_size=image_size)
+        try:
+            splits = SOURCES[name].load(root, download=download, image_size=image_size)
+        except UNDECODABLE as e:
+            raise corrupt(root / name, e, f"a file of {name} cannot be decoded") from None
     splits = subsample(splits, n_train, n_test, seed)
     return splits if image_size is None else resize(splits, image_size)
 

@@ -12,13 +12,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
-
-class DataError(Exception):
-    """One-line, user-facing: what is missing or corrupt, where to place what, which sum failed."""
-
-    def __init__(self, message: str, corrupt: bool = False):
-        super().__init__(" ".join(message.splitlines()))
-        self.corrupt = corrupt  # a checksum failed: the data is there but not the expected bytes
+from ..errors import DataError  # defined apart, so the CLI catches it without torch
 
 
 @dataclass(frozen=True)
@@ -57,6 +51,17 @@ def sha256(path: Path) -> str:
                 digest.update(chunk)
         _SUMS[key] = digest.hexdigest()
     return _SUMS[key]
+
+
+def corrupt(path: Path | str, error: BaseException, what: str = "") -> DataError:
+    """A file that exists but cannot be decoded (truncated, random bytes, another format), whose
+    sum is not known here: the same "data corrupt" skip as a failed checksum, naming the file."""
+    why = " ".join(str(error).split())[:120]
+    return DataError(
+        f"data corrupt: {path}: {what or 'cannot be decoded'} ({type(error).__name__}"
+        f"{': ' + why if why else ''}); replace it with an intact copy",
+        corrupt=True,
+    )
 
 
 def verified(root: Path, rel: str, known: dict[str, str]) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
 from torchvision import datasets
 
-from .common import DataError, Splits, sha256, tensor_splits, verified
+from .common import DataError, Splits, corrupt, sha256, tensor_splits, verified
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -90,7 +91,10 @@ def load_binarized(root: Path, download: bool = False, **_) -> Splits:
                 f"binarized MNIST not found: expected {path.with_suffix('')} or {path}; place the"
                 " Larochelle & Murray .amat files there (gzipped or not)"
             )
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        try:
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # truncated, or not gzip at all
+            raise corrupt(path, e, "not a complete gzip file") from None
         got = hashlib.sha256(data).hexdigest()
         if got != expected:
             raise DataError(

@@ -11,13 +11,14 @@ import importlib.util
 import io
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import datasets
 
-from .common import DataError, Splits, sha256, tensor_splits, verified
+from .common import DataError, Splits, corrupt, sha256, tensor_splits, verified
 
 TRAIN_DRAWERS = 15
 FILE = re.compile(r"^\d{4}_(\d{2})\.png$")
@@ -107,9 +108,14 @@ def _from_mat(mat: Path, raw: dict) -> Splits:
 
 
 class _Drawings(dict):
-    """(alphabet, character, file name) -> PNG bytes, counting identical copies dropped."""
+    """(alphabet, character, file name) -> PNG bytes, counting identical copies dropped, and
+    where each came from (a file, or a zip and its member) for an error to name."""
 
     duplicates = 0
+
+    def __init__(self):
+        super().__init__()
+        self.where: dict[tuple[str, str, str], str] = {}
 
     def add(self, key: tuple[str, str, str], png: bytes, where: str) -> None:
         if key in self:
@@ -117,7 +123,7 @@ class _Drawings(dict):
                 raise DataError(f"Omniglot drawing {'/'.join(key)} differs between copies: {where}")
             self.duplicates += 1
         else:
-            self[key] = png
+            self[key], self.where[key] = png, where
 
 
 def _trees(trees: list[Path]) -> tuple[_Drawings, dict[str, str]]:
@@ -136,11 +142,14 @@ def _zips(root: Path, zips: list[Path]) -> tuple[_Drawings, dict[str, str]]:
     drawings, sums = _Drawings(), {}
     for path in zips:
         sums[path.name] = verified(root, f"omniglot/{path.name}", KNOWN_SHA256)
-        with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
-                parts = member.split("/")
-                if member.endswith(".png") and len(parts) >= 3:
-                    drawings.add(tuple(parts[-3:]), zf.read(member), f"{path}:{member}")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for member in zf.namelist():
+                    parts = member.split("/")
+                    if member.endswith(".png") and len(parts) >= 3:
+                        drawings.add(tuple(parts[-3:]), zf.read(member), f"{path}:{member}")
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:  # a zip whose sum is not known
+            raise corrupt(path, e, "not a readable zip file") from None
     return drawings, sums
 
 
@@ -152,7 +161,10 @@ def _arrays(drawings: _Drawings, size: int):
         match = FILE.match(key[2])
         if match is None:
             raise DataError(f"unexpected Omniglot file name {'/'.join(key)}; expected NNNN_DD.png")
-        image = ImageOps.invert(Image.open(io.BytesIO(drawings[key])).convert("L"))
+        try:
+            image = ImageOps.invert(Image.open(io.BytesIO(drawings[key])).convert("L"))
+        except (UnidentifiedImageError, OSError, ValueError) as e:  # junk, or a truncated PNG
+            raise corrupt(drawings.where[key], e, "not a readable PNG image") from None
         image = image.resize((size, size), Image.Resampling.BOX)
         xs, ys = splits[int(match[1]) <= TRAIN_DRAWERS]
         xs.append(np.asarray(image))

@@ -17,7 +17,7 @@ import models
 from .. import data as datasets
 from ..profiling import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
-from .common import CellResult, Context, check_data, positive
+from .common import CellResult, Context, check_data, meta_model, non_negative, positive
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 # Per-channel mean and std of the training images, for input normalisation.
@@ -54,6 +54,8 @@ class Settings:
         for name in ("n_train", "n_test", "image_size", "max_steps_per_epoch"):
             positive(name, getattr(self, name), allow_none=True)
         positive("lr", self.lr)
+        non_negative("momentum", self.momentum)
+        non_negative("weight_decay", self.weight_decay)
         if self.epochs < 0 or any(not isinstance(m, int) or m < 0 for m in self.lr_milestones):
             raise ValueError("epochs and lr_milestones must be non-negative integers")
 
@@ -64,8 +66,7 @@ def preflight(cell: dict, s: Settings) -> None:
         raise ValueError(
             f"dataset must be one of {', '.join(NUM_CLASSES)}, got {cell['dataset']!r}"
         )
-    with torch.device("meta"):
-        models.build(cell["model"], num_classes=NUM_CLASSES[cell["dataset"]])
+    meta_model(cell["model"], num_classes=NUM_CLASSES[cell["dataset"]])
 
 
 def normalise(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:

@@ -32,7 +32,7 @@ from ..memory import measure_step
 from ..profiling import MIB, peak_mib
 from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
-from .common import CellResult, Context, check_data, positive
+from .common import CellResult, Context, check_data, meta_model, positive
 
 SHAPES = {
     "mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "omniglot": (1, 28, 28),
@@ -63,7 +63,7 @@ class Settings:
     au_samples: int = 100  # samples of the top layer's posterior mean (active units)
     max_steps_per_epoch: int | None = None
     samples: int = 16  # images in the PNG grid of samples (0: none)
-    time_naive_sampler: bool = False  # also time `sample(1, naive=True)` where a model has it
+    time_naive_sampler: bool = False  # also time `sample(samples, naive=True)` where a model has it
 
     def __post_init__(self):
         check_data(self.data)
@@ -101,11 +101,9 @@ def lr_schedule(s: Settings):
     return lr_at, ends[-1]
 
 
-def build(cell: dict, s: Settings, shape: tuple[int, ...]):
+def build(cell: dict, s: Settings, shape: tuple[int, ...], make=models.build):
     kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
-    return models.build(
-        cell["model"], shape=shape, **s.model_kwargs.get(cell["model"], {}), **kwargs
-    )
+    return make(cell["model"], shape=shape, **s.model_kwargs.get(cell["model"], {}), **kwargs)
 
 
 def check_kind(model, cell: dict, s: Settings) -> None:
@@ -126,9 +124,7 @@ def preflight(cell: dict, s: Settings) -> None:
     shape = SHAPES[cell["dataset"]]
     if s.image_size:
         shape = (shape[0], s.image_size, s.image_size)
-    with torch.device("meta"):
-        model = build(cell, s, shape)
-    check_kind(model, cell, s)
+    check_kind(build(cell, s, shape, make=meta_model), cell, s)
 
 
 def _accepted(fn, **optional):
@@ -230,15 +226,17 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
 
 @torch.no_grad()
 def draw_samples(model, s: Settings, ctx: Context, shape: tuple, kind: str) -> dict:
-    """Seconds per sample and, when the runner asks for one, a PNG grid of the samples."""
-    generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+    """Seconds per sample and, when the runner asks for one, a PNG grid of the samples. The
+    naive sampler, where timed, draws the same batch from the same seed: the same work."""
     t0 = time.perf_counter()
+    generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
     x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
     out = {"sample_s": (time.perf_counter() - t0) / s.samples}
     if s.time_naive_sampler and "naive" in inspect.signature(model.sample).parameters:
         t0 = time.perf_counter()
-        model.sample(1, generator=generator, naive=True)
-        out["sample_s_naive"] = time.perf_counter() - t0
+        generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+        model.sample(s.samples, generator=generator, naive=True)
+        out["sample_s_naive"] = (time.perf_counter() - t0) / s.samples
     if ctx.samples is not None:
         images = x.float() / 255 if kind == "discrete256" else x.float().clamp(0, 1)
         ctx.samples.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from models.resnet import depth
 
 from ..memory import count_saved_bytes
 from ..profiling import MIB, Workload, fresh_model, logits_of, peak_mib, probe
-from .common import CellResult, Context, positive
+from .common import CellResult, Context, meta_model, positive
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,13 @@ class Settings:
 
 
 def preflight(cell: dict, s: Settings) -> None:
-    """Refuse a cell before anything runs: an unknown model or arguments it rejects."""
+    """Refuse a cell before anything runs: an unknown model or arguments it rejects, the cell's
+    or its timing reference's."""
     kwargs = {k: v for k, v in cell.items() if k != "model"}
-    with torch.device("meta"):
-        models.build(cell["model"], num_classes=s.num_classes, **kwargs)
+    meta_model(cell["model"], num_classes=s.num_classes, **kwargs)
+    if s.timing_reference is not None:  # its arguments too, before the first cell is timed
+        reference = {k: v for k, v in s.timing_reference.items() if k != "model"}
+        meta_model(s.timing_reference["model"], num_classes=s.num_classes, **reference)
 
 
 def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:

@@ -17,7 +17,7 @@ import models.nice
 import models.pixelcnn
 import models.revnet
 from bench import profiling
-from bench.check import compare, judge
+from bench.check import compare, judge, render_report
 from bench.cli import main
 from bench.records import Record
 from bench.spec import Rule, get_spec, load_spec
@@ -218,3 +218,87 @@ def test_user_mistakes_are_one_line(bench, tmp_path):
     write_spec(specs)
     status, _, err = bench("check", "tiny", "--specs", str(specs))
     assert status == 2 and "has no [check.smoke] tolerances" in err and err.count("\n") == 1
+
+
+def test_nan_on_either_side_fails():
+    band = Rule("r", rel=1e-3)
+    assert not judge(band, float("nan"), 209.359)[0]
+    assert judge(band, float("nan"), 209.359)[2] == "reference is nan"
+    assert not judge(Rule("r", at_most=1.0), float("nan"), 0.5)[0]
+    assert not judge(Rule("r", abs_tol=1), [20, float("inf")], [20, 5])[0]
+
+
+def checked_spec(spec_dir):
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    path = write_spec(spec_dir)
+    path.write_text(path.read_text() + CHECK)
+    return load_spec(path)
+
+
+def skipped(cell, detail):
+    now = record(cell, status="skipped")
+    now.detail, now.reason = detail, f"{detail}: /data/x"
+    return now
+
+
+def test_corrupt_data_fails_and_absent_data_does_not(spec_dir):
+    spec = checked_spec(spec_dir)
+    refs = {"a": record("a", nll=1.0, active_units=[5])}
+    report = compare(spec, "smoke", ["a"], refs, {"a": skipped("a", "data corrupt")})
+    assert [(r.metric, r.why) for r in report.failed] == [("(run)", "data corrupt: /data/x")]
+    report = compare(spec, "smoke", ["a"], refs, {"a": skipped("a", "data absent")})
+    assert report.failed == [] and report.rows[0].verdict == "not run"
+    assert render_report(report, spec_dir).endswith(
+        "nothing compared: every cell's data is absent here (not a failure); 1 cells not compared"
+        " (no reference, or not run)"
+    )
+
+
+def test_a_check_that_compared_nothing_fails(spec_dir):
+    spec = checked_spec(spec_dir)
+    fresh = {"a": record("a", nll=1.0, active_units=[5]), "b": skipped("b", "data absent")}
+    report = compare(spec, "smoke", ["a", "b"], {}, fresh)  # no references at all
+    (row,) = report.failed
+    assert row.metric == "(none)" and row.why.startswith("nothing compared")
+    assert render_report(report, spec_dir).endswith(
+        "FAIL: nothing compared: no cell has both a reference and a new measurement; 2 cells not"
+        " compared (no reference, or not run)"
+    )
+
+
+def test_an_unreadable_reference_fails_rather_than_counting_as_none(spec_dir):
+    spec = checked_spec(spec_dir)
+    fresh = {"a": record("a", nll=1.0, active_units=[5]), "b": record("b", nll=1.0)}
+    refs = {"b": record("b", nll=1.0)}
+    report = compare(spec, "smoke", ["a", "b"], refs, fresh, {"a": "corrupt reference: x.json"})
+    assert [(r.cell, r.metric, r.why) for r in report.failed] == [
+        ("a", "(reference)", "corrupt reference: x.json")
+    ]
+
+
+def test_a_truncated_reference_or_empty_results_fail_the_check(bench, tmp_path):
+    specs = tmp_path / "specs"
+    checked_spec(specs)
+    vae = "mnist-layers1-k1-vae"
+    work = str(tmp_path / "work")
+    status, out, err = bench("check", "tiny", "--specs", str(specs), "--cells", vae, "--work", work)
+    assert status == 1 and "nothing compared" in out and "bench check: FAIL in tiny" in err
+    assert bench("run", "tiny", "--specs", str(specs), "--cells", vae)[0] == 0
+    reference = tmp_path / "refs" / "tiny" / "smoke" / f"{vae}.json"
+    reference.write_text(reference.read_text()[:100])
+    status, out, err = bench("check", "tiny", "--specs", str(specs), "--cells", vae, "--work", work)
+    assert status == 1
+    assert f"FAIL: corrupt reference: {reference}: unreadable record" in out
+
+
+def test_subset_and_tolerances_that_no_table_has_are_errors(bench, tmp_path):
+    specs = tmp_path / "specs"
+    checked_spec(specs)
+    status, _, err = bench("check", "tiny", "--subset", "--specs", str(specs))
+    assert status == 2 and err.count("\n") == 1
+    assert "table 'tiny' has no subset in [check.smoke]" in err
+    status, out, err = bench("check", "--subset", "--specs", str(specs))
+    assert status == 2 and err.count("\n") == 1
+    assert f"error: no table in {specs} has a subset in [check.smoke]: nothing to check" in err
+    status, _, err = bench("check", "--tier", "small", "--specs", str(specs))
+    assert status == 2 and "has [check.small] tolerances: nothing to check" in err

@@ -3,8 +3,12 @@ traceback; an unfinished run exits 1 with one summary line; list, validate and t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,12 +260,22 @@ def test_results_or_tables_that_cannot_be_written_are_one_line(bench, tmp_path):
     assert one_error_line(err).startswith(f"error: {tmp_path / 'tables'}: cannot write there")
 
 
-def test_sigterm_gets_the_resume_hint_and_exit_143(bench, monkeypatch):
-    monkeypatch.setitem(COMMANDS, "list", lambda args: os.kill(os.getpid(), signal.SIGTERM))
+@pytest.mark.parametrize(
+    "args, hint",
+    [(["run", "tiny"], "; rerun the same command to resume from the last checkpoint"),
+     (["check", "tiny", "--work", "w"], "; rerun the same command to resume from the last"
+      " checkpoint"),
+     (["check", "tiny"], "; nothing was compared and the scratch run was removed, so a rerun"
+      " starts over (--work DIR keeps a check's run to resume)"),
+     (["list"], "")],
+    ids=["run", "check --work", "check", "list"],
+)  # fmt: skip
+def test_sigterm_says_what_a_rerun_does_and_exits_143(bench, monkeypatch, args, hint):
+    monkeypatch.setitem(COMMANDS, args[0], lambda args: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
-    status, _, err = bench("list")
+    status, _, err = bench(*args)
     assert status == 143
-    assert err == "interrupted; rerun the same command to resume from the last checkpoint\n"
+    assert err == f"interrupted{hint}\n"
     assert signal.getsignal(signal.SIGTERM) == before
 
 
@@ -287,3 +301,160 @@ def test_invert_input_errors_are_one_line(bench, tmp_path, case):
         "no weights": f"--weights {tmp_path / 'missing.pt'}: no such file",
         "wrong weights": f"--weights {weights}: not a state_dict of irevnet_cifar",
     }[case] in line
+
+
+# --- Issue 21: a hostile user's probes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["run", "tiny", "--fre"], "bench: unrecognized arguments: --fre"),
+     (["list", "--res", "x"], "bench: unrecognized arguments: --res x"),
+     (["run", "tiny", "--cells", ""], "--cells '': no glob given"),
+     (["run", "tiny", "--cells", " , "], "--cells ' , ': no glob given"),
+     (["check", "tiny", "--cells", ""], "--cells '': no glob given")],
+    ids=["--fre", "--res", "run --cells ''", "run --cells ' , '", "check --cells ''"],
+)  # fmt: skip
+def test_no_abbreviations_and_no_empty_cells(bench, args, message):
+    status, out, err = bench(*args)
+    assert (status, out) == (2, "")
+    assert one_error_line(err).startswith(f"error: {message}")
+
+
+def test_list_counts_only_cells_of_the_grid_and_says_where_it_looked(bench, tmp_path):
+    assert bench("run", "tiny", "--cells", VAE)[0] == 0
+    stray = record_path(tmp_path / "results", "tiny", "smoke", "mnist-layers1-k5-vae")
+    source = record_path(tmp_path / "results", "tiny", "smoke", VAE)
+    stray.write_text(source.read_text().replace(f'"cell": "{VAE}"', f'"cell": "{stray.stem}"'))
+    status, out, _ = bench("list")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[1].startswith("  smoke  1/2 cells with results at ")
+    assert lines[1].endswith("(1 records of cells outside the grid, not counted)")
+    assert lines[-1] == (
+        f"records read from {(tmp_path / 'results').resolve()}; --results DIR reads another folder"
+    )
+    status, out, _ = bench("list", "--results", str(tmp_path / "nowhere"))
+    assert out.splitlines()[-1] == (
+        f"records read from {tmp_path / 'nowhere'} (no such folder); --results DIR reads another"
+        " folder"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, tables",
+    [([], "tables"), (["--results", "results"], "tables"), (["--results", "scratch"],
+     "scratch/tables"), (["--results", "scratch", "--tables", "t"], "t"),
+     (["list", "--results", "/x/r"], "/x/r/tables")],
+)  # fmt: skip
+def test_tables_go_beside_the_records_of_another_results_folder(tmp_path, monkeypatch, argv,
+                                                                tables):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setitem(COMMANDS, "list", lambda args: seen.append(args.tables) or 0)
+    assert main([*argv, "list"] if "list" not in argv else argv) == 0
+    assert seen == [Path(tables)]
+
+
+def test_a_scratch_run_never_rewrites_the_committed_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path / "specs")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "tiny-smoke.md").write_text("committed\n")
+    argv = ["--specs", "specs", "--results", "scratch", "run", "tiny", "--cells", VAE,
+            "--checkpoints", "ck"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "tables" / "tiny-smoke.md").read_text() == "committed\n"
+    table = (tmp_path / "scratch" / "tables" / "tiny-smoke.md").read_text()
+    assert "Measured: records under `scratch/tiny/smoke/`" in table
+    capsys.readouterr()
+
+
+def test_a_record_with_a_bad_metric_is_a_warning_not_a_crash_or_a_measurement(bench, tmp_path):
+    assert bench("run", "tiny")[0] == 0
+    path = record_path(tmp_path / "results", "tiny", "smoke", VAE)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "metrics": {**data["metrics"], "active_units": "x"}}))
+    status, _, err = bench("table", "tiny")
+    assert status == 0
+    assert err.startswith(f"warning: {path}: invalid record (metric 'active_units'")
+    text = (tmp_path / "tables" / "tiny-smoke.md").read_text()
+    assert "vae NLL (nats)" in text and "not run; published 86.76" in text
+    assert bench("run", "tiny", "--cells", IWAE)[0] == 0  # a later run renders without crashing
+
+
+def test_invert_refuses_a_model_that_is_not_invertible_before_building_it(bench, tmp_path):
+    status, out, err = bench("invert", "--model", "vae")
+    assert (status, out) == (2, "")
+    assert one_error_line(err).startswith("error: model 'vae' has no inverse(); pick an invertible"
+                                          " model: irevnet_a, irevnet_b")  # fmt: skip
+    assert not (tmp_path / "tables").exists()  # refused before anything was written
+
+
+def test_plot_and_invert_into_a_folder_that_cannot_be_written_are_one_line(bench, tmp_path):
+    assert bench("run", "tiny", "--cells", VAE)[0] == 0
+    (tmp_path / "tables").rename(tmp_path / "was")
+    (tmp_path / "tables").write_text("a file, not a folder")
+    status, out, err = bench("plot", "tiny")
+    assert (status, out) == (2, "")
+    assert one_error_line(err).startswith(
+        f"error: {tmp_path / 'tables'}: cannot write there (a file is in the way)"
+    )
+    out_png = tmp_path / "tables" / "x.png"
+    status, out, err = bench("invert", "--model", "irevnet_cifar", "--dataset", "cifar10",
+                             "--out", str(out_png))  # fmt: skip
+    assert (status, out) == (2, "")
+    assert one_error_line(err).startswith(f"error: {tmp_path / 'tables'}: cannot write there")
+
+
+def test_plot_that_fails_to_save_is_one_line(bench, tmp_path, monkeypatch):
+    from bench import plot
+
+    assert bench("run", "tiny", "--cells", VAE)[0] == 0
+
+    def read_only(fig, path, dpi=120):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(plot, "save_figure", read_only)
+    status, out, err = bench("plot", "tiny")
+    assert (status, out) == (2, "")
+    assert one_error_line(err) == (
+        f"error: {tmp_path / 'tables'}: cannot write a figure (Permission denied); fix its"
+        " permissions or pass --tables DIR"
+    )
+
+
+def test_a_spec_that_is_not_utf8_is_one_line_and_the_others_still_load(bench, tmp_path):
+    bad = write_spec(tmp_path / "specs", name="bad")
+    bad.write_bytes(bad.read_bytes().replace(b"a test spec", b"a t\xe9st spec"))
+    status, out, err = bench("validate")
+    assert status == 2 and out == f"ok: {tmp_path / 'specs' / 'tiny.toml'}\n"
+    assert one_error_line(err).startswith(f"error: {bad}: not UTF-8 text (byte ")
+    status, out, _ = bench("list")
+    assert status == 0 and f"bad: INVALID: {bad}: not UTF-8 text" in out
+    assert "tiny: tiny IWAE table" in out
+    status, _, err = bench("run", "bad")
+    assert status == 2 and f"{bad}: not UTF-8 text" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["list"],
+        ["check", "--help"],
+        ["run", "--help"],
+        ["status", "iwae-table"],
+        ["table", "iwae-table", "--tier", "small", "--tables", "{tmp}"],
+    ],  # fmt: skip
+)
+def test_light_commands_import_no_torch(args, tmp_path):
+    """Help, listing, rendering and status answer without torch (seconds of imports here)."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = (
+        "import sys\nfrom bench.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]

@@ -561,3 +561,55 @@ def test_fingerprint_hashes_the_files_a_load_reads(tmp_path, no_known_sums):
     assert data.fingerprint("mnist", tmp_path) == {}  # absent: the cell reports it when it runs
     sample = data.fingerprint("mnist", None, sample=True)
     assert sample == {"mnist.npz": data.SAMPLE_SHA256["mnist"]}
+
+
+# --- Files that cannot be decoded and whose sums are not known: "data corrupt", naming them -----
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_a_binarized_mnist_gz_that_does_not_decompress_is_corrupt(tmp_path, monkeypatch, damage):
+    write_amat(tmp_path, gz=True, monkeypatch=monkeypatch)
+    path = tmp_path / "binarized_mnist" / "binarized_mnist_train.amat.gz"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else os.urandom(500))
+    with pytest.raises(DataError) as error:
+        load("binarized_mnist", tmp_path)
+    assert error.value.corrupt and str(error.value).startswith(f"data corrupt: {path}: ")
+
+
+def test_a_junk_extra_omniglot_zip_is_corrupt(tmp_path, no_known_sums):
+    (tmp_path / "omniglot").mkdir()
+    write_omniglot_zip(tmp_path / "omniglot" / "images_background_small1.zip", [("Greek", "c01")])
+    junk = tmp_path / "omniglot" / "images_extra.zip"
+    junk.write_bytes(b"PK\x03\x04" + os.urandom(300))
+    with pytest.raises(DataError) as error:
+        load("omniglot", tmp_path)
+    assert error.value.corrupt
+    assert str(error.value).startswith(f"data corrupt: {junk}: not a readable zip file (")
+
+
+@pytest.mark.parametrize("junk", [b"not a png", drawing(1)[:60]], ids=["junk", "truncated"])
+def test_a_junk_png_in_an_omniglot_folder_is_corrupt(tmp_path, no_known_sums, junk):
+    folder = tmp_path / "omniglot" / "omniglot-py" / "images_background" / "Latin" / "c01"
+    folder.mkdir(parents=True)
+    for drawer in range(1, 21):
+        (folder / f"0500_{drawer:02d}.png").write_bytes(drawing(drawer))
+    (folder / "0500_07.png").write_bytes(junk)
+    with pytest.raises(DataError) as error:
+        load("omniglot", tmp_path)
+    assert error.value.corrupt
+    assert str(error.value).startswith(f"data corrupt: {folder / '0500_07.png'}: not a readable")
+
+
+def test_any_other_undecodable_file_is_corrupt_naming_the_data_set_folder(tmp_path, monkeypatch):
+    def truncated(root, **kwargs):
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setitem(data.SOURCES, "mnist", data.Source(truncated, data.mnist.files))
+    with pytest.raises(DataError) as error:
+        load("mnist", tmp_path)
+    assert error.value.corrupt
+    assert str(error.value) == (
+        f"data corrupt: {tmp_path / 'mnist'}: a file of mnist cannot be decoded (EOFError: Ran out"
+        " of input); replace it with an intact copy"
+    )

@@ -45,3 +45,9 @@ def test_timed_step_times_the_forward_within_the_step():
     step = profiling.timed_step(w)
     forward, whole = step()
     assert 0 < forward < whole
+
+
+def test_another_model_on_the_same_workload_keeps_its_batch_device_and_seed():
+    w = Workload("resnet32", num_classes=10, batch=4, shape=(3, 32, 32), seed=7)
+    other = w.with_model("revnet38", depth=38)
+    assert (other.model, other.kwargs, other.seed, other.batch) == ("revnet38", {"depth": 38}, 7, 4)

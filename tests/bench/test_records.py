@@ -231,3 +231,24 @@ def test_a_folder_that_cannot_be_written_is_a_usage_error(tmp_path, monkeypatch)
     with pytest.raises(UsageError, match=f"^{tmp_path}: cannot write there .Permission denied.; "
                        "fix its permissions or pass --results DIR$"):  # fmt: skip
         rec.writable_folder(tmp_path, "--results")
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [{"active_units": "x"}, {"nll": "abc"}, {"nll": True}, {"active_units": [20, "2"]},
+     {"nll": {"mean": 1}}],
+)  # fmt: skip
+def test_a_metric_that_is_not_a_measurement_makes_the_record_invalid(tmp_path, metrics):
+    path = write_record(tmp_path, record())
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "metrics": {**data["metrics"], **metrics}}))
+    records, warnings = read_records(tmp_path, "tiny", "smoke")
+    assert records == {}
+    (warning,) = warnings
+    assert warning.startswith(f"{path}: invalid record (metric '{next(iter(metrics))}': ")
+    assert "is not a number or a list of numbers" in warning and "\n" not in warning
+
+
+def test_null_and_list_metrics_are_measurements(tmp_path):
+    write_record(tmp_path, record(metrics={"nll": 1.0, "nll_stderr": None, "au": [1, 2.5]}))
+    assert read_records(tmp_path, "tiny", "smoke")[1] == []

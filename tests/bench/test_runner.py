@@ -1,10 +1,7 @@
-"""bench.runner: finished cells are skipped, changed settings rerun, concurrent runs do not
-clobber a cell, and a missing data set gives a `skipped` record instead of a crash."""
+"""bench.runner: finished cells are skipped, changed settings rerun, a cell another worker holds
+is waited for, and a missing data set gives a `skipped` record instead of a crash."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,8 +9,9 @@ import torch
 from bench import runner
 from bench.data import DataError
 from bench.fingerprint import run_key
+from bench.lease import Lease, lease_path
 from bench.records import read_record, read_records, record_path
-from bench.runner import CellLock, UsageError, resolve_device, run_table
+from bench.runner import UsageError, resolve_device, run_table
 from bench.spec import load_spec
 from bench.tasks import get_task
 
@@ -118,27 +116,24 @@ def test_a_failed_record_is_rerun(tmp_path, tiny):
     assert again.status == "ok" and "done already" not in lines[0]
 
 
-def test_a_cell_locked_by_another_run_is_left_alone(tmp_path, tiny):
+def test_a_cell_leased_by_another_worker_comes_last_and_is_waited_for(tmp_path, tiny, monkeypatch):
     opts = options(tmp_path)
     path = record_path(opts.results, "tiny", "smoke", VAE)
     path.parent.mkdir(parents=True)
-    lock = path.with_name(f".{path.name}.lock")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, filelock; l = filelock.FileLock(sys.argv[1]); "
-         "l.acquire(); print('held', flush=True); sys.stdin.read()", str(lock)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        lines = []
-        records = run_table(tiny, opts, log=lines.append)
-    finally:
-        holder.communicate("")
-    assert f"[1/2] {VAE}: skipped, another `bench run` is running it" in lines
-    assert [r.cell for r in records] == [IWAE]
-    assert not path.exists()
-    # Once the other run is gone, the cell runs.
-    assert [r.cell for r in run_table(tiny, opts, log=quiet)] == [VAE]
+    other = Lease(lease_path(path), worker="other")
+    assert other.acquire()
+    waited = []
+
+    def other_finishes(lease_file, **kwargs):  # the other worker gives the cell up
+        waited.append(lease_file)
+        other.release()
+
+    monkeypatch.setattr(runner, "wait_for", other_finishes)
+    lines = []
+    records = run_table(tiny, opts, log=lines.append)
+    assert [r.cell for r in records] == [IWAE, VAE]  # the free cell first
+    assert waited == [lease_path(path)]
+    assert any(f"{VAE}: other on " in line and "waiting" in line for line in lines)
 
 
 def test_a_missing_data_set_gives_a_skipped_record(tmp_path, tiny):
@@ -156,6 +151,20 @@ def test_a_missing_data_set_gives_a_skipped_record(tmp_path, tiny):
     table = (opts.tables / "tiny-small.md").read_text()
     assert table.count("not run (data absent)") == 4  # two cells x two metrics
     assert f"- `{VAE}`: skipped: {reason}" in table
+
+
+def test_an_undecodable_data_file_gives_a_data_corrupt_record(tmp_path, tiny, monkeypatch):
+    from bench import data
+
+    def truncated(root, **kwargs):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setitem(data.SOURCES, "mnist", data.Source(truncated, data.mnist.files))
+    opts = options(tmp_path, tier="small", data_dir=tmp_path / "data")
+    records = run_table(tiny, opts, log=quiet)
+    assert [(r.status, r.detail) for r in records] == [("skipped", "data corrupt")] * 2
+    assert records[0].reason.startswith(f"data corrupt: {tmp_path / 'data' / 'mnist'}: ")
+    assert (opts.tables / "tiny-small.md").read_text().count("not run (data corrupt)") == 4
 
 
 def test_unknown_tier_and_cells_matching_nothing(tmp_path, tiny):
@@ -251,32 +260,10 @@ def test_a_failed_write_keeps_the_old_record_and_the_checkpoint(tmp_path, tiny, 
     assert read_record(path) == record and not ckpt.exists()
 
 
-def test_no_lock_file_is_left_behind(tmp_path, tiny):
+def test_no_lease_file_is_left_behind(tmp_path, tiny):
     opts = options(tmp_path, cells=VAE)
     run_table(tiny, opts, log=quiet)
     assert [p.name for p in (opts.results / "tiny" / "smoke").iterdir()] == [f"{VAE}.json"]
-
-
-def test_a_lock_file_deleted_while_waiting_for_it_is_not_a_lock(tmp_path, monkeypatch):
-    """A run that opened the lock file just before its holder deleted it must not run the cell
-    alongside a third run that creates a new lock file."""
-    path = tmp_path / ".cell.json.lock"
-    holder, late = CellLock(path), CellLock(path)
-    assert holder.acquire()
-    assert not CellLock(path).acquire()
-    flock = runner.fcntl.flock
-
-    def holder_releases_first(fd, operation):
-        holder.release()
-        return flock(fd, operation)
-
-    monkeypatch.setattr(runner.fcntl, "flock", holder_releases_first)
-    assert not late.acquire()
-    monkeypatch.undo()
-    assert not path.exists()
-    third = CellLock(path)
-    assert third.acquire()
-    third.release()
 
 
 def test_a_results_folder_that_is_a_file_is_one_usage_error(tmp_path, tiny):
@@ -303,3 +290,26 @@ def test_a_download_failure_offline_is_a_one_line_skip(tmp_path, tiny, monkeypat
         f" resolution>); run with network, or place the data set under --data-dir {data} and"
         " rerun without --download"
     )
+
+
+def test_a_checkpoints_folder_that_is_a_file_is_one_usage_error_before_training(tmp_path, tiny):
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(UsageError, match=f"^{tmp_path / 'checkpoints'}: cannot write"):
+        run_table(tiny, options(tmp_path), log=quiet)
+    assert list((tmp_path / "results").rglob("*.json")) == []  # refused before any cell ran
+
+
+def test_a_checkpoint_that_cannot_be_saved_fails_its_cell_in_one_line(tmp_path, tiny, monkeypatch):
+    def disk_full(obj, path):
+        path.write_bytes(b"PK half")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    lines = []
+    records = run_table(tiny, options(tmp_path), log=lines.append)
+    assert [r.status for r in records] == ["failed", "failed"]  # and the run moved on
+    folder = tmp_path / "checkpoints" / "tiny" / "smoke"
+    assert records[0].reason.startswith(f"{folder}/{VAE}.") and "cannot save (RuntimeError" in (
+        records[0].reason
+    )
+    assert "\n" not in records[0].reason and list(folder.iterdir()) == []

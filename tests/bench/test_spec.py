@@ -9,7 +9,15 @@ import sys
 
 import pytest
 
-from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec, registry, settings_for
+from bench.spec import (
+    SPEC_DIR,
+    SpecError,
+    check_cells,
+    get_spec,
+    load_spec,
+    registry,
+    settings_for,
+)
 from bench.tasks import get_task
 from bench.tasks.likelihood import Settings as IWAESettings  # the IWAE table's task
 from bench.tasks.memory import Settings as MemorySettings
@@ -263,6 +271,18 @@ def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem)
     assert str(path) in str(info.value)
 
 
+def test_a_timing_reference_with_a_wrong_argument_is_refused_before_anything_runs(tmp_path):
+    shipped = (SPEC_DIR / "revnet-memory.toml").read_text()
+    path = tmp_path / "revnet-memory.toml"
+    path.write_text(re.sub(r"(?m)^timing_reference = \{.*\}$", 'timing_reference = { model ='
+                           ' "resnet_cifar", block = "bottleneck", units = 18.5 }', shipped,
+                           count=1))  # fmt: skip
+    spec, task = load_spec(path), get_task("memory")
+    settings = settings_for(task.Settings, spec, "full")
+    with pytest.raises(SpecError, match="model 'resnet_cifar': units takes int, got 18.5"):
+        check_cells(spec, "full", task, settings, spec.cells("full"))
+
+
 def test_reading_a_spec_imports_neither_torch_nor_a_task():
     code = (
         "import sys; from bench.spec import get_spec; get_spec('iwae-table');"
@@ -421,3 +441,45 @@ def test_shipped_checks_name_a_rule_for_every_metric():
         assert "smoke" in spec.checks, table
         for check in spec.checks.values():
             assert set(check.rules) == {m.name for m in spec.metrics}, table
+
+
+@pytest.mark.parametrize(
+    "old, new, field",
+    [("lr = 1e-3", "lr = nan", "defaults.lr"), ("lr = 1e-3", "lr = inf", "defaults.lr"),
+     ("nll = 86.76", "nll = -inf", "published[0].nll"), ("n_test = 16", "n_test = nan",
+     "tiers.smoke.n_test")],
+)  # fmt: skip
+def test_numbers_that_are_not_finite_are_refused(spec_dir, old, new, field):
+    path = edit(write_spec(spec_dir), old, new)
+    expect_error(path, field, "is not a finite number")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_settings_built_in_code_refuse_what_a_spec_cannot_say(value):
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        IWAESettings(lr=value)
+
+
+@pytest.mark.parametrize("ks", ["[1, 5.0, 50]", "[1, 1.5]", "[1, true]"])
+def test_a_grid_value_of_the_wrong_kind_for_its_model_is_refused_before_training(spec_dir, ks):
+    spec = load_spec(edit(write_spec(spec_dir), "k = [1]", f"k = {ks}"))
+    task = get_task(spec.task)
+    with pytest.raises(SpecError, match=r"grid \(tier smoke, cell .*\): model '\w+': k takes int"):
+        check_cells(spec, "smoke", task, settings_for(task.Settings, spec, "smoke"),
+                    spec.cells("smoke"))  # fmt: skip
+
+
+def test_two_cells_with_one_id_are_refused(spec_dir):
+    path = edit(write_spec(spec_dir), "k = [1]", 'k = [1, "k1"]')
+    expect_error(path, "grid", "two cells have the id 'mnist-layers1-k1-vae'", "k = 1", "k = 'k1'")
+
+
+@pytest.mark.parametrize("name", ["..", "-x"])
+def test_a_table_id_must_be_a_safe_file_name(spec_dir, name):
+    expect_error(write_spec(spec_dir, name=name), ": id:", "names result files and folders")
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(spec_dir):
+    path = write_spec(spec_dir)
+    path.write_bytes(path.read_bytes().replace(b"a test spec", b"a t\xe9st spec"))
+    expect_error(path, "not UTF-8 text", "save it as UTF-8")

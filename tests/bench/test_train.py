@@ -3,12 +3,17 @@ processes, and after SIGKILL), NaN losses stop with a clear reason, bad checkpoi
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import pickle
 import random
 import re
 import signal
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +330,61 @@ def test_sigkill_mid_cell_then_rerun_gives_the_uninterrupted_numbers(tmp_path):
 
 def test_world_outside_torchrun():
     assert train.world() == (0, 1)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_naming_the_global(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    path = tmp_path / "cell.pt"
+    torch.save({"epoch": 1}, path)
+    with zipfile.ZipFile(path) as source:
+        members = {n: source.read(n) for n in source.namelist()}
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in members.items():
+            evil = pickle.dumps({"epoch": Payload()}, protocol=2)
+            target.writestr(name, evil if name.endswith("data.pkl") else data)
+    with pytest.raises(CheckpointError) as info:
+        fit(make_job(2), Checkpoint(path))
+    message = str(info.value)
+    assert f"{path}: cannot resume (UnpicklingError: holds Python objects: refused the global" in (
+        message
+    )
+    assert re.search(r"(posix|os)\.system", message)
+    assert "weights_only" not in message and "\n" not in message
+    assert not (tmp_path / "ran").exists()
+
+
+def partial_then_fail(error: Exception):
+    """A torch.save that writes part of its file, then fails as a full disk makes it fail."""
+
+    def save(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise error
+
+    return save
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448"),
+     OSError(errno.EFBIG, "File too large"), OSError(errno.ENOSPC, "No space left on device")],
+    ids=["torch writer", "file-size limit", "disk full"],
+)  # fmt: skip
+def test_a_failed_save_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch, error):
+    monkeypatch.setattr(torch, "save", partial_then_fail(error))
+    path = tmp_path / "ck" / "cell.pt"
+    with pytest.raises(CheckpointError) as info:
+        fit(make_job(1), Checkpoint(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot save ({type(error).__name__}: ")
+    assert "--checkpoints DIR" in message and "\n" not in message
+    assert list((tmp_path / "ck").iterdir()) == []
+
+
+def test_a_checkpoint_folder_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "ck").write_text("")
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'ck' / 'cell.pt'}: cannot save"):
+        train.save_atomic({"x": 1}, tmp_path / "ck" / "cell.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]

@@ -1,5 +1,5 @@
 """Tests for models/pixelcnn.py: masks, causality, the blind spot, the likelihood and the two
-samplers of the Gated PixelCNN."""
+samplers of both models."""
 
 import math
 
@@ -155,8 +155,9 @@ def test_forward_equals_nll_with_finite_gradients(cls, levels):
         ((1, 7, 7), 2, dict(first_kernel=3, n_classes=2)),
     ],
 )
-def test_cached_sampler_equals_naive_bit_for_bit(shape, levels, kwargs):
-    model = make(GatedPixelCNN, shape, levels, **kwargs)
+@pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
+def test_cached_sampler_equals_naive_bit_for_bit(cls, shape, levels, kwargs):
+    model = make(cls, shape, levels, **kwargs)
     y = torch.tensor([0, 1, 1]) if kwargs.get("n_classes") else None
     naive = model.sample(3, torch.Generator().manual_seed(5), y=y, naive=True)
     cached = model.sample(3, torch.Generator().manual_seed(5), y=y)
@@ -178,6 +179,22 @@ def test_cached_logits_equal_full_pass(first_kernel, n_classes):
         links = model.row_links(x, i, y)
         for j in range(8):
             cached = model.window_logits(x, i, j, links, y)
+            torch.testing.assert_close(cached, full[..., i, j], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("levels, colors, n_classes", [(256, 3, 0), (2, 1, 2)])
+def test_pixelcnn_cached_logits_equal_full_pass(levels, colors, n_classes):
+    """Each layer computed at one pixel from the caches of the earlier pixels gives the full
+    pass's logits at every pixel (7x7 first kernel: a cache's padding reaches past the
+    image's edges); a cache that kept a stale or wrong neighbour would not."""
+    shape = (colors, 6, 7)
+    model = make(PixelCNN, shape, levels, n_classes=n_classes)
+    x, y = data(shape, levels), (torch.tensor([0, 1]) if n_classes else None)
+    full = model.logits(x, y)
+    caches = model.caches(2)
+    for i in range(6):
+        for j in range(7):
+            cached = model.pixel_logits(x, i, j, caches, y)
             torch.testing.assert_close(cached, full[..., i, j], rtol=0, atol=1e-12)
 
 

@@ -1,5 +1,5 @@
-"""Tests for models/pixelcnnpp.py: the discretized logistic mixture, causality and the model
-contract."""
+"""Tests for models/pixelcnnpp.py: the discretized logistic mixture, causality, the model
+contract and the cached sampler."""
 
 import math
 
@@ -7,6 +7,12 @@ import pytest
 import torch
 
 from models.pixelcnnpp import (
+    At,
+    Cache,
+    DownRightShiftedConv2d,
+    DownRightShiftedDeconv2d,
+    DownShiftedConv2d,
+    DownShiftedDeconv2d,
     PixelCNNpp,
     channel_log_probs,
     discretized_logistic_mixture_log_prob,
@@ -203,3 +209,78 @@ def test_sample_shape_range_and_generator():
     assert torch.equal(x, x.round()) and x.min() >= 0 and x.max() <= 255
     assert torch.equal(x, model.sample(2, torch.Generator().manual_seed(0)))
     assert torch.isfinite(model.nll(x)).all()
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        DownShiftedConv2d(4, 5, (2, 3)),
+        DownShiftedConv2d(4, 5, (2, 3), shift=True),
+        DownShiftedConv2d(4, 5, (1, 3), shift=True),
+        DownShiftedConv2d(4, 5, (2, 3), stride=2),
+        DownRightShiftedConv2d(4, 5, (2, 2)),
+        DownRightShiftedConv2d(4, 5, (2, 1), shift=True),
+        DownRightShiftedConv2d(4, 5, (2, 2), stride=2),
+        DownShiftedDeconv2d(4, 5),
+        DownRightShiftedDeconv2d(4, 5),
+    ],
+    ids=lambda conv: (
+        f"{type(conv).__name__}{getattr(conv.conv, 'stride', '')}-shift{conv.shift}"
+        if hasattr(conv, "conv")
+        else type(conv).__name__
+    ),
+)
+def test_steps_equal_forward(conv):
+    """Each causal layer's `step` on a cached input gives its forward's output at every row
+    segment the sampler asks for (whole rows; single positions of the down-right layers)."""
+    torch.manual_seed(0)
+    conv = conv.double()
+    x = torch.randn(2, 4, 6, 8, dtype=torch.float64)
+    full = conv(x)
+    cache = Cache(x, 2, 4, 6, 8)
+    for r in range(6):
+        cache.write(At(r, 0, 8), x[:, :, r : r + 1])
+    H, W = full.shape[-2:]
+    segments = (
+        [At(r, 0, W) for r in range(H)] if not isinstance(conv, DownRightShiftedDeconv2d) else []
+    )
+    if isinstance(conv, (DownRightShiftedConv2d, DownRightShiftedDeconv2d)):
+        segments += [At(r, c, c + 1) for r in range(H) for c in range(W)]
+    for at in segments:
+        expected = full[:, :, at.row : at.row + 1, at.start : at.stop]
+        torch.testing.assert_close(conv.step(cache, at), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((3, 8, 8), {}),  # every pixel of level 2 is also one of levels 0 and 1
+        ((1, 8, 12), dict(nr_resnet=2, n_classes=2)),
+    ],
+)
+def test_cached_params_equal_full_pass(shape, kwargs):
+    """The rows of the u stream and the positions of the ul stream computed from the caches
+    give the full pass's parameters at every pixel, through all three resolutions."""
+    model = make(shape, **kwargs)
+    x, y = images(shape), (torch.tensor([0, 1]) if kwargs.get("n_classes") else None)
+    full = model.params(x, y)
+    state = model.sampling_state(2)
+    for i in range(shape[1]):
+        for j in range(shape[2]):
+            cached = model.pixel_params(state, i, j, y)
+            torch.testing.assert_close(cached, full[:, :, i, j], rtol=0, atol=1e-12)
+            model.pixel_drawn(state, x, i, j, y)
+
+
+@pytest.mark.parametrize("shape, n_classes", [((3, 4, 8), 0), ((1, 8, 4), 2)])
+def test_cached_sampler_equals_naive_bit_for_bit(shape, n_classes):
+    """With dropout 0.5 in eval mode and a class condition."""
+    model = make(shape, n_classes=n_classes)
+    y = torch.tensor([0, 1, 1]) if n_classes else None
+    naive = model.sample(3, torch.Generator().manual_seed(5), y=y, naive=True)
+    cached = model.sample(3, torch.Generator().manual_seed(5), y=y)
+    assert torch.equal(naive, cached)
+    assert len(naive.unique()) > 10
+    model.train()
+    with pytest.raises(ValueError, match="eval"):
+        model.sample(3, y=y)

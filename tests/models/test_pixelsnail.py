@@ -1,11 +1,11 @@
 """Tests for models/pixelsnail.py: causal attention, causality of the whole model, its
-receptive field and the model contract."""
+receptive field, the model contract and the cached sampler."""
 
 import pytest
 import torch
 
 from models.pixelcnnpp import mixture_terms
-from models.pixelsnail import PixelSNAIL, causal_attention
+from models.pixelsnail import PixelSNAIL, attention_step, causal_attention
 
 
 def make(shape, seed=0, **kwargs):
@@ -87,3 +87,45 @@ def test_sample_shape_range_and_generator():
     assert torch.equal(x, x.round()) and x.min() >= 0 and x.max() <= 255
     assert torch.equal(x, model.sample(2, torch.Generator().manual_seed(0)))
     assert torch.isfinite(model.nll(x)).all()
+
+
+@pytest.mark.parametrize("n_heads", [1, 2])
+def test_attention_step_equals_causal_attention(n_heads):
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, 4, 3, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 6, 3, 4, generator=g, dtype=torch.float64)
+    full = causal_attention(q, k, v, n_heads).flatten(2)
+    for p in range(12):
+        query = q.flatten(2)[:, :, p, None, None]
+        out = attention_step(query, k.flatten(2)[..., :p], v.flatten(2)[..., :p], n_heads)
+        torch.testing.assert_close(out[:, :, 0, 0], full[..., p], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs", [((3, 4, 5), {}), ((1, 4, 5), dict(n_heads=2, n_classes=2))]
+)
+def test_cached_params_equal_full_pass(shape, kwargs):
+    """The stream run at each pixel alone, from the convolutions' caches and the keys and
+    values of the pixels drawn before, gives the full pass's parameters at every pixel."""
+    model = make(shape, **kwargs)
+    x, y = images(shape), (torch.tensor([0, 1]) if kwargs.get("n_classes") else None)
+    full = model.params(x, y)
+    state = model.sampling_state(2)
+    for i in range(shape[1]):
+        for j in range(shape[2]):
+            cached = model.pixel_params(state, i, j, y)
+            torch.testing.assert_close(cached, full[:, :, i, j], rtol=0, atol=1e-12)
+            model.pixel_drawn(state, x, i, j, y)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs", [((3, 4, 5), {}), ((1, 5, 4), dict(n_heads=2, n_classes=2))]
+)
+def test_cached_sampler_equals_naive_bit_for_bit(shape, kwargs):
+    """With dropout 0.5 in eval mode, two heads and a class condition."""
+    model = make(shape, **kwargs)
+    y = torch.tensor([0, 1, 1]) if kwargs.get("n_classes") else None
+    naive = model.sample(3, torch.Generator().manual_seed(5), y=y, naive=True)
+    cached = model.sample(3, torch.Generator().manual_seed(5), y=y)
+    assert torch.equal(naive, cached)
+    assert len(naive.unique()) > 10

@@ -12,9 +12,11 @@ import torch
 from bench.data import load
 from bench.runner import run_table
 from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec
-from bench.tasks.likelihood import Settings, evaluate
+from bench.tasks.common import Context
+from bench.tasks.likelihood import Settings, draw_samples, evaluate
 from bench.units import bits_per_dim, dequantization_nats
 from models.factorised import Factorised
+from models.pixelcnn import PixelCNN
 
 from ..conftest import options
 
@@ -126,3 +128,23 @@ def test_lossy_images_are_refused_for_likelihoods(tmp_path):
                         ' init = ["uniform"] }\n# the committed 192 + 96')  # fmt: skip
     records = run_table(spec, options(tmp_path, tier="smoke", cells="*uniform"), log=lambda _: None)
     assert records[0].status == "skipped" and "lossy" in records[0].reason
+
+
+def test_the_naive_sampler_is_timed_on_the_same_batch_from_the_same_seed():
+    """sample_s and sample_s_naive are seconds per image of the same work: the naive sampler
+    draws the same images as the cached one."""
+    calls = []
+    model = PixelCNN(shape=(1, 3, 3), levels=2, hidden=3, n_blocks=1, out_hidden=4).eval()
+    sample = model.sample
+
+    def recorded(n, generator=None, naive=False):
+        calls.append(sample(n, generator=generator, naive=naive))
+        return calls[-1]
+
+    model.sample = recorded
+    s = Settings(samples=3, time_naive_sampler=True)
+    ctx = Context(None, torch.device("cpu"), seed=7, tier="smoke", checkpoint=None)
+    out = draw_samples(model, s, ctx, (1, 3, 3), "binary")
+    assert out["sample_s"] > 0 and out["sample_s_naive"] > 0
+    assert len(calls) == 2 and calls[0].shape == (3, 1, 3, 3)
+    assert torch.equal(calls[0], calls[1])

@@ -1,0 +1,230 @@
+"""Run a table's cells at once: worker processes on this machine, or one Slurm job per cell.
+
+Local workers come from `concurrent.futures.ProcessPoolExecutor` with the *spawn* start method:
+the standard library's pool, and spawn because a forked child would inherit torch's thread pool
+and OpenMP state from a parent that already imported torch. Each worker runs
+`runner.execute(job)`, the same function a serial run calls, at a fixed thread count, so a cell's
+numbers do not depend on how many cells run beside it.
+
+Slurm goes through submitit (the `slurm` extra): one array job per table run, one task per cell,
+`--array-parallelism` at most at once. A task that Slurm preempts or times out is requeued by
+submitit's checkpoint hook and resumes from the cell's checkpoint; a cell with several GPUs gets
+one task per GPU, and each joins torch.distributed from submitit's job environment (the same
+DDP path as torchrun). `submitit-local` runs that same submitit path as processes on this
+machine: the way to try a configuration without a cluster.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import tomllib
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import fields, replace
+from pathlib import Path
+
+from .errors import UsageError
+from .lease import lease_path, read_lease
+from .records import record_path
+from .runner import CellJob, Outcome, RunOptions, SlurmOptions, execute
+
+CONFIG_ENV = "DGM_BENCH_SLURM_CONFIG"
+CONFIG_PATH = Path("~/.config/dgm-bench/slurm.toml")
+
+
+def run_jobs(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outcome]:
+    if opts.executor == "local":
+        return run_local(jobs, opts.jobs, opts.device, log)
+    return run_submitit(jobs, opts, log)
+
+
+# --- this machine -------------------------------------------------------------------------
+
+
+def _init_worker(gpus) -> None:
+    """Each worker: one GPU of its own (if any), line progress instead of bars, and a SIGTERM
+    that unwinds (releasing the cell's lease) like Ctrl-C does."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+    os.environ["DGM_BENCH_BARS"] = "0"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _visible_gpus(device: str, jobs: int) -> list[str] | None:
+    if not device.startswith("cuda"):
+        return None
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        ids = [g for g in listed.split(",") if g.strip()]
+    else:
+        import torch
+
+        ids = [str(i) for i in range(torch.cuda.device_count())]
+    if len(ids) < jobs:
+        raise UsageError(
+            f"--jobs {jobs} --device {device}: one GPU per worker, but {len(ids)} are visible;"
+            f" pass --jobs {max(len(ids), 1)}"
+        )
+    return ids[:jobs]
+
+
+def run_local(jobs: list[CellJob], workers: int, device: str, log=print) -> list[Outcome]:
+    """Every job in a pool of `workers` processes; cells another process holds come last, and
+    are then waited for (or taken over when their holder's lease expires)."""
+    context = multiprocessing.get_context("spawn")
+    gpus = _visible_gpus(device, workers)
+    queue = None
+    if gpus is not None:
+        queue = context.Queue()
+        for gpu in gpus:
+            queue.put(gpu)
+    threads = jobs[0].threads if jobs else None
+    log(f"{len(jobs)} cells, {workers} at once ({threads} threads each)")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(queue,))  # fmt: skip
+    outcomes: list[Outcome] = []
+    try:
+        busy = _drain(pool, jobs, outcomes)
+        if busy:
+            _drain(pool, [replace(j, wait=True) for j in busy], outcomes)
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()  # each worker releases its lease as it unwinds
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return outcomes
+
+
+def _drain(pool, jobs: list[CellJob], outcomes: list[Outcome]) -> list[CellJob]:
+    """Run `jobs`, appending what ran or was reused; return the jobs that found their cell busy."""
+    futures = {pool.submit(execute, job): job for job in jobs}
+    busy = []
+    while futures:
+        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+        for future in done:
+            job = futures.pop(future)
+            outcome = future.result()  # a worker's unexpected error ends the run, as serially
+            (busy.append(job) if outcome.state == "busy" else outcomes.append(outcome))
+    return busy
+
+
+# --- Slurm, through submitit ----------------------------------------------------------------
+
+
+class CellTask:
+    """What a Slurm task runs: one cell. submitit calls `checkpoint` on preemption or time-out
+    and requeues the returned submission, which resumes from the cell's checkpoint."""
+
+    def __call__(self, job: CellJob) -> Outcome:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one task per GPU: join torch.distributed like torchrun would
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        os.environ["DGM_BENCH_BARS"] = "0"
+        return execute(job)
+
+    def checkpoint(self, job: CellJob):
+        import submitit
+
+        path = lease_path(record_path(job.opts.results, job.spec.id, job.opts.tier, job.cell.id))
+        held = read_lease(path)
+        if held is not None and held.pid == os.getpid() and held.host == socket.gethostname():
+            path.unlink(missing_ok=True)  # let the requeued task take the cell at once
+        return submitit.helpers.DelayedSubmission(self, job)
+
+
+def slurm_options(config: Path | None = None, **given) -> SlurmOptions:
+    """The user's defaults file (--slurm-config, $DGM_BENCH_SLURM_CONFIG or
+    ~/.config/dgm-bench/slurm.toml), then the command line's options (None: not given)."""
+    path = config or Path(os.environ.get(CONFIG_ENV, CONFIG_PATH)).expanduser()
+    values: dict = {}
+    if path.is_file():
+        try:
+            values = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: not a valid TOML file ({e})") from None
+    elif config is not None:
+        raise UsageError(f"--slurm-config {config}: no such file")
+    known = {f.name for f in fields(SlurmOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    values.update({k: v for k, v in given.items() if v is not None})
+    if "folder" in values:
+        values["folder"] = Path(values["folder"]).expanduser()
+    if not isinstance(values.get("extra", {}), dict):
+        raise UsageError(f"{path}: 'extra' must be a table of sbatch options")
+    return SlurmOptions(**values)
+
+
+def make_executor(opts: RunOptions, n_cells: int, name: str):
+    """A submitit executor for one cell per task, with the resources of `opts.slurm`."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError(
+            f"--executor {opts.executor} needs submitit: pip install -e '.[slurm]'"
+        ) from None
+    s = opts.slurm
+    cluster = "slurm" if opts.executor == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=s.folder / "%j", cluster=cluster)
+    tasks = max(1, s.gpus_per_cell)  # one process per GPU, as torchrun would start
+    params = dict(
+        name=name, timeout_min=s.time_min, nodes=1, tasks_per_node=tasks,
+        cpus_per_task=max(1, s.cpus_per_cell // tasks), gpus_per_node=s.gpus_per_cell,
+        mem_gb=s.mem_gb,
+    )  # fmt: skip
+    if cluster == "slurm":
+        params.update(slurm_array_parallelism=min(s.array_parallelism, n_cells))
+        if s.partition:
+            params["slurm_partition"] = s.partition
+        if s.extra:
+            params["slurm_additional_parameters"] = dict(s.extra)
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit(jobs: list[CellJob], opts: RunOptions):
+    """Submit one array job (one task per cell); returns submitit's jobs, in the order given."""
+    spec = jobs[0].spec
+    executor = make_executor(opts, len(jobs), f"bench-{spec.id}-{opts.tier}")
+    jobs = [replace(j, wait=True, threads=opts.threads_per_cell or opts.slurm.cpus_per_cell)
+            for j in jobs]  # fmt: skip
+    try:
+        return executor.map_array(CellTask(), jobs)
+    except FileNotFoundError as e:
+        raise UsageError(
+            f"--executor slurm: {e.filename or 'sbatch'} not found; run on a machine with the"
+            " Slurm client (a login node), or use --executor submitit-local to try it here"
+        ) from None
+
+
+def run_submitit(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outcome]:
+    """Submit every cell, then wait for the jobs and report each as it ends."""
+    submitted = submit(jobs, opts)
+    first = submitted[0].job_id.split("_")[0] if submitted else "-"
+    log(f"submitted {len(submitted)} cells as job {first} ({opts.executor}); logs under"
+        f" {opts.slurm.folder}; `bench status {jobs[0].spec.id} --tier {opts.tier}` shows"
+        " them; Ctrl-C stops waiting, not the jobs")  # fmt: skip
+    outcomes = []
+    for job, task in zip(jobs, submitted, strict=True):
+        try:
+            outcome = task.result()
+        except Exception as e:  # submitit's error: the task's traceback is in its log
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            log(f"{job.prefix}: job {task.job_id} failed: {first_line[:200]}"
+                f" (log: {task.paths.stderr})")  # fmt: skip
+            continue
+        log(f"{job.prefix}: job {task.job_id}: {outcome.state}")
+        outcomes.append(outcome)
+    return outcomes
