@@ -1,7 +1,9 @@
 """Where the saturated colour noise in PixelCNN++'s small-tier samples comes from (issue 23).
 
-    python tools/pixelcnnpp_noise.py train --data-dir DATA --out DIR     # 12 min on a free core
-    python tools/pixelcnnpp_noise.py analyse --data-dir DATA --out DIR   # DIR/noise.json, 5 min
+    python -m tools.pixelcnnpp_noise train --data-dir DATA --out DIR     # 12 min on a free core
+    python -m tools.pixelcnnpp_noise analyse --data-dir DATA --out DIR   # DIR/noise.json, 5 min
+
+(`-m`, from the repository root, so that this checkout's bench and models are the ones run.)
 
 `train` repeats the small tier's training of PixelCNN++ (`train` says how closely) and keeps
 its weights after 1/4, 1/2 and 1 epoch.
@@ -216,7 +218,11 @@ def analyse(data_dir: str, out: Path, n_test: int, n_samples: int) -> dict:
     out/noise-samples.png (a row per checkpoint)."""
     _, x_test = load(data_dir)
     x_test = x_test[:n_test].float()
-    report = {**provenance(), "command": shlex.join(["python", *sys.argv]), "checkpoints": {}}
+    report = {
+        **provenance(),
+        "command": shlex.join(["python", "-m", __spec__.name, *sys.argv[1:]]),
+        "checkpoints": {},
+    }
     report["test_noise_pixels"] = float(colour_noise(x_test).float().mean())
     grids = []
     for f in FRACTIONS:
