@@ -34,20 +34,26 @@ def sizes(s: Settings) -> dict[str, Any]:
     return {"shape": (1, 28, 28), "batch": 32, "tier": "small", "sample_shape": (3, 32, 32)}
 
 
+def train_step(name: str, z: dict[str, Any]):
+    """One Adam step of a seeded `name` model on a fixed binary batch, as a call."""
+    torch.manual_seed(0)
+    net = models.build(name, shape=z["shape"], levels=2).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = (torch.rand(z["batch"], *z["shape"]) < 0.3).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        net(x).mean().backward()
+        opt.step()
+
+    return step
+
+
 def bench_pixelcnn(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     z = sizes(s)
     rows = []
     for name in ("pixelcnn", "gated_pixelcnn"):
-        torch.manual_seed(0)
-        net = models.build(name, shape=z["shape"], levels=2).train()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        x = (torch.rand(z["batch"], *z["shape"]) < 0.3).float()
-
-        def step(net=net, opt=opt, x=x):
-            opt.zero_grad(set_to_none=True)
-            net(x).mean().backward()
-            opt.step()
-
+        step = train_step(name, z)
         t = interleave({"train": step}, s)
         rows.append(
             row(
@@ -64,21 +70,22 @@ def bench_pixelcnn(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     return rows
 
 
+def sampler(name: str, z: dict[str, Any], n: int, naive: bool = False):
+    """n images from the tier's seeded `name` model, from the same seed every call, as a call."""
+    tier = get_spec("pixelcnn-cifar10").settings(z["tier"])
+    torch.manual_seed(0)
+    kwargs = tier.get("model_kwargs", {}).get(name, {})
+    model = models.build(name, shape=z["sample_shape"], **kwargs).eval()
+    return lambda: model.sample(n, torch.Generator().manual_seed(0), naive=naive)
+
+
 def bench_samplers(s: Settings, z: dict[str, Any]) -> list[dict[str, Any]]:
     """Cached against naive sampling, interleaved, for each model of the tier."""
-    tier = get_spec("pixelcnn-cifar10").settings(z["tier"])
-    n = tier.get("samples", 1)
+    n = get_spec("pixelcnn-cifar10").settings(z["tier"]).get("samples", 1)
     rounds = replace(s, rounds=min(s.rounds, SAMPLER_ROUNDS))
     rows = []
     for name in SAMPLERS:
-        torch.manual_seed(0)
-        kwargs = tier.get("model_kwargs", {}).get(name, {})
-        model = models.build(name, shape=z["sample_shape"], **kwargs).eval()
-
-        def sampler(naive: bool, model=model):
-            return lambda: model.sample(n, torch.Generator().manual_seed(0), naive=naive)
-
-        t = interleave({"naive": sampler(True), "cached": sampler(False)}, rounds)
+        t = interleave({"naive": sampler(name, z, n, True), "cached": sampler(name, z, n)}, rounds)
         rows.append(
             row(
                 f"{name} sample {n} images {z['sample_shape']}, cached",

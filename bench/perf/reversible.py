@@ -75,7 +75,8 @@ def stacks(z: dict[str, int]) -> tuple[dict[str, nn.Module], str]:
     return out, ""
 
 
-def _step(net: nn.Module, x: torch.Tensor):
+def train_step(net: nn.Module, x: torch.Tensor):
+    """One SGD step of `net` on a copy of x, as a call (what every contender is timed on)."""
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
 
@@ -93,7 +94,7 @@ def bn_updates(net: nn.Module, x: torch.Tensor) -> int:
     net = copy.deepcopy(net)
     bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
     before = int(bn.num_batches_tracked)
-    _step(net, x)()
+    train_step(net, x)()
     return int(bn.num_batches_tracked) - before
 
 
@@ -113,7 +114,7 @@ def _memory_probe(name: str, z: dict[str, int]) -> dict[str, Any]:
     torch.set_num_threads(1)
     net = stacks(z)[0][name].train()
     x = torch.randn(z["batch"], z["channels"], z["hw"], z["hw"])
-    _step(net, x)()  # warm-up
+    train_step(net, x)()  # warm-up
     report = measure_step(
         lambda: (net(x.clone().requires_grad_()) ** 2).mean(), net.parameters(), torch.device("cpu")
     )
@@ -127,7 +128,7 @@ def bench_stack(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     case = f"coupling stack: {z['blocks']} blocks, x {shape}"
     x = torch.randn(z["batch"], z["channels"], z["hw"], z["hw"])
     nets, missing = stacks(z)
-    fns = {name: _step(net, x) for name, net in nets.items()}
+    fns = {name: train_step(net, x) for name, net in nets.items()}
     forward_net = copy.deepcopy(nets["autograd"])
     fns["forward"] = torch.no_grad()(lambda: forward_net(x))
     # FlopCounterMode cannot follow autograd.grad inside a backward: count the plain step and
