@@ -38,7 +38,7 @@ MACHINE = {"images_per_s", "sample_s", "sample_s_naive", "peak_mib"}  # not the 
 
 def write_spec(folder: Path) -> None:
     text = (ROOT / "bench/specs/iwae-table.toml").read_text()
-    text = re.sub(r"\[tiers\.small\][^\[]*", SMALL + "\n", text, count=1)
+    text = re.sub(r"^\[tiers\.small\].*?(?=^\[)", SMALL + "\n", text, count=1, flags=re.S | re.M)
     (folder / "iwae-table.toml").write_text(text)
 
 
