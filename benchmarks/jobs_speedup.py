@@ -4,7 +4,7 @@ and whether every cell's numbers are identical (they must be, at one thread per 
     python benchmarks/jobs_speedup.py --data-dir ../shared/data [--out results/perf/jobs.json]
 
 The cells are the IWAE table's Omniglot k = 1 and k = 5 cells (8 of them) with the small tier cut
-to 3 epochs and a k = 1000 bound, so that the whole comparison takes minutes; run it on a quiet
+to 6 epochs and a k = 1000 bound, so that the whole comparison takes minutes; run it on a quiet
 machine (it prints the load average before and after). Both runs start from empty folders.
 """
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CELLS = "omniglot-*-k1-*,omniglot-*-k5-*"
 SMALL = """[tiers.small]
 stages = 1
-epochs_per_stage = [3]
+epochs_per_stage = [6]
 batch_size = 100
 n_train = 10000
 n_test = 500
