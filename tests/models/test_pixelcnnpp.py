@@ -20,6 +20,8 @@ from models.pixelcnnpp import (
     sample_pixel,
 )
 
+from .cached import assert_cached_params_equal_full_pass
+
 VALUES = torch.arange(256, dtype=torch.float64)
 
 
@@ -263,13 +265,7 @@ def test_cached_params_equal_full_pass(shape, kwargs):
     give the full pass's parameters at every pixel, through all three resolutions."""
     model = make(shape, **kwargs)
     x, y = images(shape), (torch.tensor([0, 1]) if kwargs.get("n_classes") else None)
-    full = model.params(x, y)
-    state = model.sampling_state(2)
-    for i in range(shape[1]):
-        for j in range(shape[2]):
-            cached = model.pixel_params(state, i, j, y)
-            torch.testing.assert_close(cached, full[:, :, i, j], rtol=0, atol=1e-12)
-            model.pixel_drawn(state, x, i, j, y)
+    assert_cached_params_equal_full_pass(model, x, y)
 
 
 @pytest.mark.parametrize("shape, n_classes", [((3, 4, 8), 0), ((1, 8, 4), 2)])

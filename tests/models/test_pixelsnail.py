@@ -7,6 +7,8 @@ import torch
 from models.pixelcnnpp import mixture_terms
 from models.pixelsnail import PixelSNAIL, attention_step, causal_attention
 
+from .cached import assert_cached_params_equal_full_pass
+
 
 def make(shape, seed=0, **kwargs):
     torch.manual_seed(seed)
@@ -109,13 +111,7 @@ def test_cached_params_equal_full_pass(shape, kwargs):
     values of the pixels drawn before, gives the full pass's parameters at every pixel."""
     model = make(shape, **kwargs)
     x, y = images(shape), (torch.tensor([0, 1]) if kwargs.get("n_classes") else None)
-    full = model.params(x, y)
-    state = model.sampling_state(2)
-    for i in range(shape[1]):
-        for j in range(shape[2]):
-            cached = model.pixel_params(state, i, j, y)
-            torch.testing.assert_close(cached, full[:, :, i, j], rtol=0, atol=1e-12)
-            model.pixel_drawn(state, x, i, j, y)
+    assert_cached_params_equal_full_pass(model, x, y)
 
 
 @pytest.mark.parametrize(
