@@ -474,6 +474,9 @@ def _terminate(signum, frame):
 def _interrupted(args) -> str:
     """What an interrupted command can honestly promise about a rerun."""
     command = getattr(args, "command", None)
+    if command == "run" and args.executor != "local":
+        return ("interrupted: stopped waiting; the jobs keep running (`bench status` shows them,"
+                " a later `bench run` collects their records)")  # fmt: skip
     if command == "run" or (command == "check" and args.work is not None):
         return "interrupted; rerun the same command to resume from the last checkpoint"
     if command == "check":

@@ -32,6 +32,10 @@ HEARTBEAT = float(os.environ.get("DGM_BENCH_LEASE_HEARTBEAT", "20"))
 EXPIRY = float(os.environ.get("DGM_BENCH_LEASE_EXPIRY", "120"))
 
 
+class LeaseLost(Exception):
+    """Another worker took this cell over (this one looked dead to it): stop training it."""
+
+
 def campaign(results: Path) -> str:
     """The campaign id of a results folder, created by the first run that asks for it."""
     path = results / CAMPAIGN_FILE
@@ -96,6 +100,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _old(path: Path) -> bool:
+    """A file not written for EXPIRY seconds (an unreadable lease expires like a readable one)."""
+    try:
+        return time.time() - path.stat().st_mtime > EXPIRY
+    except OSError:
+        return False
+
+
 def read_lease(path: Path) -> LeaseInfo | None:
     """The lease at `path`, or None when there is none (or it is being written)."""
     try:
@@ -125,11 +137,14 @@ class Lease:
         return read_lease(self.path)
 
     def acquire(self) -> bool:
-        """Take the cell if nobody holds it, or if its holder's lease expired."""
+        """Take the cell if nobody holds it, or if its holder's lease expired (a lease file
+        that cannot be read, e.g. left empty by a crash, expires like any other)."""
         if self._create():
             return True
         held = read_lease(self.path)
-        if held is None or not held.stale:
+        if held is None and not _old(self.path):
+            return False
+        if held is not None and not held.stale:
             return False
         return self._take_over(held) and self._create()
 
@@ -145,7 +160,7 @@ class Lease:
         self._thread.start()
         return True
 
-    def _take_over(self, stale: LeaseInfo) -> bool:
+    def _take_over(self, stale: LeaseInfo | None) -> bool:
         """Move a dead holder's lease aside. Two workers may both judge it stale: the rename lets
         one of them move it; a worker that moved a *fresh* lease (taken over a moment before)
         puts it back."""
@@ -155,7 +170,8 @@ class Lease:
         except FileNotFoundError:
             return False
         moved = read_lease(aside)
-        if moved is None or moved.token != stale.token:
+        judged = None if stale is None else stale.token
+        if (None if moved is None else moved.token) != judged:
             with contextlib.suppress(OSError):  # never over a lease that appeared meanwhile
                 os.link(aside, self.path)
             aside.unlink(missing_ok=True)
@@ -164,7 +180,10 @@ class Lease:
         return True
 
     def progress(self, **fields) -> None:
-        """Update what the next heartbeat writes (training step, epoch, phase)."""
+        """Update what the next heartbeat writes (training step, epoch, phase); raises LeaseLost
+        once another worker has taken the cell over, so this one stops training it."""
+        if self.lost:
+            raise LeaseLost(f"{self.path}: another worker took the cell over")
         for name, value in fields.items():
             setattr(self.info, name, value)
 
@@ -175,8 +194,10 @@ class Lease:
     def beat(self) -> None:
         """Rewrite the lease (its mtime is the heartbeat), unless another worker now holds it."""
         held = read_lease(self.path)
-        if held is not None and held.token != self.info.token:
-            self.lost = True
+        if held is None and self.path.exists():
+            return  # unreadable for a moment: try again at the next beat
+        if held is None or held.token != self.info.token:
+            self.lost = True  # taken over, or removed (a requeued Slurm task, a user): not ours
             return
         tmp = self.path.with_name(f"{self.path.name}.{self.info.token}.tmp")
         try:
@@ -204,7 +225,9 @@ def wait_for(path: Path, poll: float = 2.0, timeout: float | None = None) -> Non
     start = time.monotonic()
     while True:
         held = read_lease(path)
-        if held is None or held.stale:
+        if held is None and not path.exists():
+            return
+        if (held is None and _old(path)) or (held is not None and held.stale):
             return
         if timeout is not None and time.monotonic() - start > timeout:
             return

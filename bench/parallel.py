@@ -59,6 +59,11 @@ def _raise_interrupt(signum, frame):
 def _visible_gpus(device: str, jobs: int) -> list[str] | None:
     if not device.startswith("cuda"):
         return None
+    if device != "cuda":
+        raise UsageError(
+            f"--device {device} --jobs {jobs}: each worker gets a GPU of its own; pass"
+            " --device cuda (and CUDA_VISIBLE_DEVICES to choose them)"
+        )
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed:
         ids = [g for g in listed.split(",") if g.strip()]

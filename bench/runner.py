@@ -28,7 +28,7 @@ import torch.distributed as dist
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
-from .lease import Lease, campaign, lease_path, wait_for
+from .lease import Lease, LeaseLost, campaign, lease_path, wait_for
 from .records import (
     RESULTS_DIR,
     Record,
@@ -263,7 +263,10 @@ def execute(job: CellJob, log=print) -> Outcome:
         path.parent.mkdir(parents=True, exist_ok=True)
         lease = Lease(lease_path(path), worker=worker_name())
         if _agree(lease.acquire() if rank == 0 else True):
-            break
+            if not _agree(not fresh and _finished(path, key, job.campaign)):
+                break
+            lease.release()  # another worker finished it between our look and our lease
+            continue
         if not job.wait:
             return Outcome(cell.id, "busy")
         holder = lease.holder()
@@ -360,7 +363,7 @@ def _run_cell(
         result = task.run(cell.model_params, job.settings, ctx)
     except datasets.DataError as e:
         status, reason, detail = "skipped", str(e), _data_detail(e)
-    except (NonFiniteLoss, CheckpointError) as e:
+    except (NonFiniteLoss, CheckpointError, LeaseLost) as e:
         status, reason = "failed", str(e)
     except (OSError, RuntimeError) as e:
         if not (opts.download and _raised_by_torchvision_datasets(e)):

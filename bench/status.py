@@ -31,7 +31,8 @@ def cell_states(spec: TableSpec, tier: str, results: Path) -> list[CellState]:
     """One state per cell of the tier: a live lease first (the cell is being worked on), then
     its record, else pending."""
     campaign_file = results / CAMPAIGN_FILE
-    ours = campaign_file.read_text().split()[0] if campaign_file.is_file() else None
+    words = campaign_file.read_text().split() if campaign_file.is_file() else []
+    ours = words[0] if words else None
     now = time.time()
     states = []
     for cell in spec.cells(tier):

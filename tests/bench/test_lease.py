@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from bench import lease
 from bench.lease import Lease, campaign, read_lease
 
@@ -81,3 +83,32 @@ def test_the_campaign_is_made_once_and_kept(tmp_path):
     first = campaign(results)
     assert campaign(results) == first and len(first) == 16
     assert campaign(tmp_path / "other") != first
+
+
+def test_an_unreadable_lease_expires_like_any_other(tmp_path, monkeypatch):
+    """A crash between creating a lease and writing it leaves an empty file: once it is older
+    than the expiry it is taken over, and waiting for it does not spin."""
+    monkeypatch.setattr(lease, "EXPIRY", 5.0)
+    path = tmp_path / ".cell.lease"
+    path.write_text("")
+    taker = Lease(path, "taker")
+    assert not taker.acquire()
+    start = time.monotonic()
+    lease.wait_for(path, poll=0.05, timeout=0.2)  # young: waits (until the timeout here)
+    assert time.monotonic() - start >= 0.2
+    _age(path, 10)
+    lease.wait_for(path, poll=0.05)  # old: returns
+    assert taker.acquire() and read_lease(path).worker == "taker"
+    taker.release()
+
+
+def test_a_removed_lease_is_not_written_back_and_training_stops(tmp_path):
+    path = tmp_path / ".cell.lease"
+    held = Lease(path, "w")
+    assert held.acquire()
+    held._stop.set()
+    path.unlink()  # a requeued Slurm task's hook, or a user
+    held.beat()
+    assert held.lost and not path.exists()
+    with pytest.raises(lease.LeaseLost, match="another worker took the cell over"):
+        held.progress(step=1)

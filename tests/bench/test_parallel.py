@@ -224,6 +224,8 @@ def test_each_local_worker_gets_a_gpu_of_its_own(monkeypatch):
     with pytest.raises(UsageError, match="one GPU per worker, but 2 are visible; pass --jobs 2"):
         _visible_gpus("cuda", 4)
     assert _visible_gpus("cpu", 4) is None
+    with pytest.raises(UsageError, match="--device cuda:1 --jobs 2: each worker gets a GPU"):
+        _visible_gpus("cuda:1", 2)
 
 
 @pytest.mark.cuda

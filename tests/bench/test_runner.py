@@ -313,3 +313,21 @@ def test_a_checkpoint_that_cannot_be_saved_fails_its_cell_in_one_line(tmp_path, 
         records[0].reason
     )
     assert "\n" not in records[0].reason and list(folder.iterdir()) == []
+
+
+def test_a_cell_finished_by_another_worker_just_before_our_lease_is_not_retrained(
+    tmp_path, tiny, monkeypatch
+):
+    opts = options(tmp_path, cells=VAE)
+    run_table(tiny, opts, log=quiet)
+    finished, looks = runner._finished, []
+
+    def too_early_then_finished(*args):  # the first look precedes the other worker's record
+        looks.append(args)
+        return len(looks) > 1 and finished(*args)
+
+    monkeypatch.setattr(runner, "_finished", too_early_then_finished)
+    lines = []
+    assert run_table(tiny, opts, log=lines.append) == []
+    assert "done already" in lines[0] and len(looks) == 3
+    assert not lease_path(record_path(opts.results, "tiny", "smoke", VAE)).exists()

@@ -60,3 +60,8 @@ def test_status_imports_no_torch(tmp_path, spec_dir, tiny):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "tiny --tier smoke: 2 pending"
+
+
+def test_an_empty_campaign_file_is_no_campaign(tmp_path, tiny):
+    (tmp_path / lease.CAMPAIGN_FILE).write_text("")
+    assert {s.state for s in cell_states(tiny, "smoke", tmp_path)} == {"pending"}
