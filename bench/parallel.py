@@ -21,14 +21,14 @@ import os
 import signal
 import socket
 import tomllib
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
 from pathlib import Path
 
 from .errors import UsageError
 from .lease import lease_path, read_lease
 from .records import record_path
-from .runner import CellJob, Outcome, RunOptions, SlurmOptions, execute
+from .runner import CellJob, Outcome, RunOptions, SlurmOptions, execute, others_first
 
 CONFIG_ENV = "DGM_BENCH_SLURM_CONFIG"
 CONFIG_PATH = Path("~/.config/dgm-bench/slurm.toml")
@@ -93,11 +93,8 @@ def run_local(jobs: list[CellJob], workers: int, device: str, log=print) -> list
     log(f"{len(jobs)} cells, {workers} at once ({threads} threads each)")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                initargs=(queue,))  # fmt: skip
-    outcomes: list[Outcome] = []
     try:
-        busy = _drain(pool, jobs, outcomes)
-        if busy:
-            _drain(pool, [replace(j, wait=True) for j in busy], outcomes)
+        outcomes = others_first(jobs, lambda batch: _run_in(pool, batch))
     except BaseException:
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()  # each worker releases its lease as it unwinds
@@ -107,17 +104,11 @@ def run_local(jobs: list[CellJob], workers: int, device: str, log=print) -> list
     return outcomes
 
 
-def _drain(pool, jobs: list[CellJob], outcomes: list[Outcome]) -> list[CellJob]:
-    """Run `jobs`, appending what ran or was reused; return the jobs that found their cell busy."""
+def _run_in(pool, jobs: list[CellJob]) -> list[tuple[CellJob, Outcome]]:
+    """Each job with its outcome, as the workers finish them; a worker's unexpected error ends
+    the run, as it would serially."""
     futures = {pool.submit(execute, job): job for job in jobs}
-    busy = []
-    while futures:
-        done, _ = wait(futures, return_when=FIRST_COMPLETED)
-        for future in done:
-            job = futures.pop(future)
-            outcome = future.result()  # a worker's unexpected error ends the run, as serially
-            (busy.append(job) if outcome.state == "busy" else outcomes.append(outcome))
-    return busy
+    return [(futures[f], f.result()) for f in as_completed(futures)]
 
 
 # --- Slurm, through submitit ----------------------------------------------------------------

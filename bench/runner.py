@@ -84,6 +84,11 @@ class RunOptions:
     executor: str = "local"  # local (this machine), slurm or submitit-local (bench/parallel.py)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
+    @property
+    def parallel(self) -> bool:
+        """Cells run in worker processes or Slurm jobs: threads fixed per cell, no progress bar."""
+        return self.jobs > 1 or self.executor != "local"
+
 
 @dataclass(frozen=True)
 class CellJob:
@@ -182,7 +187,7 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
             f"--seed {opts.seed} plus the tier's seed {offset} passes {SEED_LIMIT - 1}"
         )
     threads = opts.threads_per_cell
-    if threads is None and (opts.jobs > 1 or opts.executor != "local"):
+    if threads is None and opts.parallel:
         threads = max(1, len(os.sched_getaffinity(0)) // opts.jobs)
     origin = provenance()  # the code as it was when the run started, not when a cell ended
     folder = opts.results / spec.id / opts.tier
@@ -207,15 +212,12 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         box = [jobs]
         dist.broadcast_object_list(box, src=0)
         jobs = box[0]
-    if opts.executor != "local" or opts.jobs > 1:
+    if opts.parallel:
         from .parallel import run_jobs
 
         outcomes = run_jobs(jobs, opts, log)
     else:
-        outcomes = [execute(job, log) for job in jobs]
-        waited = [execute(replace(jobs[i], wait=True), log)
-                  for i, o in enumerate(outcomes) if o.state == "busy"]  # fmt: skip
-        outcomes = [o for o in outcomes if o.state != "busy"] + waited
+        outcomes = others_first(jobs, lambda batch: [(j, execute(j, log)) for j in batch])
     if rank == 0:
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         try:
@@ -231,6 +233,14 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     if size > 1:
         dist.barrier()  # every process sees the records before it reports
     return [o.record for o in outcomes if o.state == "ran" and o.record is not None]
+
+
+def others_first(jobs: list[CellJob], run) -> list[Outcome]:
+    """Run `jobs` through `run(jobs) -> [(job, outcome)]`; cells another worker holds come last:
+    once every free cell is done, they are waited for (or taken over if their holder died)."""
+    done = run(jobs)
+    waited = run([replace(job, wait=True) for job, o in done if o.state == "busy"])
+    return [o for _, o in done if o.state != "busy"] + [o for _, o in waited]
 
 
 def worker_name() -> str:
@@ -274,7 +284,7 @@ def execute(job: CellJob, log=print) -> Outcome:
         log(f"{job.prefix}: {who} is running it; waiting (`bench status` shows its progress)")
         wait_for(lease.path)
         fresh = False  # what the other worker finished is this run's result too
-    if opts.jobs > 1 or opts.executor != "local":  # no progress bar there: say it started
+    if opts.parallel:  # no progress bar there: say it started
         log(f"{job.prefix}: started by {lease.info.worker} ({torch.get_num_threads()} threads)")
     try:
         record, ckpt = _run_cell(job, made_from, key, device, lease, fresh)
