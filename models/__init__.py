@@ -27,7 +27,7 @@ MODELS: dict[str, str] = {
     "irevnet_b": "models.irevnet:irevnet_b",
     "irevnet_cifar": "models.irevnet:irevnet_cifar",
     "irevnet_released_imagenet": "models.irevnet:irevnet_released_imagenet",
-    "resnet50": "torchvision.models:resnet50",
+    "resnet50": "models.resnet:resnet50",
     # Density models (likelihood tables): constructor(shape=(C, H, W), **hyperparameters)
     "vae": "models.iwae:vae",
     "iwae": "models.iwae:iwae",

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 import models
 
 from .. import data as datasets
+from ..contracts import CLASSIFIER, has
 from ..profiling import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
 from .common import CellResult, Context, check_data, meta_model, non_negative, positive
@@ -66,7 +67,7 @@ def preflight(cell: dict, s: Settings) -> None:
         raise ValueError(
             f"dataset must be one of {', '.join(NUM_CLASSES)}, got {cell['dataset']!r}"
         )
-    meta_model(cell["model"], num_classes=NUM_CLASSES[cell["dataset"]])
+    meta_model(cell["model"], CLASSIFIER, num_classes=NUM_CLASSES[cell["dataset"]])
 
 
 def normalise(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
@@ -129,7 +130,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         metrics["error"] = evaluate(model, splits.test, dataset, s.eval_batch, device)
         if ctx.weights is not None:
             save_atomic(model.state_dict(), ctx.weights)
-    if hasattr(model, "inverse"):
+    if has(model, "inverse"):
         metrics["recon_error"] = reconstruction_error(model, splits.test, dataset, device)
     return CellResult(metrics=metrics, memory=memory, data=asdict(splits.info), history=history)
 

@@ -13,6 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 import models
 
+from ..contracts import Contract, problems
 from ..train import Checkpoint
 
 
@@ -91,11 +92,17 @@ def _on_meta(value) -> bool:
 _META_MODELS: dict[str, torch.nn.Module] = {}
 
 
-def meta_model(name: str, **kwargs):
+def meta_model(name: str, contract: Contract, **kwargs):
     """`models.build(name, **kwargs)` on the meta device, uninitialised, once per distinct
-    arguments: what a preflight checks (arguments, input kind) is the same for every tier."""
+    arguments, checked against the task's contract: what a preflight checks (arguments, members,
+    input kind) is the same for every tier."""
     key = f"{name}{sorted(kwargs.items())!r}"
     if key not in _META_MODELS:
         with torch.device("meta"), _SkipInit():
             _META_MODELS[key] = models.build(name, **kwargs)
-    return _META_MODELS[key]
+    model = _META_MODELS[key]
+    found = problems(model, contract)
+    if found:
+        raise ValueError(f"model '{name}' does not meet the {contract.name} contract"
+                         f" (bench/contracts.py): {'; '.join(found)}")  # fmt: skip
+    return model

@@ -1,15 +1,8 @@
 """Density estimation (IWAE, PixelCNN family, PixelVAE, NICE tables): train any model of the
-likelihood contract with Adam, then report its test NLL in nats and bits/dim.
-
-The contract (see models/factorised.py for the smallest model that meets it):
-- `input_kind`: "binary", "discrete256" or "continuous", what the spec's `prep` must produce;
-- `forward(x) -> [B]`: the per-image training loss in nats (a bound for latent-variable models);
-- `nll(x) -> [B]`: the test NLL in nats, exact, or `nll(x, k, chunk)`, an importance-sampled
-  bound with k samples;
-- optional: `sample(n, generator)`, `init_from_data(x_uint8)`, `init_from_batch(x)` (a batch
-  of prepared inputs, `init_batch` training images), `param_groups()` (optimizer groups, each
-  with an optional `lr_scale`, a multiple of the tier's learning rate), `active_units(x, ...)`
-  and `elbo_terms(x) -> {term: [B]}` (per-level KL terms), each used when present.
+density contract (bench/contracts.py: DENSITY; models/factorised.py is the smallest model that
+meets it) with Adam, then report its test NLL in nats and bits/dim. Optional parts (sampling,
+a data-dependent start, optimizer groups, active units, ELBO terms, an importance-sampled bound)
+are used when the model declares them in `capabilities`.
 
 Cell fields: dataset, model (a name in models.MODELS); every other field, and the tier's
 `model_kwargs` for that model, goes to the model's constructor with `shape = (C, H, W)`.
@@ -17,10 +10,10 @@ Cell fields: dataset, model (a name in models.MODELS); every other field, and th
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 from torch.utils.data import TensorDataset
@@ -29,6 +22,7 @@ from torchvision.utils import save_image
 import models
 
 from .. import data as datasets
+from ..contracts import DENSITY, has
 from ..data.prep import PREPS
 from ..memory import measure_step
 from ..profiling import MIB, peak_mib
@@ -131,20 +125,14 @@ def preflight(cell: dict, s: Settings) -> None:
     shape = SHAPES[cell["dataset"]]
     if s.image_size:
         shape = (shape[0], s.image_size, s.image_size)
-    check_kind(build(cell, s, shape, make=meta_model), cell, s)
+    check_kind(build(cell, s, shape, make=partial(meta_model, contract=DENSITY)), cell, s)
 
 
 def optimizer_for(model, s: Settings) -> torch.optim.Adam:
     """Adam over the model's own groups where it declares them (`fit` sets each group's rate to
     the schedule's times its `lr_scale`), else over all parameters at one rate."""
-    groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
+    groups = model.param_groups() if has(model, "param_groups") else model.parameters()
     return torch.optim.Adam(groups, lr=s.lr, betas=(0.9, s.adam_beta2), eps=s.adam_eps)
-
-
-def _accepted(fn, **optional):
-    """The keyword arguments among `optional` that `fn` takes: models differ in what they need."""
-    names = inspect.signature(fn).parameters
-    return {k: v for k, v in optional.items() if k in names}
 
 
 def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
@@ -169,9 +157,9 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     torch.manual_seed(ctx.seed)
     model = build(cell, s, shape).to(device)
     check_kind(model, cell, s)
-    if hasattr(model, "init_from_data"):
+    if has(model, "init_from_data"):
         model.init_from_data(x_train)
-    if hasattr(model, "init_from_batch"):  # its own generator: the training draws stay the same
+    if has(model, "init_from_batch"):  # its own generator: the training draws stay the same
         noise = torch.Generator(device=device).manual_seed(ctx.seed + 2)
         model.init_from_batch(prep.test(x_train[: s.init_batch], noise))
     optimizer = optimizer_for(model, s)
@@ -196,7 +184,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     metrics["peak_mib"] = peak_mib(memory)
     seconds = sum(h["seconds"] for h in history)  # every epoch of the history, resumed ones too
     metrics["images_per_s"] = job.images_per_epoch * len(history) / seconds if seconds else None
-    if s.samples and hasattr(model, "sample"):
+    if s.samples and has(model, "sample"):
         metrics.update(draw_samples(model, s, ctx, shape, prep.kind))
     return CellResult(
         metrics=metrics,
@@ -211,7 +199,7 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
     """Test NLL per image (nats of the stored images), its mean, standard error and bits/dim,
     plus active units and ELBO terms where the model reports them."""
     torch.manual_seed(seed + 1)
-    bound = _accepted(model.nll, k=s.nll_k, chunk=s.nll_chunk)
+    bound = {"k": s.nll_k, "chunk": s.nll_chunk} if has(model, "bound") else {}
     # -log p(x) of the data = the model's NLL of its input + the nats of the preparation
     nll = torch.cat([model.nll(xb, **bound).double() for xb in x.split(s.nll_batch)]) + offset
     n = len(nll)
@@ -228,10 +216,10 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
     if offset:
         # what flow papers report: the log-likelihood of the rescaled, dequantized data
         metrics["loglik_continuous"] = offset - mean
-    if hasattr(model, "active_units"):
-        units = model.active_units(x, **_accepted(model.active_units, n_samples=s.au_samples))
+    if has(model, "active_units"):
+        units = model.active_units(x, n_samples=s.au_samples)
         metrics["active_units"] = list(units)
-    if hasattr(model, "elbo_terms"):
+    if has(model, "elbo_terms"):
         terms: dict[str, list[torch.Tensor]] = {}
         for xb in x.split(s.nll_batch):
             for name, value in model.elbo_terms(xb).items():
@@ -249,7 +237,7 @@ def draw_samples(model, s: Settings, ctx: Context, shape: tuple, kind: str) -> d
     generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
     x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
     out = {"sample_s": (time.perf_counter() - t0) / s.samples}
-    if s.time_naive_sampler and "naive" in inspect.signature(model.sample).parameters:
+    if s.time_naive_sampler and has(model, "naive_sampler"):
         t0 = time.perf_counter()
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
         model.sample(s.samples, generator=generator, naive=True)
