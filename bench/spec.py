@@ -359,6 +359,18 @@ _RULE_KEYS = {"exact": "exact", "rel": "rel", "abs": "abs_tol", "max": "at_most"
               "min": "at_least", "skip": "skip", "reason": "reason"}  # fmt: skip
 
 
+def _declared(metrics: tuple[Metric, ...], task: str, path: Path) -> None:
+    """Every metric a spec shows is one its task reports, in the task's direction."""
+    for m in metrics:
+        measure = TASKS[task].measure(m.name)
+        if measure is None:
+            raise _fail(path, f"metrics.{m.name}", f"task '{task}' reports no such metric; it"
+                        f" reports: {', '.join(TASKS[task].metrics)}")  # fmt: skip
+        if m.better and measure.better and m.better != measure.better:
+            raise _fail(path, f"metrics.{m.name}.better", f"'{m.better}', but task '{task}'"
+                        f" declares {m.name} better when {measure.better}")  # fmt: skip
+
+
 def _rule(raw: Any, path: Path, where: str) -> Rule:
     form = "expected { rel, abs, exact, max or min = ..., or skip = true; reason = '...' }"
     if not isinstance(raw, dict):
@@ -501,6 +513,7 @@ def load_spec(path: str | Path) -> TableSpec:
     for key in ("arxiv", "table"):
         _require(paper, key, str, path, "paper")
     metrics = _metrics(data.get("metrics"), path)
+    _declared(metrics, task, path)
     metric_names = {m.name for m in metrics}
     grid = _grid(data.get("grid"), path, "grid")
     if SEED in grid:

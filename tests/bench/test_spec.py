@@ -559,3 +559,21 @@ def test_departures_are_a_list_of_strings(spec_dir):
         "smoke"
     ].departures == ("fewer epochs",)
     expect_error(write_spec(spec_dir, departures="fewer epochs"), "tiers.smoke.departures")
+
+
+def test_a_metric_its_task_does_not_report_is_refused(tmp_path):
+    text = (SPEC_DIR / "pixelcnn-mnist.toml").read_text()
+    path = tmp_path / "pixelcnn-mnist.toml"
+    path.write_text(text.replace("[metrics.nll]", "[metrics.nlll]"))
+    with pytest.raises(SpecError, match=r"metrics.nlll: task 'likelihood' reports no such metric"):
+        load_spec(path)
+
+
+def test_a_metric_against_its_declared_direction_is_refused(tmp_path):
+    text = (SPEC_DIR / "revnet-cifar.toml").read_text()
+    path = tmp_path / "revnet-cifar.toml"
+    path.write_text(
+        text.replace('format = ".2f"\nbetter = "lower"', 'format = ".2f"\nbetter = "higher"', 1)
+    )
+    with pytest.raises(SpecError, match=r"metrics.error.better: 'higher', but task 'classify'"):
+        load_spec(path)
