@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from .catalog import DATASETS, DataSet, Sample
+
+if TYPE_CHECKING:
+    from .common import Splits
 
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "DataError", "DataInfo", "DataSet", "SAMPLES_DIR", "Sample",
@@ -83,8 +86,8 @@ def load(
     seed: int = 0,
     download: bool = False,
     image_size: int | None = None,
-):
-    """Load data set `name` from `data_dir` (or its committed sample if `sample`) as `Splits`.
+) -> Splits:
+    """Load data set `name` from `data_dir` (or its committed sample if `sample`).
 
     `n_train`/`n_test` take a seeded random subset (torch.Generator(seed)); `image_size` resizes
     in-memory images (antialiased) and sets ImageNet's crop size. The network is used only when
