@@ -16,17 +16,13 @@ import models
 
 from .. import data as datasets
 from ..contracts import CLASSIFIER, has
+from ..data.catalog import DATASETS
 from ..profiling import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
 from .common import CellResult, Context, check_data, meta_model, non_negative, positive
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
-# Per-channel mean and std of the training images, for input normalisation.
-NORMALISE = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
+# The data sets a classifier can train on: those whose description gives an input normalisation.
+CLASSIFIABLE = tuple(name for name, d in DATASETS.items() if d.normalise is not None)
 
 
 @dataclass(frozen=True)
@@ -63,16 +59,17 @@ class Settings:
 
 def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything trains: unknown data set or model, or arguments it rejects."""
-    if cell["dataset"] not in NUM_CLASSES:
+    if cell["dataset"] not in CLASSIFIABLE:
         raise ValueError(
-            f"dataset must be one of {', '.join(NUM_CLASSES)}, got {cell['dataset']!r}"
+            f"dataset must be one of {', '.join(CLASSIFIABLE)}, got {cell['dataset']!r}"
         )
-    meta_model(cell["model"], CLASSIFIER, num_classes=NUM_CLASSES[cell["dataset"]])
+    meta_model(cell["model"], CLASSIFIER, num_classes=DATASETS[cell["dataset"]].classes)
 
 
 def normalise(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
     mean, std = (
-        torch.tensor(v, device=x_uint8.device).view(1, -1, 1, 1) for v in NORMALISE[dataset]
+        torch.tensor(v, device=x_uint8.device).view(1, -1, 1, 1)
+        for v in DATASETS[dataset].normalise
     )
     return (x_uint8.float() / 255 - mean) / std
 
@@ -94,7 +91,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         dataset, ctx.data_dir, sample=s.data == "sample", n_train=s.n_train, n_test=s.n_test,
         seed=ctx.seed, download=ctx.download, image_size=s.image_size,
     )  # fmt: skip
-    num_classes = NUM_CLASSES[dataset]
+    num_classes = DATASETS[dataset].classes
     shape = tuple(splits.test[0][0].shape)
     # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.
     memory = probe(Workload(name, num_classes, s.memory_batch, shape, device), s.timing_steps)
@@ -117,7 +114,7 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
 
         def loss(net, batch):
             x, y = batch
-            if s.augment and dataset != "imagenet":
+            if s.augment and not DATASETS[dataset].streamed:  # a streamed set crops and flips
                 x = augment(x)
             logits = logits_of(net(normalise(x.to(device), dataset)))
             return F.cross_entropy(logits, y.to(device))

@@ -23,6 +23,7 @@ import models
 
 from .. import data as datasets
 from ..contracts import DENSITY, has
+from ..data.catalog import DATASETS
 from ..data.prep import PREPS
 from ..memory import measure_step
 from ..profiling import MIB, peak_mib
@@ -30,10 +31,8 @@ from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
 from .common import CellResult, Context, check_data, meta_model, positive
 
-SHAPES = {
-    "mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "omniglot": (1, 28, 28),
-    "cifar10": (3, 32, 32), "cifar10_lossless": (3, 32, 32), "cifar100": (3, 32, 32),
-}  # fmt: skip
+# The data sets a likelihood model can train on: those held in memory as tensors.
+IN_MEMORY = tuple(name for name, d in DATASETS.items() if not d.streamed)
 
 
 @dataclass(frozen=True)
@@ -120,9 +119,11 @@ def check_kind(model, cell: dict, s: Settings) -> None:
 def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything trains: unknown data set or model, arguments the model
     rejects, or a data preparation the model cannot take."""
-    if cell.get("dataset") not in SHAPES:
-        raise ValueError(f"dataset must be one of {', '.join(SHAPES)}, got {cell.get('dataset')!r}")
-    shape = SHAPES[cell["dataset"]]
+    if cell.get("dataset") not in IN_MEMORY:
+        raise ValueError(
+            f"dataset must be one of {', '.join(IN_MEMORY)}, got {cell.get('dataset')!r}"
+        )
+    shape = DATASETS[cell["dataset"]].shape
     if s.image_size:
         shape = (shape[0], s.image_size, s.image_size)
     check_kind(build(cell, s, shape, make=partial(meta_model, contract=DENSITY)), cell, s)
