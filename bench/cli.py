@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
+    _add_model_option(run)
     par = run.add_argument_group("parallel cells (README: 'Running on a cluster')")
     par.add_argument("--jobs", type=_at_least_1, default=1, metavar="N",
                      help="cells at once on this machine, each in its own process")  # fmt: skip
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--tier", choices=TIERS, default="smoke")
     table.add_argument("--wide", action="store_true",
                        help="published, measured and Δ in columns of their own")  # fmt: skip
+    _add_model_option(table)
     inv = sub.add_parser("invert", help="x -> forward -> inverse -> x: a PNG grid and the error")
     inv.add_argument("--model", default="irevnet_b", help="an invertible model (default irevnet_b)")
     inv.add_argument("--dataset", default="imagenet", choices=["imagenet", "cifar10"])
@@ -203,6 +205,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_model_option(command) -> None:
+    command.add_argument(
+        "--add-model", action="append", default=[], metavar="NAME[=MODULE:CONSTRUCTOR]",
+        help="also run/show a model from outside this repository as a row of its own, e.g."
+        " mine=mypkg.flows:MyFlow, or NAME of an installed `dgm_bench.models` entry point"
+        " (README: 'Your own model in a table')",
+    )  # fmt: skip
+
+
+def _table_spec(args):
+    """The table of `args.table`, with the models of --add-model as extra rows."""
+    import models
+
+    spec = get_spec(args.table, args.specs)
+    added = {}
+    for item in getattr(args, "add_model", []):
+        name, _, target = item.partition("=")
+        if not target:
+            target = models.plugins().get(name)
+            if target is None:
+                raise UsageError(
+                    f"--add-model {name}: no installed `{models.PLUGIN_GROUP}` entry point of"
+                    " that name; give NAME=package.module:Constructor"
+                )
+        added[name] = target
+    return spec.with_models(added) if added else spec
+
+
 def _specs(args) -> dict[str, Path]:
     """The spec files of --specs; none there is an error, not an empty listing."""
     specs = registry(args.specs) if args.specs.is_dir() else {}
@@ -256,7 +286,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from .runner import RunOptions, run_table
 
-    spec = get_spec(args.table, args.specs)
+    spec = _table_spec(args)
     slurm = None
     if args.executor != "local":
         from .parallel import slurm_options
@@ -306,7 +336,7 @@ def cmd_status(args) -> int:
 def cmd_table(args) -> int:
     from .render import write_table
 
-    spec = get_spec(args.table, args.specs)
+    spec = _table_spec(args)
     records, warnings = read_records(args.results, spec.id, args.tier)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

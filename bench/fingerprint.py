@@ -83,7 +83,11 @@ def code(task: Task, model_names: list[str]) -> str:
     for rel in task.inputs:
         path = ROOT / rel
         files.update(path.rglob("*.py") if path.is_dir() else [path])
-    return _digest({str(p.relative_to(ROOT)): p.read_bytes().decode() for p in sorted(files)})
+    sources = {str(p.relative_to(ROOT)): p.read_bytes().decode() for p in sorted(files)}
+    for m in model_names:  # a model from outside the repository: its package's source
+        if m not in models.MODELS:
+            sources[f"plugin {m}"] = models.provenance(m).get("source_sha256", "")
+    return _digest(sources)
 
 
 def run_key(settings: dict, seed: int, params: dict, data: dict, code_hash: str) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+import models
+
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
@@ -166,6 +168,15 @@ def cell_key(spec: TableSpec, cell, settings, opts: RunOptions) -> tuple[str, di
     return key, {**resolved, "_key": key, "_code": code, "_data": data}
 
 
+def register_plugins(spec: TableSpec) -> None:
+    """Make the spec's models from outside the repository buildable in this process."""
+    for name, target in spec.plugins:
+        try:
+            models.register(name, target)
+        except models.UnknownModel as e:
+            raise UsageError(f"{spec.path}: {e}") from None
+
+
 def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     """Check the request and every cell before any trains; one job per selected cell."""
     if opts.tier not in spec.tiers:
@@ -178,6 +189,7 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
         raise UsageError(f"--cells '{opts.cells}' matches no cell of {spec.id}; cells: {known}")
     if opts.executor not in EXECUTORS:
         raise UsageError(f"--executor {opts.executor}: expected one of {', '.join(EXECUTORS)}")
+    register_plugins(spec)
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
     check_cells(spec, opts.tier, task, settings, cells)  # every cell, before any trains
@@ -256,6 +268,7 @@ def execute(job: CellJob, log=print) -> Outcome:
     """Run one cell under its lease, or reuse its record; "busy" if another worker holds it
     (unless job.wait, in which case wait for that worker, then reuse its record or take over)."""
     spec, cell, opts = job.spec, job.cell, job.opts
+    register_plugins(spec)  # a worker process starts without the run's plugins
     if job.threads is not None:
         torch.set_num_threads(job.threads)
     device = resolve_device(opts.device)
@@ -385,6 +398,7 @@ def _run_cell(
         reason=reason, detail=detail, settings=made_from, seed=seed,
         device=device_name(device), command=job.command, started=started,
         wall_s=round(ckpt.wall_s(), 2), resumed=ckpt.resumed_at > 0, segments=ckpt.segments,
+        plugin=models.provenance(cell.as_dict()["model"]) if "model" in cell.as_dict() else {},
         **job.origin,
     )  # fmt: skip
     if result is not None:

@@ -28,8 +28,9 @@ SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a t
 MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "ratios", "plot", "defaults", "tiers", "check", "claims", "derived",
+    "ratios", "plot", "defaults", "tiers", "check", "claims", "derived", "models",
 }  # fmt: skip
+_PLUGIN_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
 
@@ -221,7 +222,36 @@ class TableSpec:
     plot: Plot | None = None
     checks: dict[str, CheckTier] = field(default_factory=dict)  # tier -> `bench check` tolerances
     derived: tuple[Derived, ...] = ()  # published values converted here (also in `published`)
+    # Models from outside this repository, name -> "package.module:Constructor" (models.register)
+    plugins: tuple[tuple[str, str], ...] = ()
     path: Path = field(default=Path(), compare=False)
+
+    def with_models(self, added: dict[str, str]) -> TableSpec:
+        """This table with models from outside the repository as extra rows: each runs every
+        cell the paper's models run, and each claim about one of the paper's models is also
+        judged with the added model in its place."""
+        if "model" not in self.grid:
+            raise SpecError(f"{self.path}: table '{self.id}' has no `model` axis to add a model to")
+        for name, target in added.items():
+            _plugin(name, target, self.path, f"--add-model {name}")
+        names = tuple(added)
+
+        def extend(grid: dict[str, tuple] | None) -> dict[str, tuple] | None:
+            if grid is None or "model" not in grid:
+                return grid
+            extra = tuple(n for n in names if n not in grid["model"])
+            return {**grid, "model": grid["model"] + extra}
+
+        tiers = {k: dataclasses.replace(t, grid=extend(t.grid)) for k, t in self.tiers.items()}
+        stand_ins = tuple(
+            dataclasses.replace(c, label=f"{c.label} ({name} in place of {c.a['model']})",
+                                a={**c.a, "model": name})
+            for name in names for c in self.claims if "model" in c.a
+        )  # fmt: skip
+        return dataclasses.replace(
+            self, grid=extend(self.grid), tiers=tiers, claims=self.claims + stand_ins,
+            plugins=tuple({**dict(self.plugins), **added}.items()),
+        )  # fmt: skip
 
     def cells(self, tier: str) -> list[Cell]:
         return _product(self.tiers[tier].grid or self.grid)
@@ -612,6 +642,11 @@ def load_spec(path: str | Path) -> TableSpec:
             raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
         ratios.append(ratio)
     plot = _plot(data.get("plot"), path, metric_names, set(grid))
+    plugins = data.get("models", {})
+    if not isinstance(plugins, dict):
+        raise _fail(path, "models", 'expected a table { name = "package.module:Constructor" }')
+    for name, target in plugins.items():
+        _plugin(name, target, path, f"models.{name}")
     derived = _derived(data.get("derived", []), path, published, metric_names)
     return TableSpec(
         id=table_id,
@@ -631,8 +666,18 @@ def load_spec(path: str | Path) -> TableSpec:
         plot=plot,
         checks=_checks(data.get("check", {}), path, metrics, tiers),
         derived=derived,
+        plugins=tuple(plugins.items()),
         path=path,
     )
+
+
+def _plugin(name: str, target: Any, path: Path, where: str) -> None:
+    """A model from outside the repository: a safe row name and a "package.module:Constructor"."""
+    if not _SAFE_VALUE.fullmatch(name):
+        raise _fail(path, where, "a model's name names result files: use letters, digits and"
+                    " _ . + = -, not starting with . or -")  # fmt: skip
+    if not isinstance(target, str) or not _PLUGIN_TARGET.fullmatch(target):
+        raise _fail(path, where, f"{target!r}: expected 'package.module:Constructor'")
 
 
 def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[Derived, ...]:

@@ -3,12 +3,22 @@
 `MODELS` is the registry a spec's `model = "..."` names: an explicit mapping from that name to
 "module:constructor", imported only when built, so that checking a spec needs no torch and a
 helper such as `models.resnet.depth` can never be mistaken for a model.
+
+A model from outside this repository enters a table as a plugin: registered for a run by a spec's
+`[models]` table or `bench run --add-model NAME=package.module:Constructor` (`register`), or by an
+installed package under the entry-point group `dgm_bench.models`. It meets the same contract as
+ours (bench/contracts.py); its records name its package, version and a hash of its source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 MODELS: dict[str, str] = {
@@ -43,24 +53,83 @@ MODELS: dict[str, str] = {
 }
 
 
+PLUGIN_GROUP = "dgm_bench.models"  # entry points of installed packages: name = "module:attr"
+_PLUGINS: dict[str, str] = {}  # registered for this process by a spec or --add-model
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
 class UnknownModel(KeyError):
     def __str__(self) -> str:
         return self.args[0]
 
 
-def check(name: str) -> None:
-    if name not in MODELS:
+def _entry_points() -> dict[str, str]:
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+def register(name: str, target: str) -> None:
+    """Make `name` build `target` ("package.module:Constructor") in this process."""
+    if name in MODELS:
+        raise UnknownModel(f"model '{name}' is one of ours (models/__init__.py); name yours"
+                           " otherwise")  # fmt: skip
+    if not _TARGET.fullmatch(target):
+        raise UnknownModel(f"model '{name}' = {target!r}: expected 'package.module:Constructor'")
+    if importlib.util.find_spec(target.split(":")[0].split(".")[0]) is None:
+        raise UnknownModel(f"model '{name}' = {target!r}: no module"
+                           f" '{target.split('.')[0].split(':')[0]}' on the Python path; install"
+                           " its package or add its folder to PYTHONPATH")  # fmt: skip
+    _PLUGINS[name] = target
+
+
+def target(name: str) -> str:
+    """The "module:constructor" that builds model `name`: ours, a registered plugin, or an
+    installed package's entry point."""
+    found = MODELS.get(name) or _PLUGINS.get(name) or _entry_points().get(name)
+    if found is None:
         raise UnknownModel(f"unknown model '{name}'; registered in models/__init__.py: "
-                           + ", ".join(MODELS))  # fmt: skip
+                           + ", ".join(MODELS) + f"; plugins: {', '.join(plugins()) or 'none'}"
+                           " (--add-model NAME=package.module:Constructor)")  # fmt: skip
+    return found
+
+
+def plugins() -> dict[str, str]:
+    """Plugin models this process knows: installed entry points, then registered ones."""
+    return {**_entry_points(), **_PLUGINS}
+
+
+def check(name: str) -> None:
+    target(name)
 
 
 def build(name: str, **kwargs: Any):
-    """Construct the registered model `name` with keyword arguments."""
-    check(name)
-    module, attr = MODELS[name].split(":")
-    constructor = getattr(importlib.import_module(module), attr)
+    """Construct model `name` with keyword arguments."""
+    module, attr = target(name).split(":")
+    try:
+        constructor = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UnknownModel(f"model '{name}' = '{module}:{attr}' cannot be loaded: {e}") from None
     check_types(name, constructor, kwargs)
     return constructor(**kwargs)
+
+
+def provenance(name: str) -> dict[str, str]:
+    """For a plugin: its constructor, package, version and the sha256 of its package's source
+    (what a record names and the reuse key hashes); empty for our own models."""
+    if name in MODELS:
+        return {}
+    found = target(name)
+    top = found.split(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    origin = Path(spec.origin) if spec and spec.origin else None
+    files = sorted(origin.parent.rglob("*.py")) if origin and origin.name == "__init__.py" else [
+        origin] if origin else []  # fmt: skip
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(origin.parent)).encode() + path.read_bytes())
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    version = importlib.metadata.version(dists[0]) if dists else "not installed (on the path)"
+    return {"model": name, "constructor": found, "package": dists[0] if dists else top,
+            "version": version, "source_sha256": digest.hexdigest()}  # fmt: skip
 
 
 _PLAIN = {"int": int, "float": int | float, "bool": bool, "str": str, "None": type(None)}

@@ -12,7 +12,8 @@ from bench.tasks.classify import Settings, normalise, preflight
 def test_preflight_builds_the_head_the_data_set_needs_and_refuses_the_rest(monkeypatch):
     heads = []
     monkeypatch.setattr(
-        "bench.tasks.classify.meta_model", lambda name, contract, num_classes: heads.append(num_classes)
+        "bench.tasks.classify.meta_model",
+        lambda name, contract, num_classes: heads.append(num_classes),
     )
     for name in ("cifar10", "cifar100", "imagenet"):
         preflight({"dataset": name, "model": "resnet32"}, Settings())
