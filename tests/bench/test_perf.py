@@ -1,5 +1,6 @@
-"""`bench perf` in quick mode on tiny sizes: the structure of its records and table, and a
-missing peer as a row that says so. No timed assertions: the machine is shared."""
+"""`bench perf` in quick mode on tiny sizes: the structure of its records and table, a missing
+peer as a row that says so, and each peer computing our step (float64, tiny sizes; skipped with
+a one-line reason where the peer is not installed). No timed assertions: the machine is shared."""
 
 import builtins
 import json
