@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
     perf.add_argument("--only", help="one benchmark: iwae-train, iwae-nll, reversible, revnet,"
-                      " pixelcnn")  # fmt: skip
+                      " pixelcnn, nice")  # fmt: skip
 
     sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
 
