@@ -23,6 +23,7 @@ from .spec import (
     check_cells,
     get_spec,
     load_spec,
+    register_plugins,
     registry,
     settings_for,
 )
@@ -93,7 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="tables, their tiers and how many cells have records")
-    sub.add_parser("validate", help="check every spec file")
+    validate = sub.add_parser("validate", help="check every spec file (no torch)")
+    validate.add_argument("--models", action="store_true",
+                          help="also build each cell's model on the meta device and check it"
+                          " against its task's contract (imports torch; seconds)")  # fmt: skip
 
     run = sub.add_parser("run", help="train and evaluate the cells of a table, then render it")
     run.add_argument("table")
@@ -266,16 +270,24 @@ def cmd_list(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .tasks import get_task
+    """Every spec's structure, settings and cells without torch; with --models, also each cell's
+    model built on the meta device and checked against its task's contract."""
+    from functools import partial
+
+    from .tasks import TASKS, get_task
+    from .tasks.settings import check_cell
 
     bad = 0
     for path in _specs(args).values():
         try:
             spec = load_spec(path)
-            task = get_task(spec.task)
+            register_plugins(spec)
+            task = TASKS[spec.task]
+            preflight = get_task(spec.task).preflight if args.models else partial(
+                check_cell, spec.task)  # fmt: skip
             for tier in spec.tiers:
-                settings = settings_for(task.Settings, spec, tier)
-                check_cells(spec, tier, task, settings, spec.cells(tier))
+                settings = settings_for(task.settings_class(), spec, tier)
+                check_cells(spec, tier, preflight, settings, spec.cells(tier))
             print(f"ok: {path}")
         except (SpecError, KeyError) as e:
             print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)

@@ -45,7 +45,7 @@ from .records import (
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, settings_for
+from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import TASKS, get_task
 from .tasks.common import Context
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
@@ -168,15 +168,6 @@ def cell_key(spec: TableSpec, cell, settings, opts: RunOptions) -> tuple[str, di
     return key, {**resolved, "_key": key, "_code": code, "_data": data}
 
 
-def register_plugins(spec: TableSpec) -> None:
-    """Make the spec's models from outside the repository buildable in this process."""
-    for name, target in spec.plugins:
-        try:
-            models.register(name, target)
-        except models.UnknownModel as e:
-            raise UsageError(f"{spec.path}: {e}") from None
-
-
 def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     """Check the request and every cell before any trains; one job per selected cell."""
     if opts.tier not in spec.tiers:
@@ -192,7 +183,7 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     register_plugins(spec)
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
-    check_cells(spec, opts.tier, task, settings, cells)  # every cell, before any trains
+    check_cells(spec, opts.tier, task.preflight, settings, cells)  # every cell, before any trains
     offset = max(c.as_dict().get(SEED, 0) for c in cells)
     if opts.seed + offset >= SEED_LIMIT:
         raise UsageError(

@@ -12,6 +12,7 @@ import itertools
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -770,6 +771,17 @@ def get_spec(table: str, spec_dir: Path = SPEC_DIR) -> TableSpec:
     return load_spec(paths[table])
 
 
+def register_plugins(spec: TableSpec) -> None:
+    """Make the spec's models from outside the repository buildable in this process."""
+    import models
+
+    for name, target in spec.plugins:
+        try:
+            models.register(name, target)
+        except models.UnknownModel as e:
+            raise SpecError(f"{spec.path}: {e}") from None
+
+
 def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
     """Build a task's settings dataclass from a tier's table, naming the field of any mistake."""
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -800,12 +812,15 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
 
 
-def check_cells(spec: TableSpec, tier: str, task: Any, settings: Any, cells: list[Cell]) -> None:
-    """Ask the task whether it can run each cell (model known, arguments valid, data preparation
-    right for the model) before anything trains; the first refusal is one line naming the cell."""
+def check_cells(
+    spec: TableSpec, tier: str, preflight: Callable, settings: Any, cells: list[Cell]
+) -> None:
+    """Ask the task whether it can run each cell (`preflight(cell, settings)`: model known,
+    arguments valid, data preparation right for the model) before anything trains; the first
+    refusal is one line naming the cell."""
     for cell in cells:
         try:
-            task.preflight(cell.model_params, settings)
+            preflight(cell.model_params, settings)
         except (ValueError, KeyError, TypeError) as e:
             problem = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
             raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None

@@ -12,6 +12,8 @@ ours (bench/contracts.py); its records name its package, version and a hash of i
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -145,13 +147,58 @@ def check_types(name: str, constructor, kwargs: dict[str, Any]) -> None:
     for key, value in kwargs.items():
         hint = parameters[key].annotation if key in parameters else inspect.Parameter.empty
         hint = hint if isinstance(hint, str) else getattr(hint, "__name__", "")
-        kinds = [k.strip() for k in hint.split("|")]
-        if not hint or any(k not in _PLAIN for k in kinds):
-            continue  # no annotation, or one this check does not read (a tuple, a class)
-        fits = any(isinstance(value, _PLAIN[k]) and (k == "bool" or not isinstance(value, bool))
-                   for k in kinds)  # fmt: skip
-        if not fits:
-            raise TypeError(f"model '{name}': {key} takes {hint}, got {value!r}")
+        _check_kind(name, key, hint, value)
+
+
+def _check_kind(name: str, key: str, hint: str, value: Any) -> None:
+    kinds = [k.strip() for k in hint.split("|")]
+    if not hint or any(k not in _PLAIN for k in kinds):
+        return  # no annotation, or one this check does not read (a tuple, a class)
+    fits = any(isinstance(value, _PLAIN[k]) and (k == "bool" or not isinstance(value, bool))
+               for k in kinds)  # fmt: skip
+    if not fits:
+        raise TypeError(f"model '{name}': {key} takes {hint}, got {value!r}")
+
+
+def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """`build`'s argument checks read from our models' source instead of importing it (so with
+    no torch): an argument the constructor does not take, or of a kind its plain annotation
+    excludes. A constructor this cannot read (a plugin's, one passing **kwargs on) is checked
+    when it is built, on the meta device, by `bench validate --models` and `bench run`."""
+    parameters = _parameters(target(name))
+    if parameters is None:
+        return
+    hints, takes_more = parameters
+    for key, value in kwargs.items():
+        if key in hints:
+            _check_kind(name, key, hints[key], value)
+        elif not takes_more:
+            raise TypeError(f"model '{name}' takes no argument '{key}'; it takes:"
+                            f" {', '.join(hints)}")  # fmt: skip
+
+
+@functools.cache
+def _parameters(found: str) -> tuple[dict[str, str], bool] | None:
+    """A constructor's parameters -> annotation text, and whether it takes **kwargs, from the
+    source of a module of this package; None where the source does not say."""
+    module, attr = found.split(":")
+    if not module.startswith(f"{__name__}."):
+        return None
+    path = Path(__file__).parent / f"{module.split('.', 1)[1]}.py"
+    tree = {node.name: node for node in ast.parse(path.read_text()).body
+            if isinstance(node, ast.FunctionDef | ast.ClassDef)}  # fmt: skip
+    node = tree.get(attr)
+    while isinstance(node, ast.ClassDef):
+        init = next((n for n in node.body
+                     if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)  # fmt: skip
+        bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
+        node = init or (tree.get(bases[0]) if len(bases) == 1 else None)
+    if node is None:
+        return None
+    args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    hints = {a.arg: ast.unparse(a.annotation) if a.annotation else "" for a in args}
+    hints.pop("self", None)
+    return hints, node.args.kwarg is not None
 
 
 def count_parameters(model) -> int:

@@ -31,11 +31,17 @@ class Measure:
 @dataclass(frozen=True)
 class Task:
     module: str
+    settings: str  # its Settings class in bench.tasks.settings (no torch there)
     contract: str  # a key of bench.contracts.CONTRACTS
     metrics: dict[str, Measure]  # a name may be a glob, e.g. "kl*" for one term per level
     # Project files and folders a cell's numbers depend on that the task's module does not import
     # by name (data loaders resolved at run time), hashed into the reuse key with its imports.
     inputs: tuple[str, ...] = field(default=())
+
+    def settings_class(self) -> type:
+        from . import settings
+
+        return getattr(settings, self.settings)
 
     def measure(self, metric: str) -> Measure | None:
         if metric in self.metrics:
@@ -52,6 +58,7 @@ _MEMORY = {
 TASKS: dict[str, Task] = {
     "likelihood": Task(
         "bench.tasks.likelihood",
+        "LikelihoodSettings",
         "density",
         {
             "nll": Measure("nats", "lower", stderr="nll_stderr", per_item="nll_per_image"),
@@ -75,12 +82,14 @@ TASKS: dict[str, Task] = {
     ),
     "classify": Task(
         "bench.tasks.classify",
+        "ClassifySettings",
         "classifier",
         {"error": Measure("%", "lower"), "recon_error": Measure("", "lower"), **_MEMORY},
         inputs=("bench/data",),
     ),
     "memory": Task(
         "bench.tasks.memory",
+        "MemorySettings",
         "classifier",
         {
             **_MEMORY,

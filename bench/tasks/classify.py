@@ -6,7 +6,7 @@ Cell fields: dataset, model (a name in models.MODELS).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -19,50 +19,15 @@ from ..contracts import CLASSIFIER, has
 from ..data.catalog import DATASETS
 from ..profiling import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
-from .common import CellResult, Context, check_data, meta_model, non_negative, positive
-
-# The data sets a classifier can train on: those whose description gives an input normalisation.
-CLASSIFIABLE = tuple(name for name, d in DATASETS.items() if d.normalise is not None)
-
-
-@dataclass(frozen=True)
-class Settings:
-    data: str = "real"  # "sample": the committed sample (smoke tiers)
-    epochs: int = 1
-    batch_size: int = 100
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    lr_milestones: list = field(default_factory=list)  # epochs where lr is divided by 10
-    augment: bool = True  # CIFAR: random crop with 4-pixel padding + horizontal flip
-    train: bool = True  # False: count, invert and measure an untrained model only
-    n_train: int | None = None
-    n_test: int | None = None
-    image_size: int | None = None  # resize the images (smoke tiers: cheap steps on real images)
-    eval_batch: int = 200
-    memory_batch: int = 32  # batch of the memory and step-time probes
-    timing_steps: int = 3
-    max_steps_per_epoch: int | None = None
-
-    def __post_init__(self):
-        check_data(self.data)
-        for name in ("batch_size", "eval_batch", "memory_batch", "timing_steps"):
-            positive(name, getattr(self, name))
-        for name in ("n_train", "n_test", "image_size", "max_steps_per_epoch"):
-            positive(name, getattr(self, name), allow_none=True)
-        positive("lr", self.lr)
-        non_negative("momentum", self.momentum)
-        non_negative("weight_decay", self.weight_decay)
-        if self.epochs < 0 or any(not isinstance(m, int) or m < 0 for m in self.lr_milestones):
-            raise ValueError("epochs and lr_milestones must be non-negative integers")
+from .common import CellResult, Context, meta_model
+from .settings import ClassifySettings as Settings
+from .settings import check_cell
 
 
 def preflight(cell: dict, s: Settings) -> None:
-    """Refuse a cell before anything trains: unknown data set or model, or arguments it rejects."""
-    if cell["dataset"] not in CLASSIFIABLE:
-        raise ValueError(
-            f"dataset must be one of {', '.join(CLASSIFIABLE)}, got {cell['dataset']!r}"
-        )
+    """Refuse a cell before anything trains: a data set it cannot use, an unknown model,
+    arguments it rejects, or a model that breaks the classifier contract."""
+    check_cell("classify", cell, s)
     meta_model(cell["model"], CLASSIFIER, num_classes=DATASETS[cell["dataset"]].classes)
 
 

@@ -3,7 +3,6 @@ task shares."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,35 +35,6 @@ class CellResult:
     memory: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-DATA_KINDS = ("real", "sample")
-
-
-def positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
-    """A setting that must be > 0: one message that names it."""
-    if value is None and allow_none:
-        return
-    if not _finite_number(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def non_negative(name: str, value: int | float) -> None:
-    """A setting that must be >= 0 (a momentum, a weight decay): one message that names it."""
-    if not _finite_number(value) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-
-
-def _finite_number(value) -> bool:
-    """An int or a float other than nan and inf (a bool is not a number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_data(data: str) -> None:
-    if data not in DATA_KINDS:
-        raise ValueError(
-            f"data must be 'real' (--data-dir) or 'sample' (the committed sample), got {data!r}"
-        )
 
 
 class _SkipInit(TorchFunctionMode):

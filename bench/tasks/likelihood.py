@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 
 import torch
@@ -23,75 +23,19 @@ import models
 
 from .. import data as datasets
 from ..contracts import DENSITY, has
-from ..data.catalog import DATASETS
 from ..data.prep import PREPS
 from ..memory import measure_step
 from ..profiling import MIB, peak_mib
 from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
-from .common import CellResult, Context, check_data, meta_model, positive
-
-# The data sets a likelihood model can train on: those held in memory as tensors.
-IN_MEMORY = tuple(name for name, d in DATASETS.items() if not d.streamed)
-
-
-@dataclass(frozen=True)
-class Settings:
-    data: str = "real"  # "sample": the committed sample (smoke tiers)
-    prep: str = "discrete256"  # a key of bench.data.prep.PREPS
-    # Constructor arguments per model name, e.g. { pixelcnn = { levels = 2, hidden = 32 } }
-    model_kwargs: dict = field(default_factory=dict)
-    # Stage i trains epochs_per_stage[i] epochs at lr * 10^(-i / stages_per_decade); without
-    # epochs_per_stage, stage i has 3^i epochs (the IWAE paper's schedule).
-    stages: int = 1
-    epochs_per_stage: list | None = None
-    stages_per_decade: float = 7.0
-    lr: float = 1e-3
-    batch_size: int = 20
-    adam_beta2: float = 0.999  # torch's notation: 1 - the early Adam papers' beta2
-    adam_eps: float = 1e-8
-    init_batch: int = 1000  # training images a model's `init_from_batch` sees
-    n_train: int | None = None  # None: the whole training set
-    n_test: int | None = None
-    image_size: int | None = None  # resize (antialiased): smoke tiers of 32x32 models sample fast
-    nll_k: int = 5000  # importance samples of a bound (latent-variable models only)
-    nll_chunk: int = 1000  # samples per chunk of the bound; memory ~ chunk x nll_batch
-    nll_batch: int = 100  # test images per call of nll
-    au_samples: int = 100  # samples of the top layer's posterior mean (active units)
-    max_steps_per_epoch: int | None = None
-    samples: int = 16  # images in the PNG grid of samples (0: none)
-    time_naive_sampler: bool = False  # also time `sample(samples, naive=True)` where a model has it
-
-    def __post_init__(self):
-        check_data(self.data)
-        if self.prep not in PREPS:
-            raise ValueError(f"prep must be one of {', '.join(PREPS)}, got {self.prep!r}")
-        for name in ("stages", "lr", "batch_size", "adam_eps", "nll_k", "nll_chunk", "nll_batch",
-                     "au_samples", "stages_per_decade", "init_batch"):  # fmt: skip
-            positive(name, getattr(self, name))
-        if not 0 <= self.adam_beta2 < 1:
-            raise ValueError(f"adam_beta2 must be in [0, 1) (torch's notation), got"
-                             f" {self.adam_beta2}")  # fmt: skip
-        for name in ("n_train", "n_test", "max_steps_per_epoch", "image_size"):
-            positive(name, getattr(self, name), allow_none=True)
-        if not all(isinstance(v, dict) for v in self.model_kwargs.values()):
-            raise ValueError("model_kwargs maps a model name to a table of its arguments")
-        if self.samples < 0:
-            raise ValueError(f"samples must be >= 0, got {self.samples}")
-        stage_epochs(self)  # fail when the spec is read, not after a cell has started
-
-
-def stage_epochs(s: Settings) -> list[int]:
-    epochs = s.epochs_per_stage or [3**i for i in range(s.stages)]
-    if len(epochs) != s.stages:
-        raise ValueError(f"epochs_per_stage has {len(epochs)} entries for {s.stages} stages")
-    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
-        raise ValueError(f"epochs_per_stage must hold non-negative integers, got {epochs}")
-    return list(epochs)
+from .common import CellResult, Context, meta_model
+from .settings import LikelihoodSettings as Settings
+from .settings import check_cell, image_shape, stage_epochs
 
 
 def lr_schedule(s: Settings):
-    """Epoch -> learning rate: stage i runs stage_epochs[i] epochs at lr * 10^(-i/7)."""
+    """Epoch -> learning rate: stage i runs stage_epochs[i] epochs at
+    lr * 10^(-i / stages_per_decade) (7 in the IWAE paper)."""
     ends = [sum(stage_epochs(s)[: i + 1]) for i in range(s.stages)]
 
     def lr_at(epoch: int) -> float:
@@ -117,15 +61,11 @@ def check_kind(model, cell: dict, s: Settings) -> None:
 
 
 def preflight(cell: dict, s: Settings) -> None:
-    """Refuse a cell before anything trains: unknown data set or model, arguments the model
-    rejects, or a data preparation the model cannot take."""
-    if cell.get("dataset") not in IN_MEMORY:
-        raise ValueError(
-            f"dataset must be one of {', '.join(IN_MEMORY)}, got {cell.get('dataset')!r}"
-        )
-    shape = DATASETS[cell["dataset"]].shape
-    if s.image_size:
-        shape = (shape[0], s.image_size, s.image_size)
+    """Refuse a cell before anything trains: a data set it cannot use, an unknown model,
+    arguments the model rejects, a model that breaks the density contract, or a data
+    preparation the model cannot take."""
+    check_cell("likelihood", cell, s)
+    shape = image_shape(cell["dataset"], s)
     check_kind(build(cell, s, shape, make=partial(meta_model, contract=DENSITY)), cell, s)
 
 

@@ -9,7 +9,6 @@ non-reversible parts store, which no reversible trick can remove.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,32 +19,15 @@ from models.resnet import depth
 from ..contracts import CLASSIFIER, has
 from ..memory import count_saved_bytes
 from ..profiling import MIB, Workload, fresh_model, logits_of, peak_mib, probe
-from .common import CellResult, Context, meta_model, positive
-
-
-@dataclass(frozen=True)
-class Settings:
-    batch_size: int = 32
-    image_size: int = 32
-    num_classes: int = 10
-    timing_steps: int = 3
-    grad_check_batch: int = 8  # batch of the float32/float64 gradient comparison
-    # A cell-like table ({model = ..., its keyword arguments}) that takes turns with every cell's
-    # timed steps, so ratios of step times cancel the machine's drift between cells.
-    timing_reference: dict | None = None
-
-    def __post_init__(self):
-        for name in ("batch_size", "image_size", "num_classes", "timing_steps", "grad_check_batch"):
-            positive(name, getattr(self, name))
-        if self.timing_reference is not None:
-            if "model" not in self.timing_reference:
-                raise ValueError("timing_reference needs a `model` (a name in models.MODELS)")
-            models.check(self.timing_reference["model"])
+from .common import CellResult, Context, meta_model
+from .settings import MemorySettings as Settings
+from .settings import check_cell
 
 
 def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything runs: an unknown model or arguments it rejects, the cell's
     or its timing reference's."""
+    check_cell("memory", cell, s)
     kwargs = {k: v for k, v in cell.items() if k != "model"}
     meta_model(cell["model"], CLASSIFIER, num_classes=s.num_classes, **kwargs)
     if s.timing_reference is not None:  # its arguments too, before the first cell is timed
