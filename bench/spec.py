@@ -30,6 +30,7 @@ MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
     "ratios", "plot", "defaults", "tiers", "check", "claims", "derived", "models",
+    "model_arguments",
 }  # fmt: skip
 _PLUGIN_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
@@ -643,6 +644,7 @@ def load_spec(path: str | Path) -> TableSpec:
             raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
         ratios.append(ratio)
     plot = _plot(data.get("plot"), path, metric_names, set(grid))
+    _axes(data.get("model_arguments", []), task, grid, tiers, path)
     plugins = data.get("models", {})
     if not isinstance(plugins, dict):
         raise _fail(path, "models", 'expected a table { name = "package.module:Constructor" }')
@@ -670,6 +672,28 @@ def load_spec(path: str | Path) -> TableSpec:
         plugins=tuple(plugins.items()),
         path=path,
     )
+
+
+def _axes(arguments: Any, task: str, grid: dict, tiers: dict[str, Tier], path: Path) -> None:
+    """Every grid axis is read by the task or declared a model argument: an axis that is neither
+    would make cells that differ in name only."""
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        raise _fail(path, "model_arguments", 'expected a list of grid axes, e.g. ["k"]')
+    own = TASKS[task].fields
+    for name in arguments:
+        if name not in grid or name in own:
+            axes = ", ".join(grid)
+            raise _fail(path, f"model_arguments: {name}", f"not a grid axis the model takes (grid"
+                        f" axes: {axes}; task '{task}' reads {', '.join(own)})")  # fmt: skip
+    for where, axes in [("grid", grid)] + [
+        (f"tiers.{t}.grid", v.grid or {}) for t, v in tiers.items()
+    ]:
+        for axis in axes:
+            if axis not in own and axis not in arguments and axis != SEED:
+                raise _fail(path, f"{where}.{axis}", f"neither a field task '{task}' reads"
+                            f" ({', '.join(own)}) nor in model_arguments; add model_arguments ="
+                            f" [\"{axis}\"] if the model takes it, or drop the axis (one nothing"
+                            " reads makes identical cells)")  # fmt: skip
 
 
 def _plugin(name: str, target: Any, path: Path, where: str) -> None:

@@ -33,6 +33,8 @@ class Task:
     module: str
     settings: str  # its Settings class in bench.tasks.settings (no torch there)
     contract: str  # a key of bench.contracts.CONTRACTS
+    fields: tuple[str, ...]  # the cell fields the task reads itself; a spec's `model_arguments`
+    # name the other grid axes, which go to the model's constructor
     metrics: dict[str, Measure]  # a name may be a glob, e.g. "kl*" for one term per level
     # Project files and folders a cell's numbers depend on that the task's module does not import
     # by name (data loaders resolved at run time), hashed into the reuse key with its imports.
@@ -60,6 +62,7 @@ TASKS: dict[str, Task] = {
         "bench.tasks.likelihood",
         "LikelihoodSettings",
         "density",
+        ("dataset", "model"),
         {
             "nll": Measure("nats", "lower", stderr="nll_stderr", per_item="nll_per_image"),
             "nll_stderr": Measure("nats"),
@@ -84,6 +87,7 @@ TASKS: dict[str, Task] = {
         "bench.tasks.classify",
         "ClassifySettings",
         "classifier",
+        ("dataset", "model"),
         {"error": Measure("%", "lower"), "recon_error": Measure("", "lower"), **_MEMORY},
         inputs=("bench/data",),
     ),
@@ -91,6 +95,7 @@ TASKS: dict[str, Task] = {
         "bench.tasks.memory",
         "MemorySettings",
         "classifier",
+        ("model",),
         {
             **_MEMORY,
             "depth": Measure(),

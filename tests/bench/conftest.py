@@ -21,6 +21,7 @@ SPEC = """\
 id = "{id}"
 title = "tiny IWAE table"
 task = "likelihood"
+model_arguments = ["layers", "k"]
 paper = {{ arxiv = "1509.00519", table = "Table 1", authors = "Burda, Grosse, Salakhutdinov" }}
 notes = ["a test spec"]
 

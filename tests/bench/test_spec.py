@@ -579,3 +579,24 @@ def test_a_metric_against_its_declared_direction_is_refused(tmp_path):
     )
     with pytest.raises(SpecError, match=r"metrics.error.better: 'higher', but task 'classify'"):
         load_spec(path)
+
+
+def test_an_axis_no_one_reads_is_refused(tmp_path):
+    text = (SPEC_DIR / "revnet-cifar.toml").read_text()
+    path = tmp_path / "revnet-cifar.toml"
+    axis = 'dataset = ["cifar10", "cifar100"]\n'
+    text = text.replace(axis, axis + "width = [1, 2]\n").replace(
+        'rows = ["model"]', 'rows = ["model", "width"]'
+    )
+    path.write_text(text)
+    with pytest.raises(SpecError, match=r"grid.width: neither a field task 'classify' reads"
+                       r" \(dataset, model\) nor in model_arguments"):  # fmt: skip
+        load_spec(path)
+    text = (SPEC_DIR / "iwae-table.toml").read_text()
+    path = tmp_path / "iwae-table.toml"
+    path.write_text(text.replace('model_arguments = ["layers", "k"]', 'model_arguments = ["k"]'))
+    with pytest.raises(SpecError, match=r"grid.layers: neither a field"):
+        load_spec(path)
+    path.write_text(text.replace('["layers", "k"]', '["layers", "k", "dataset"]'))
+    with pytest.raises(SpecError, match=r"model_arguments: dataset: not a grid axis the model"):
+        load_spec(path)
