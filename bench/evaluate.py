@@ -187,7 +187,6 @@ def _score(
     origin = provenance()
     run_opts = RunOptions(tier=opts.tier, data_dir=opts.data_dir, seed=opts.seed)
     _, made_from = cell_key(spec, cell, settings, run_opts)
-    made_from["_campaign"] = campaign(opts.results)
     clock = Checkpoint(None)  # the wall time only: nothing is trained, nothing saved
     ctx = Context(
         data_dir=opts.data_dir, device=device, seed=seed, tier=opts.tier, checkpoint=clock,
@@ -198,6 +197,7 @@ def _score(
     load_weights(prepared.model, state, opts.checkpoint, cell)
     prepared.has_weights = True
     result = task.score(cell.model_params, settings, ctx, prepared)
+    made_from["_campaign"] = campaign(opts.results)
     return Record(
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status="ok",
         metrics=result.metrics, memory=result.memory, data=result.data, settings=made_from,

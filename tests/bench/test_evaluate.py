@@ -183,16 +183,18 @@ class Payload:
         return (print, ("pwned",))
 
 
-@pytest.mark.parametrize("case", ["pickle", "not a state_dict", "missing", "cell", "tier"])
+@pytest.mark.parametrize("case", ["pickle", "not a state_dict", "missing", "cell", "tier", "data"])
 def test_bad_requests_are_one_line_and_write_nothing(bench, tmp_path, capsys, case):
     write_spec(tmp_path / "specs")
     checkpoint = tmp_path / "c.pt"
     if case == "pickle":
         torch.save({"weight": Payload()}, checkpoint)  # unpickling it would call print
+    elif case == "data":
+        torch.save({"weight": torch.zeros(2)}, checkpoint)
     else:
         torch.save([torch.zeros(2)], checkpoint)
     args = {"missing": ["--checkpoint", str(tmp_path / "nope.pt")], "cell": ["--cell", "nope"],
-            "tier": ["--tier", "medium"]}.get(case, [])  # fmt: skip
+            "tier": ["--tier", "medium"], "data": ["--tier", "small"]}.get(case, [])  # fmt: skip
     status, out, err = evaluated(bench, tmp_path, "tiny", VAE, checkpoint, *args)
     assert (status, out) == (2, "")
     line = one_error_line(err)
@@ -203,10 +205,11 @@ def test_bad_requests_are_one_line_and_write_nothing(bench, tmp_path, capsys, ca
         "missing": f"--checkpoint {tmp_path / 'nope.pt'}: no such file",
         "cell": f"--cell nope: not a cell of tiny --tier smoke; its cells: {VAE}, ",
         "tier": "table 'tiny' has no tier 'medium'; it has: smoke, small",
+        "data": "no data directory given for mnist: pass --data-dir DIR",
     }[case] in line
     assert case != "pickle" or "print it asks for" in line
     assert "pwned" not in capsys.readouterr().out
-    assert not (tmp_path / "eval").exists()
+    assert not [p for p in tmp_path.joinpath("eval").rglob("*") if p.is_file()]
 
 
 def test_an_ok_trained_record_is_replaced_only_with_force(bench, tmp_path):
