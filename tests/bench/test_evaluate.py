@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 
+import models
 from bench import profiling
 from bench.cli import main
 from bench.records import read_record, record_path
 from bench.render import EVALUATED
 from bench.tasks import classify
+from bench.train import Checkpoint
 
 from .conftest import VAE, write_spec
 
@@ -92,8 +94,9 @@ def test_a_training_checkpoint_gives_its_model_state(bench, tmp_path):
     write_spec(tmp_path / "specs")
     _, weights = trained(bench, tmp_path, "tiny", VAE)
     checkpoint = tmp_path / "cell.pt"
-    state = {"epoch": 2, "model": torch.load(weights, weights_only=True), "optimizer": {}}
-    torch.save({**state, "history": []}, checkpoint)
+    model = models.build("vae", shape=(1, 28, 28), layers=1, k=1)  # the cell's model
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    Checkpoint(checkpoint).save(2, model, torch.optim.Adam(model.parameters()), history=[])
     assert evaluated(bench, tmp_path, "tiny", VAE, weights)[0] == 0
     from_weights = read_record(record_path(tmp_path / "eval", "tiny", "smoke", VAE))
     status, _, err = evaluated(bench, tmp_path, "tiny", VAE, checkpoint)  # replaces an evaluated
