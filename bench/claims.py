@@ -20,6 +20,7 @@ import pandas as pd
 
 from .records import Record
 from .spec import SEED, Cell, Claim, TableSpec, matches
+from .tasks import TASKS, Measure
 
 Z = 2.0  # standard errors a difference must clear
 
@@ -47,9 +48,9 @@ def value(record: Record | None, metric: str) -> float | None:
     return None if v is None else float(v)
 
 
-def stderr(record: Record, metric: str) -> float | None:
-    name = "bpd_stderr" if metric == "bits_per_dim" else f"{metric}_stderr"
-    v = record.metrics.get(name)
+def stderr(record: Record, measure: Measure | None) -> float | None:
+    """The record's standard error of the metric, where its task declares one."""
+    v = record.metrics.get(measure.stderr) if measure and measure.stderr else None
     return None if v is None else float(v)
 
 
@@ -58,15 +59,19 @@ def _same_images(a: Record, b: Record) -> bool:
     return a.seed == b.seed and all(a.data.get(k) == b.data.get(k) for k in keys)
 
 
-def difference(a: Record, b: Record, metric: str) -> tuple[float, float | None, bool]:
-    """a - b with its standard error; paired over per-image values of the same test images."""
-    per_a, per_b = a.metrics.get(f"{metric}_per_image"), b.metrics.get(f"{metric}_per_image")
+def difference(
+    a: Record, b: Record, metric: str, measure: Measure | None
+) -> tuple[float, float | None, bool]:
+    """a - b with its standard error; paired over per-image values of the same test images,
+    where the task declares them for this metric (`measure`, bench/tasks/__init__.py)."""
+    per = measure.per_item if measure else None
+    per_a, per_b = (a.metrics.get(per), b.metrics.get(per)) if per else (None, None)
     if per_a and per_b and len(per_a) == len(per_b) > 1 and _same_images(a, b):
         d = [x - y for x, y in zip(per_a, per_b)]
         mean = sum(d) / len(d)
         var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
         return mean, math.sqrt(var / len(d)), True
-    se_a, se_b = stderr(a, metric), stderr(b, metric)
+    se_a, se_b = stderr(a, measure), stderr(b, measure)
     se = math.hypot(se_a, se_b) if se_a is not None and se_b is not None else None
     return value(a, metric) - value(b, metric), se, False
 
@@ -174,7 +179,8 @@ def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim
             continue
         seeds = (len(a_rs), len(b_rs))
         if not replicate_ids(spec, tier, cell):
-            diff, se, paired = difference(a_rs[0], b_rs[0], claim.metric)
+            measure = TASKS[spec.task].measure(claim.metric)
+            diff, se, paired = difference(a_rs[0], b_rs[0], claim.metric, measure)
             found = verdict(claim.expect, diff, se, margin=claim.margin or 0.0)
         else:  # means over seeds, judged against their spread
             diff, paired = va - vb, False

@@ -24,6 +24,7 @@ from .spec import (
     check_cells,
     get_spec,
     load_spec,
+    register_plugins,
     registry,
     settings_for,
 )
@@ -94,7 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="tables, their tiers and how many cells have records")
-    sub.add_parser("validate", help="check every spec file")
+    validate = sub.add_parser("validate", help="check every spec file (no torch)")
+    validate.add_argument("--models", action="store_true",
+                          help="also build each cell's model on the meta device and check it"
+                          " against its task's contract (imports torch; seconds)")  # fmt: skip
 
     run = sub.add_parser("run", help="train and evaluate the cells of a table, then render it")
     run.add_argument("table")
@@ -118,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
+    _add_model_option(run)
     par = run.add_argument_group("parallel cells (README: 'Running on a cluster')")
     par.add_argument("--jobs", type=_at_least_1, default=1, metavar="N",
                      help="cells at once on this machine, each in its own process")  # fmt: skip
@@ -156,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="the run's seed: test-set preparation and sampling follow it")  # fmt: skip
     ev.add_argument("--force", action="store_true",
                     help="replace the cell's ok trained record with the evaluated one")  # fmt: skip
+    _add_model_option(ev)
 
     status = sub.add_parser(
         "status", help="every cell of a table: pending, running (who, how far), ok or failed"
@@ -168,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--tier", choices=TIERS, default="smoke")
     table.add_argument("--wide", action="store_true",
                        help="published, measured and Δ in columns of their own")  # fmt: skip
+    _add_model_option(table)
     inv = sub.add_parser("invert", help="x -> forward -> inverse -> x: a PNG grid and the error")
     inv.add_argument("--model", default="irevnet_b", help="an invertible model (default irevnet_b)")
     inv.add_argument("--dataset", default="imagenet", choices=["imagenet", "cifar10"])
@@ -214,13 +221,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
     perf.add_argument("--only", help="one benchmark: iwae-train, iwae-nll, reversible, revnet,"
-                      " pixelcnn")  # fmt: skip
+                      " pixelcnn, nice")  # fmt: skip
 
     sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
 
     for command in sub.choices.values():
         _global_options(command, defaults=False)
     return p
+
+
+def _add_model_option(command) -> None:
+    command.add_argument(
+        "--add-model", action="append", default=[], metavar="NAME[=MODULE:CONSTRUCTOR]",
+        help="also run/show a model from outside this repository as a row of its own, e.g."
+        " mine=mypkg.flows:MyFlow, or NAME of an installed `dgm_bench.models` entry point"
+        " (README: 'Your own model in a table')",
+    )  # fmt: skip
+
+
+def _table_spec(args):
+    """The table of `args.table`, with the models of --add-model as extra rows."""
+    import models
+
+    spec = get_spec(args.table, args.specs)
+    added = {}
+    for item in getattr(args, "add_model", []):
+        name, _, target = item.partition("=")
+        if not target:
+            target = models.plugins().get(name)
+            if target is None:
+                raise UsageError(
+                    f"--add-model {name}: no installed `{models.PLUGIN_GROUP}` entry point of"
+                    " that name; give NAME=package.module:Constructor"
+                )
+        added[name] = target
+    return spec.with_models(added) if added else spec
 
 
 def _specs(args) -> dict[str, Path]:
@@ -256,16 +291,24 @@ def cmd_list(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .tasks import get_task
+    """Every spec's structure, settings and cells without torch; with --models, also each cell's
+    model built on the meta device and checked against its task's contract."""
+    from functools import partial
+
+    from .tasks import TASKS, get_task
+    from .tasks.settings import check_cell
 
     bad = 0
     for path in _specs(args).values():
         try:
             spec = load_spec(path)
-            task = get_task(spec.task)
+            register_plugins(spec)
+            task = TASKS[spec.task]
+            preflight = get_task(spec.task).preflight if args.models else partial(
+                check_cell, spec.task)  # fmt: skip
             for tier in spec.tiers:
-                settings = settings_for(task.Settings, spec, tier)
-                check_cells(spec, tier, task, settings, spec.cells(tier))
+                settings = settings_for(task.settings_class(), spec, tier)
+                check_cells(spec, tier, preflight, settings, spec.cells(tier))
             print(f"ok: {path}")
         except (SpecError, KeyError) as e:
             print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)
@@ -276,7 +319,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from .runner import RunOptions, run_table
 
-    spec = get_spec(args.table, args.specs)
+    spec = _table_spec(args)
     slurm = None
     if args.executor != "local":
         from .parallel import slurm_options
@@ -315,7 +358,7 @@ def cmd_run(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import EvalOptions, evaluate_cell
 
-    spec = get_spec(args.table, args.specs)
+    spec = _table_spec(args)
     opts = EvalOptions(
         tier=args.tier, cell=args.cell, checkpoint=args.checkpoint, data_dir=args.data_dir,
         device=args.device, seed=args.seed, force=args.force, results=args.results,
@@ -339,7 +382,7 @@ def cmd_status(args) -> int:
 def cmd_table(args) -> int:
     from .render import write_table
 
-    spec = get_spec(args.table, args.specs)
+    spec = _table_spec(args)
     records, warnings = read_records(args.results, spec.id, args.tier)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

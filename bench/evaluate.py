@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+import models
+
 from .errors import CheckpointError, UsageError
 from .lease import Lease, campaign, lease_path
 from .records import (
@@ -37,7 +39,7 @@ from .records import (
 )
 from .render import TABLES_DIR, write_table
 from .runner import RunOptions, _determinism, _summary, cell_key, resolve_device, worker_name
-from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, settings_for
+from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import get_task
 from .tasks.common import Context
 from .train import Checkpoint, _why
@@ -65,7 +67,7 @@ def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
     device = resolve_device(opts.device)
     task, cell = _task_and_cell(spec, opts)
     settings = settings_for(task.Settings, spec, opts.tier)
-    check_cells(spec, opts.tier, task, settings, [cell])
+    check_cells(spec, opts.tier, task.preflight, settings, [cell])
     seed = opts.seed + cell.as_dict().get(SEED, 0)  # a replicate's seed offsets the run's
     if seed >= SEED_LIMIT:
         raise UsageError(f"--seed {opts.seed} plus the cell's seed passes {SEED_LIMIT - 1}")
@@ -98,6 +100,7 @@ def _task_and_cell(spec: TableSpec, opts: EvalOptions) -> tuple[Any, Cell]:
         raise UsageError(
             f"table '{spec.id}' has no tier '{opts.tier}'; it has: {', '.join(spec.tiers)}"
         )
+    register_plugins(spec)
     task = get_task(spec.task)
     if not hasattr(task, "score"):
         raise UsageError(f"table '{spec.id}' (task '{spec.task}') measures untrained models:"
@@ -203,5 +206,6 @@ def _score(
         metrics=result.metrics, memory=result.memory, data=result.data, settings=made_from,
         seed=seed, device=device_name(device), command=command_line(), started=started,
         wall_s=round(clock.wall_s(), 2), deterministic=_determinism(device),
+        plugin=models.provenance(cell.as_dict()["model"]) if "model" in cell.as_dict() else {},
         evaluated_from=source, **origin,
     )  # fmt: skip

@@ -17,13 +17,12 @@ from typing import Any
 
 import models
 
+from .tasks import Task
+
 ROOT = Path(__file__).resolve().parent.parent
 # Not hashed whole: the registries (a cell depends on its own entry, hashed by name, not on the
 # others in the file) and bench/__init__.py (the package's docstring and version only).
 REGISTRIES = ("models/__init__.py", "bench/__init__.py", "bench/tasks/__init__.py")
-# Harness modules every task's numbers flow through (the CLI, rendering and plotting do not).
-SHARED = ("bench/train.py", "bench/memory.py", "bench/profiling.py", "bench/units.py",
-          "bench/tasks/common.py", "bench/data")  # fmt: skip
 
 
 def _digest(obj: Any) -> str:
@@ -73,17 +72,22 @@ def source_files(modules: list[str]) -> list[Path]:
     return sorted(set(seen.values()))
 
 
-def code(task_module: str, model_names: list[str]) -> str:
-    """Hash of the source that computes a cell: its task, the shared harness modules, and the
-    modules of its models with what they import from the project."""
-    modules = [task_module] + [
+def code(task: Task, model_names: list[str]) -> str:
+    """Hash of the source that computes a cell: its task module and the modules of its models,
+    with what they import from the project, and the inputs the task declares (the CLI,
+    rendering and plotting are not among them)."""
+    modules = [task.module] + [
         models.MODELS[m].split(":")[0] for m in model_names if m in models.MODELS
     ]
     files = set(source_files(modules))
-    for rel in SHARED:
+    for rel in task.inputs:
         path = ROOT / rel
         files.update(path.rglob("*.py") if path.is_dir() else [path])
-    return _digest({str(p.relative_to(ROOT)): p.read_bytes().decode() for p in sorted(files)})
+    sources = {str(p.relative_to(ROOT)): p.read_bytes().decode() for p in sorted(files)}
+    for m in model_names:  # a model from outside the repository: its package's source
+        if m not in models.MODELS:
+            sources[f"plugin {m}"] = models.provenance(m).get("source_sha256", "")
+    return _digest(sources)
 
 
 def run_key(settings: dict, seed: int, params: dict, data: dict, code_hash: str) -> str:

@@ -20,9 +20,10 @@ from PIL import Image  # noqa: E402
 import models  # noqa: E402
 
 from . import data as datasets  # noqa: E402
+from .data.catalog import DATASETS  # noqa: E402
 from .errors import UsageError  # noqa: E402
 from .plot import save_figure  # noqa: E402
-from .tasks.classify import NORMALISE, NUM_CLASSES, normalise  # noqa: E402
+from .tasks.classify import normalise  # noqa: E402
 
 # The classifiers whose forward returns (logits, z) and whose inverse(z) gives x back: i-RevNets.
 INVERTIBLE = tuple(n for n, target in models.MODELS.items() if target.startswith("models.irevnet:"))
@@ -85,18 +86,18 @@ def invert(
 ) -> tuple[Path, float]:  # fmt: skip
     torch.manual_seed(seed)
     check_invertible(model_name)
-    model = models.build(model_name, num_classes=NUM_CLASSES[dataset])
+    model = models.build(model_name, num_classes=DATASETS[dataset].classes)
     if weights is not None:
         _load_weights(model, model_name, weights)
     model.eval()
-    size = size or (224 if dataset == "imagenet" else 32)
+    size = size or DATASETS[dataset].shape[-1]
     x_uint8 = load_images(images, dataset, n, size)
     x = normalise(x_uint8, dataset)
     _, z = model(x)
     x_hat = model.inverse(z)
     error = (x_hat - x).abs().max().item()
 
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in NORMALISE[dataset])
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in DATASETS[dataset].normalise)
     shown = [x * std + mean, x_hat * std + mean]
     diff = (x_hat - x).abs().amax(1, keepdim=True).expand_as(x)
     scale = 1 / max(diff.max().item(), 1e-12)

@@ -50,6 +50,7 @@ class Record:
     resumed: bool = False  # continued from a checkpoint written by an earlier process
     segments: int = 1  # processes that trained it
     detail: str = ""  # why a cell was skipped, as the table says it: "data absent", "data corrupt"
+    plugin: dict[str, str] = field(default_factory=dict)  # a model from outside: models.provenance
     # Scored by `bench eval` from a checkpoint, not trained: its path, kind and sha256.
     evaluated_from: dict[str, Any] = field(default_factory=dict)
 

@@ -220,6 +220,14 @@ def render(
         lines += ["## Sources of the published numbers", ""]
         lines += [f"- {_where(cell)}: {source}" for cell, source in spec.sources]
         lines.append("")
+    outside = {r.plugin["model"]: r.plugin for r in records.values() if r.plugin}
+    if outside:
+        lines += ["## Models from outside this repository (rows added by the user)", ""]
+        lines += [f"- `{name}`: `{p['constructor']}` from {p['package']} {p['version']}, source"
+                  f" sha256 {p['source_sha256'][:16]}; the paper publishes nothing for it, and a"
+                  f" claim about a paper model is also judged with `{name}` in its place"
+                  for name, p in sorted(outside.items())]  # fmt: skip
+        lines.append("")
     if spec.derived:
         lines += ["## Published values derived here (the paper does not print them)", ""]
         lines += [_derivation(spec, d) for d in spec.derived]

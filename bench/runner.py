@@ -25,6 +25,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+import models
+
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
@@ -43,7 +45,7 @@ from .records import (
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, settings_for
+from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import TASKS, get_task
 from .tasks.common import Context
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
@@ -178,9 +180,10 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
         raise UsageError(f"--cells '{opts.cells}' matches no cell of {spec.id}; cells: {known}")
     if opts.executor not in EXECUTORS:
         raise UsageError(f"--executor {opts.executor}: expected one of {', '.join(EXECUTORS)}")
+    register_plugins(spec)
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
-    check_cells(spec, opts.tier, task, settings, cells)  # every cell, before any trains
+    check_cells(spec, opts.tier, task.preflight, settings, cells)  # every cell, before any trains
     offset = max(c.as_dict().get(SEED, 0) for c in cells)
     if opts.seed + offset >= SEED_LIMIT:
         raise UsageError(
@@ -256,6 +259,7 @@ def execute(job: CellJob, log=print) -> Outcome:
     """Run one cell under its lease, or reuse its record; "busy" if another worker holds it
     (unless job.wait, in which case wait for that worker, then reuse its record or take over)."""
     spec, cell, opts = job.spec, job.cell, job.opts
+    register_plugins(spec)  # a worker process starts without the run's plugins
     if job.threads is not None:
         torch.set_num_threads(job.threads)
     device = resolve_device(opts.device)
@@ -386,6 +390,7 @@ def _run_cell(
         reason=reason, detail=detail, settings=made_from, seed=seed,
         device=device_name(device), command=job.command, started=started,
         wall_s=round(ckpt.wall_s(), 2), resumed=ckpt.resumed_at > 0, segments=ckpt.segments,
+        plugin=models.provenance(cell.as_dict()["model"]) if "model" in cell.as_dict() else {},
         **job.origin,
     )  # fmt: skip
     if result is not None:

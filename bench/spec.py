@@ -12,6 +12,7 @@ import itertools
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a t
 MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "ratios", "plot", "defaults", "tiers", "check", "claims", "derived",
+    "ratios", "plot", "defaults", "tiers", "check", "claims", "derived", "models",
 }  # fmt: skip
+_PLUGIN_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
 
@@ -221,7 +223,36 @@ class TableSpec:
     plot: Plot | None = None
     checks: dict[str, CheckTier] = field(default_factory=dict)  # tier -> `bench check` tolerances
     derived: tuple[Derived, ...] = ()  # published values converted here (also in `published`)
+    # Models from outside this repository, name -> "package.module:Constructor" (models.register)
+    plugins: tuple[tuple[str, str], ...] = ()
     path: Path = field(default=Path(), compare=False)
+
+    def with_models(self, added: dict[str, str]) -> TableSpec:
+        """This table with models from outside the repository as extra rows: each runs every
+        cell the paper's models run, and each claim about one of the paper's models is also
+        judged with the added model in its place."""
+        if "model" not in self.grid:
+            raise SpecError(f"{self.path}: table '{self.id}' has no `model` axis to add a model to")
+        for name, target in added.items():
+            _plugin(name, target, self.path, f"--add-model {name}")
+        names = tuple(added)
+
+        def extend(grid: dict[str, tuple] | None) -> dict[str, tuple] | None:
+            if grid is None or "model" not in grid:
+                return grid
+            extra = tuple(n for n in names if n not in grid["model"])
+            return {**grid, "model": grid["model"] + extra}
+
+        tiers = {k: dataclasses.replace(t, grid=extend(t.grid)) for k, t in self.tiers.items()}
+        stand_ins = tuple(
+            dataclasses.replace(c, label=f"{c.label} ({name} in place of {c.a['model']})",
+                                a={**c.a, "model": name})
+            for name in names for c in self.claims if "model" in c.a
+        )  # fmt: skip
+        return dataclasses.replace(
+            self, grid=extend(self.grid), tiers=tiers, claims=self.claims + stand_ins,
+            plugins=tuple({**dict(self.plugins), **added}.items()),
+        )  # fmt: skip
 
     def cells(self, tier: str) -> list[Cell]:
         return _product(self.tiers[tier].grid or self.grid)
@@ -357,6 +388,18 @@ def _metrics(raw: Any, path: Path) -> tuple[Metric, ...]:
 
 _RULE_KEYS = {"exact": "exact", "rel": "rel", "abs": "abs_tol", "max": "at_most",
               "min": "at_least", "skip": "skip", "reason": "reason"}  # fmt: skip
+
+
+def _declared(metrics: tuple[Metric, ...], task: str, path: Path) -> None:
+    """Every metric a spec shows is one its task reports, in the task's direction."""
+    for m in metrics:
+        measure = TASKS[task].measure(m.name)
+        if measure is None:
+            raise _fail(path, f"metrics.{m.name}", f"task '{task}' reports no such metric; it"
+                        f" reports: {', '.join(TASKS[task].metrics)}")  # fmt: skip
+        if m.better and measure.better and m.better != measure.better:
+            raise _fail(path, f"metrics.{m.name}.better", f"'{m.better}', but task '{task}'"
+                        f" declares {m.name} better when {measure.better}")  # fmt: skip
 
 
 def _rule(raw: Any, path: Path, where: str) -> Rule:
@@ -501,6 +544,7 @@ def load_spec(path: str | Path) -> TableSpec:
     for key in ("arxiv", "table"):
         _require(paper, key, str, path, "paper")
     metrics = _metrics(data.get("metrics"), path)
+    _declared(metrics, task, path)
     metric_names = {m.name for m in metrics}
     grid = _grid(data.get("grid"), path, "grid")
     if SEED in grid:
@@ -599,6 +643,11 @@ def load_spec(path: str | Path) -> TableSpec:
             raise _fail(path, f"{where}.target", "expected '<= NUMBER' or '>= NUMBER'")
         ratios.append(ratio)
     plot = _plot(data.get("plot"), path, metric_names, set(grid))
+    plugins = data.get("models", {})
+    if not isinstance(plugins, dict):
+        raise _fail(path, "models", 'expected a table { name = "package.module:Constructor" }')
+    for name, target in plugins.items():
+        _plugin(name, target, path, f"models.{name}")
     derived = _derived(data.get("derived", []), path, published, metric_names)
     return TableSpec(
         id=table_id,
@@ -618,8 +667,18 @@ def load_spec(path: str | Path) -> TableSpec:
         plot=plot,
         checks=_checks(data.get("check", {}), path, metrics, tiers),
         derived=derived,
+        plugins=tuple(plugins.items()),
         path=path,
     )
+
+
+def _plugin(name: str, target: Any, path: Path, where: str) -> None:
+    """A model from outside the repository: a safe row name and a "package.module:Constructor"."""
+    if not _SAFE_VALUE.fullmatch(name):
+        raise _fail(path, where, "a model's name names result files: use letters, digits and"
+                    " _ . + = -, not starting with . or -")  # fmt: skip
+    if not isinstance(target, str) or not _PLUGIN_TARGET.fullmatch(target):
+        raise _fail(path, where, f"{target!r}: expected 'package.module:Constructor'")
 
 
 def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[Derived, ...]:
@@ -712,6 +771,17 @@ def get_spec(table: str, spec_dir: Path = SPEC_DIR) -> TableSpec:
     return load_spec(paths[table])
 
 
+def register_plugins(spec: TableSpec) -> None:
+    """Make the spec's models from outside the repository buildable in this process."""
+    import models
+
+    for name, target in spec.plugins:
+        try:
+            models.register(name, target)
+        except models.UnknownModel as e:
+            raise SpecError(f"{spec.path}: {e}") from None
+
+
 def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
     """Build a task's settings dataclass from a tier's table, naming the field of any mistake."""
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -742,12 +812,15 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
 
 
-def check_cells(spec: TableSpec, tier: str, task: Any, settings: Any, cells: list[Cell]) -> None:
-    """Ask the task whether it can run each cell (model known, arguments valid, data preparation
-    right for the model) before anything trains; the first refusal is one line naming the cell."""
+def check_cells(
+    spec: TableSpec, tier: str, preflight: Callable, settings: Any, cells: list[Cell]
+) -> None:
+    """Ask the task whether it can run each cell (`preflight(cell, settings)`: model known,
+    arguments valid, data preparation right for the model) before anything trains; the first
+    refusal is one line naming the cell."""
     for cell in cells:
         try:
-            task.preflight(cell.model_params, settings)
+            preflight(cell.model_params, settings)
         except (ValueError, KeyError, TypeError) as e:
             problem = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
             raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None

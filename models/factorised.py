@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 
 class Factorised(nn.Module):
+    capabilities = frozenset({"init_from_data", "sample"})  # bench/contracts.py
+
     def __init__(
         self,
         shape: tuple[int, int, int],

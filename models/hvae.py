@@ -81,6 +81,9 @@ class HierarchicalVAE(nn.Module):
     """
 
     input_kind = "binary"
+    capabilities = frozenset(
+        {"bound", "init_from_data", "elbo_terms", "active_units", "sample"}
+    )  # bench/contracts.py
 
     def __init__(
         self,
@@ -203,8 +206,11 @@ class HierarchicalVAE(nn.Module):
         parts = [self.posteriors(xb) for xb in x.split(batch)]
         return [torch.cat([p[i][0] for p in parts]) for i in range(self.levels)]
 
-    def active_units(self, x: Tensor, threshold: float = 0.01, batch: int = 500) -> list[int]:
-        """Active units per level, z1 first: Cov_x(E_q[z_u|x]) > threshold (Burda et al. 5.2)."""
+    def active_units(
+        self, x: Tensor, threshold: float = 0.01, batch: int = 500, n_samples: int | None = None
+    ) -> list[int]:
+        """Active units per level, z1 first: Cov_x(E_q[z_u|x]) > threshold (Burda et al. 5.2).
+        E_q is exact here (q is factorised over levels given x), so `n_samples` goes unused."""
         return [active_units_from_means(m, threshold) for m in self.posterior_means(x, batch)]
 
     @torch.no_grad()

@@ -162,6 +162,8 @@ class IRevNet(nn.Module):
     inverse is exact in eval mode (in train mode, dropout masks and running statistics change).
     """
 
+    capabilities = frozenset({"inverse"})  # bench/contracts.py
+
     def __init__(
         self,
         n_blocks: list[int],

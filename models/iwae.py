@@ -205,6 +205,7 @@ class IWAE(nn.Module):
     """
 
     input_kind = "binary"  # x in {0, 1}: the likelihood task binarizes the images for it
+    capabilities = frozenset({"bound", "init_from_data", "active_units", "sample"})
 
     def __init__(self, layers: int = 1, x_dim: int = 784, k: int = 1, objective: str = "iwae"):
         super().__init__()

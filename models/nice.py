@@ -89,6 +89,7 @@ class NICE(nn.Module):
     """
 
     input_kind = "continuous"
+    capabilities = frozenset({"param_groups", "init_from_batch", "sample"})  # bench/contracts.py
     INITS = ("zero", "data")
 
     def __init__(

@@ -168,6 +168,7 @@ class _Autoregressive(nn.Module):
     shape: tuple[int, int, int]
     levels: int
     n_classes: int
+    capabilities = frozenset({"sample", "naive_sampler"})  # bench/contracts.py
 
     def _init_contract(self, shape: tuple[int, int, int], levels: int, n_classes: int) -> None:
         if levels < 2:

@@ -418,6 +418,7 @@ class LogisticMixtureModel(nn.Module):
 
     shape: tuple[int, int, int]
     n_classes: int
+    capabilities = frozenset({"sample", "naive_sampler"})  # bench/contracts.py
 
     def _check_y(self, y: Tensor | None) -> None:
         if (y is None) != (self.n_classes == 0):

@@ -307,6 +307,8 @@ class RevNet(nn.Module):
     strided 7x7 convolution and a max-pool; the CIFAR stem a 3x3 convolution.
     """
 
+    capabilities = frozenset({"memory_saving", "reversible_floor"})  # bench/contracts.py
+
     def __init__(
         self,
         residual: Residual,
@@ -358,6 +360,10 @@ class RevNet(nn.Module):
         for s in self.modules():
             if isinstance(s, ReversibleSequence):
                 s.memory_saving = enabled
+
+    def without_reversible_blocks(self) -> RevNet:
+        """This model without its reversible blocks: its memory floor (`reversible_floor`)."""
+        return without_reversible_blocks(self)
 
 
 def without_reversible_blocks(model: RevNet) -> RevNet:

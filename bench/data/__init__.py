@@ -4,63 +4,67 @@ Real data is read from `--data-dir DIR` in torchvision's layouts (fetched there 
 asks with `download=True`); `sample=True` reads the small real samples committed in bench/samples/
 so that every table can be smoke-run anywhere. Every file read is checksummed into
 `DataInfo.sha256` and checked against the sums known here, so a record always says exactly which
-bytes it saw. One module per family; `SOURCES` maps each data set name to its loader.
+bytes it saw. `DATASETS` (catalog.py) describes each data set and names its loader; one loader
+module per family.
 
 In-memory data sets come back as `TensorDataset(x uint8 [N,C,H,W], y int64 [N])`: the harness
 batches them by indexing, which is far faster on CPU than a DataLoader over PIL images.
+
+Importing this package imports no torch (the catalog is read by commands that must stay light):
+the loaders and the names below that need torch are imported on first use.
 """
 
 from __future__ import annotations
 
-import gzip
-import pickle
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from PIL import UnidentifiedImageError
+from ..errors import DataError
+from .catalog import DATASETS, DataSet, Sample
 
-from . import cifar, imagenet, mnist, omniglot, samples
-from .cifar import CIFAR10_CLASSES
-from .common import DataError, DataInfo, Splits, corrupt, resize, sha256, subsample
-from .imagenet import imagenet_transform
-from .samples import SAMPLE_SHA256, SAMPLES_DIR
+if TYPE_CHECKING:
+    from .common import Splits
 
 __all__ = [
-    "CIFAR10_CLASSES", "DataError", "DataInfo", "SAMPLES_DIR", "SAMPLE_SHA256", "SOURCES",
+    "CIFAR10_CLASSES", "DATASETS", "DataError", "DataInfo", "DataSet", "SAMPLES_DIR", "Sample",
     "Splits", "fingerprint", "imagenet_transform", "load",
 ]  # fmt: skip
+# name -> the module that defines it, imported when the name is first used
+_LAZY = {
+    "CIFAR10_CLASSES": "cifar", "DataInfo": "common", "Splits": "common",
+    "imagenet_transform": "imagenet", "SAMPLES_DIR": "samples",
+}  # fmt: skip
+_MODULES = ("cifar", "common", "imagenet", "mnist", "omniglot", "prep", "samples")
 
 
-@dataclass(frozen=True)
-class Source:
-    load: Callable[..., Splits]  # (root, download=, image_size=) -> Splits
-    files: Callable[[Path], list[Path]]  # the files `load` reads, for reuse keys
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-SOURCES: dict[str, Source] = {
-    "mnist": Source(mnist.load, mnist.files),
-    "binarized_mnist": Source(mnist.load_binarized, mnist.binarized_files),
-    "omniglot": Source(omniglot.load, omniglot.files),
-    "cifar10": Source(partial(cifar.load, name="cifar10"), partial(cifar.files, name="cifar10")),
-    "cifar100": Source(partial(cifar.load, name="cifar100"), partial(cifar.files, name="cifar100")),
-    "cifar10_lossless": Source(cifar.load_lossless, cifar.lossless_files),
-    "imagenet": Source(imagenet.load, imagenet.files),
-}
-NAMES = tuple(SOURCES)
-# What decoding a damaged file raises; the loaders name the file where they know it, and this
-# backstop names the data set's folder where they do not, so a run records "data corrupt".
-UNDECODABLE = (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, tarfile.TarError,
-               pickle.UnpicklingError, UnidentifiedImageError)  # fmt: skip
+def _undecodable() -> tuple[type[BaseException], ...]:
+    """What decoding a damaged file raises; the loaders name the file where they know it, and
+    this backstop names the data set's folder where they do not, so a run records "data corrupt"."""
+    import gzip
+    import pickle
+    import tarfile
+    import zipfile
+    import zlib
+
+    from PIL import UnidentifiedImageError
+
+    return (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, tarfile.TarError,
+            pickle.UnpicklingError, UnidentifiedImageError)  # fmt: skip
 
 
-def _check_name(name: str) -> None:
-    if name not in SOURCES:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(SOURCES)}")
+def _check_name(name: str) -> DataSet:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 def _root(name: str, data_dir: str | Path | None) -> Path:
@@ -89,14 +93,17 @@ def load(
     in-memory images (antialiased) and sets ImageNet's crop size. The network is used only when
     `download` is true.
     """
-    _check_name(name)
+    from . import samples
+    from .common import corrupt, resize, subsample
+
+    dataset = _check_name(name)
     if sample:
         splits = samples.load(name)
     else:
         root = _root(name, data_dir)
         try:
-            splits = SOURCES[name].load(root, download=download, image_size=image_size)
-        except UNDECODABLE as e:
+            splits = dataset.load(root, download=download, image_size=image_size)
+        except _undecodable() as e:
             raise corrupt(root / name, e, f"a file of {name} cannot be decoded") from None
     splits = subsample(splits, n_train, n_test, seed)
     return splits if image_size is None else resize(splits, image_size)
@@ -105,11 +112,14 @@ def load(
 def fingerprint(name: str, data_dir: str | Path | None, *, sample: bool = False) -> dict[str, str]:
     """sha256 of each file that `load` would read, without decoding anything: what a reuse key
     needs to tell two copies of a data set apart. Empty when the data is absent."""
-    _check_name(name)
+    from . import samples
+    from .common import sha256
+
+    dataset = _check_name(name)
     if sample:
         paths = samples.files(name)
     elif data_dir is None:
         return {}
     else:
-        paths = SOURCES[name].files(Path(data_dir).expanduser())
+        paths = dataset.list_files(Path(data_dir).expanduser())
     return {p.name: sha256(p) for p in paths if p.is_file()}

@@ -2,18 +2,21 @@
 
 Each preparation says what kind of input it makes (a model declares the kind it takes, so a
 256-way softmax on binarized data is refused before training) and how many nats the change of
-variables adds to the model's NLL to give the NLL of the stored images.
+variables adds to the model's NLL to give the NLL of the stored images. torch is imported when a
+preparation runs, so that `bench validate` can check a spec's `prep` without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from ..units import dequantization_nats
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class Prep:
 
 def _binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Dynamic binarization: each pixel ~ Bernoulli(intensity), as the IWAE paper does."""
+    import torch
+
     return torch.bernoulli(x.flatten(1).float() / 255, generator=generator).view(x.shape)
 
 
@@ -44,6 +49,8 @@ def _levels(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 def _dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """y = (x + u) / 256, u ~ U[0, 1): a continuous density on y bounds the 8-bit NLL."""
+    import torch
+
     u = torch.rand(x.shape, generator=generator, device=x.device)
     return (x.float() + u) / 256
 

@@ -26,8 +26,9 @@ BENCHMARKS = {  # name -> the module that measures it
     "reversible": "reversible",
     "revnet": "reversible",
     "pixelcnn": "pixelcnn",
+    "nice": "flows",
 }
-PEERS = ("pythae", "memcnn")
+PEERS = ("pythae", "memcnn", "revlib", "zuko")
 
 
 def peer_versions() -> dict[str, str]:

@@ -1,12 +1,15 @@
-"""Reversible backward: a stack of coupling blocks against MemCNN 1.5.2 and plain autograd, and a
-RevNet against the ResNet of the same depth and against its algorithmic bound.
+"""Reversible backward: a stack of coupling blocks against MemCNN 1.5.2, revlib 1.7.2 and plain
+autograd, and a RevNet against the ResNet of the same depth and against its algorithmic bound.
 
-All three stacks hold copies of the same F and G (pre-activation basic residuals with
-BatchNorm), so they differ only in how backward gets the activations: ours rebuilds them block
-by block (`models.revnet._ReversibleFunction`), MemCNN's InvertibleModuleWrapper inverts and
-re-runs each block on its own, plain autograd stores them all. Memory comes from a fresh
-process per contender (`bench.memory.measure_step`); BatchNorm updates are the number of times
-one step moved a BatchNorm's running statistics (1 is right: the forward pass).
+All the stacks hold copies of the same F and G (pre-activation basic residuals with BatchNorm),
+so they differ only in how backward gets the activations: ours rebuilds them block by block
+(`models.revnet._ReversibleFunction`), MemCNN's InvertibleModuleWrapper inverts and re-runs each
+block on its own, revlib's ReversibleSequential (its default autograd-function mode) inverts and
+re-runs each half-residual F or G on its own, plain autograd stores them all. Before any timing,
+each peer's output and gradients are checked against ours in float64 on the same input
+(`agreement`): a peer that computes something else gets a row saying so, not a ratio. Memory
+comes from a fresh process per contender (`bench.memory.measure_step`); BatchNorm updates are the
+number of times one step moved a BatchNorm's running statistics (1 is right: the forward pass).
 """
 
 from __future__ import annotations
@@ -47,8 +50,12 @@ def sizes(s: Settings) -> dict[str, int]:
     return {"blocks": 54, "batch": 8, "channels": 32, "hw": 16, "units": 3, "net_batch": 16}
 
 
-def stacks(z: dict[str, int]) -> tuple[dict[str, nn.Module], str]:
-    """The same coupling stack three ways, and why MemCNN's is absent ("" when it is not)."""
+PEERS = ("memcnn", "revlib")  # the reversible libraries, each built on the same blocks
+
+
+def stacks(z: dict[str, int]) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The same coupling stack built by ours, plain autograd and each installed peer (same
+    blocks, same weights), and why each absent peer is absent."""
     torch.manual_seed(0)
     half = z["channels"] // 2
     blocks = [
@@ -59,10 +66,16 @@ def stacks(z: dict[str, int]) -> tuple[dict[str, nn.Module], str]:
         "ours": ReversibleSequence(copy.deepcopy(blocks), memory_saving=True),
         "autograd": ReversibleSequence(copy.deepcopy(blocks), memory_saving=False),
     }
-    try:
-        memcnn = peer_import("memcnn")
-    except PeerMissing as e:
-        return out, str(e)
+    missing = {}
+    for peer, build in (("memcnn", _memcnn_stack), ("revlib", _revlib_stack)):
+        try:
+            out[peer] = build(peer_import(peer), blocks)
+        except PeerMissing as e:
+            missing[peer] = str(e)
+    return out, missing
+
+
+def _memcnn_stack(memcnn, blocks: list[ReversibleBlock]) -> nn.Module:
     wrapped = [
         memcnn.InvertibleModuleWrapper(
             memcnn.AdditiveCoupling(Fm=copy.deepcopy(b.f), Gm=copy.deepcopy(b.g)),
@@ -71,8 +84,43 @@ def stacks(z: dict[str, int]) -> tuple[dict[str, nn.Module], str]:
         )
         for b in blocks
     ]
-    out["memcnn"] = nn.Sequential(*wrapped)
-    return out, ""
+    return nn.Sequential(*wrapped)
+
+
+def _revlib_stack(revlib, blocks: list[ReversibleBlock]) -> nn.Module:
+    """revlib's modules are half-residuals, (x0, x1) -> (x1, x0 + m(x1)): F then G of each block
+    give (x1, x2) -> (x2, y1) -> (y1, y2), our block's y1 = x1 + F(x2), y2 = x2 + G(y1)."""
+    halves = [m for b in blocks for m in (copy.deepcopy(b.f), copy.deepcopy(b.g))]
+    return revlib.ReversibleSequential(*halves, split_dim=1)
+
+
+def residuals(name: str, net: nn.Module) -> list[nn.Module]:
+    """F and G of every block of one contender's stack, in block order (MemCNN registers G
+    before F, so parameter order alone would pair the wrong gradients)."""
+    if name == "memcnn":
+        return [m for w in net for m in (w._fn.Fm, w._fn.Gm)]
+    if name == "revlib":
+        return [m.wrapped_module.wrapped_module for m in net]
+    return [m for b in net.blocks for m in (b.f, b.g)]
+
+
+def agreement(nets: dict[str, nn.Module], peer: str, x: torch.Tensor) -> dict[str, float]:
+    """Largest |ours - peer| of one training-mode step in float64, on copies, for the output, the
+    parameter gradients (F and G of each block paired) and the gradient of the leaf input the
+    timed step also feeds, each over the largest |ours|. Same computation: ~1e-15."""
+    got = {}
+    for name in ("ours", peer):
+        net = copy.deepcopy(nets[name]).double().train()
+        xi = x.double().clone().requires_grad_()
+        y = net(xi)
+        (y**2).mean().backward()
+        grads = [p.grad.flatten() for m in residuals(name, net) for p in m.parameters()]
+        got[name] = {"output": y.detach(), "param_grads": torch.cat(grads), "input_grad": xi.grad}
+    ours, theirs = got["ours"], got[peer]
+    return {k: float((ours[k] - theirs[k]).abs().max() / ours[k].abs().max()) for k in ours}
+
+
+AGREE = 1e-10  # float64: the same computation differs by rounding (~1e-15) only
 
 
 def train_step(net: nn.Module, x: torch.Tensor):
@@ -128,6 +176,13 @@ def bench_stack(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     case = f"coupling stack: {z['blocks']} blocks, x {shape}"
     x = torch.randn(z["batch"], z["channels"], z["hw"], z["hw"])
     nets, missing = stacks(z)
+    agree = {peer: agreement(nets, peer, x) for peer in PEERS if peer in nets}
+    for peer, diffs in agree.items():
+        # time only the same computation; a wrong input gradient (MemCNN doubles a leaf's) is
+        # the same work, so it is reported in the row, not a reason to leave the row out
+        if max(diffs["output"], diffs["param_grads"]) > AGREE:
+            missing[peer] = f"{peer} disagrees with ours in float64 ({_shown(diffs)}): not timed"
+            del nets[peer]
     fns = {name: train_step(net, x) for name, net in nets.items()}
     forward_net = copy.deepcopy(nets["autograd"])
     fns["forward"] = torch.no_grad()(lambda: forward_net(x))
@@ -140,9 +195,9 @@ def bench_stack(s: Settings, sgemm: float) -> list[dict[str, Any]]:
         for name, net in nets.items()
     }
     rows = []
-    for peer in ("memcnn", "autograd"):
+    for peer in (*PEERS, "autograd"):
         if peer not in t:
-            rows.append(missing_row(case, peer, missing or "not run"))
+            rows.append(missing_row(case, peer, missing.get(peer, "not run")))
             continue
         rows.append(
             row(
@@ -155,6 +210,7 @@ def bench_stack(s: Settings, sgemm: float) -> list[dict[str, Any]]:
                 sgemm=sgemm,
                 ours_info=info["ours"],
                 peer_info=info[peer],
+                **({"agreement_float64": agree[peer]} if peer in agree else {}),
             )
         )
     rows.append(
@@ -172,11 +228,16 @@ def bench_stack(s: Settings, sgemm: float) -> list[dict[str, Any]]:
     return rows
 
 
+def _shown(diffs: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+
+
 def _sum(a: Timing, b: Timing) -> Timing:
     """Two contenders' times added round by round (they ran in the same rounds)."""
     return Timing(
         [x + y for x, y in zip(a.wall, b.wall, strict=True)],
         [x + y for x, y in zip(a.cpu, b.cpu, strict=True)],
+        a.load,
     )
 
 

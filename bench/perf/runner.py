@@ -38,10 +38,12 @@ class Settings:
 
 @dataclass
 class Timing:
-    """Seconds per call of one contender, one sample per round."""
+    """Seconds per call of one contender, one sample per round, and the 1-minute load average at
+    the end of each round (the same for every contender of one `interleave`)."""
 
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
 
     def medians(self) -> dict[str, float]:
         return {"wall_s": median(self.wall), "cpu_s": median(self.cpu)}
@@ -80,7 +82,18 @@ def interleave(fns: dict[str, Callable[[], Any]], s: Settings) -> dict[str, Timi
                 fns[name]()
             out[name].wall.append((time.perf_counter() - w0) / n)
             out[name].cpu.append((time.process_time() - c0) / n)
+        load = load_average()
+        for timing in out.values():
+            timing.load.extend(load[:1])
     return out
+
+
+def load_of_rounds(load: list[float]) -> dict[str, Any]:
+    """The 1-minute load over a comparison's rounds, and how many rounds ran at a load above the
+    core count: there the contenders waited for a core, and even CPU time is inflated by the
+    cache and frequency effects of the other jobs."""
+    cores = os.cpu_count() or 1
+    return {**spread(load), "cores": cores, "rounds_over_cores": sum(v > cores for v in load)}
 
 
 def flops_of(fn: Callable[[], Any]) -> int:
@@ -126,6 +139,8 @@ def row(
         out["peer_s"]["items_per_s_cpu"] = items / out["peer_s"]["cpu_s"]
         # peer time / our time: > 1 means we are faster
         out["speedup"] = ratio(peer, ours)
+    if ours.load:
+        out["load_1min"] = load_of_rounds(ours.load)
     if flops is not None and sgemm:
         out["flops"] = flops
         out["sgemm_fraction"] = flops / out["ours"]["cpu_s"] / (sgemm * 1e9)

@@ -4,8 +4,8 @@
 
 DIR has the layout `bench.data.load` reads, plus `imagenet-sample/<wnid>_<name>.JPEG`. The .npz
 files are written byte-reproducibly (fixed zip timestamps), so a rebuild from the same data and
-library versions gives the same sums; paste the printed sums into SAMPLE_SHA256 in
-bench/data/samples.py and into README.md.
+library versions gives the same sums; paste the printed sums into the data sets' `Sample` in
+bench/data/catalog.py and into README.md. Each sample's sizes are its catalog entry's.
 """
 
 import argparse
@@ -18,16 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.data import SAMPLES_DIR, imagenet_transform, load
+from bench.data import DATASETS, SAMPLES_DIR, imagenet_transform, load
 
-# (train, test) images per sample; CIFAR-10 is smaller to keep all samples under ~3 MB.
-SIZES = {
-    "mnist": (512, 256),
-    "omniglot": (512, 256),
-    "cifar10": (384, 192),
-    "binarized_mnist": (512, 256),
-    "cifar10_lossless": (192, 96),
-}
+# The data sets with a committed sample; ImageNet's is 8 picked images of a folder of its own.
+SAMPLED = [name for name, d in DATASETS.items() if d.sample is not None]
 SEED = 0
 
 # ILSVRC-2012 class index (position of the wnid in the sorted 1000-wnid list), checked against
@@ -81,15 +75,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=SAMPLES_DIR)
-    parser.add_argument("--only", nargs="+", choices=[*SIZES, "imagenet"], help="rebuild these")
+    parser.add_argument("--only", nargs="+", choices=SAMPLED, help="rebuild these")
     args = parser.parse_args()
-    wanted = set(args.only or [*SIZES, "imagenet"])
+    wanted = set(args.only or SAMPLED)
     samples = {}
-    for name, (n_train, n_test) in SIZES.items():
-        if name not in wanted:
+    for name in SAMPLED:
+        if name not in wanted or name == "imagenet":
             continue
         splits = load(name, args.data_dir)
-        (x_train, y_train), (x_test, y_test) = pick(splits, n_train, n_test)
+        sample = DATASETS[name].sample
+        (x_train, y_train), (x_test, y_test) = pick(splits, sample.train, sample.test)
         samples[name] = {
             "x_train": x_train.numpy(),
             "y_train": y_train.numpy(),
@@ -103,7 +98,7 @@ def main() -> None:
         path = args.out / f"{name}.npz"
         digest = write_npz(path, **arrays)
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())
-        print(f'    "{name}": "{digest}",  # {path.stat().st_size} bytes; {shapes}')
+        print(f"{name}: sha256 {digest} ({path.stat().st_size} bytes; {shapes})")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Cell fields: dataset, model (a name in models.MODELS).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,71 +15,26 @@ from torch.utils.data import DataLoader
 import models
 
 from .. import data as datasets
+from ..contracts import CLASSIFIER, has
+from ..data.catalog import DATASETS
 from ..profiling import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
-from .common import (
-    CellResult,
-    Context,
-    Trained,
-    check_data,
-    meta_model,
-    non_negative,
-    positive,
-)
-
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
-# Per-channel mean and std of the training images, for input normalisation.
-NORMALISE = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    data: str = "real"  # "sample": the committed sample (smoke tiers)
-    epochs: int = 1
-    batch_size: int = 100
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    lr_milestones: list = field(default_factory=list)  # epochs where lr is divided by 10
-    augment: bool = True  # CIFAR: random crop with 4-pixel padding + horizontal flip
-    train: bool = True  # False: count, invert and measure an untrained model only
-    n_train: int | None = None
-    n_test: int | None = None
-    image_size: int | None = None  # resize the images (smoke tiers: cheap steps on real images)
-    eval_batch: int = 200
-    memory_batch: int = 32  # batch of the memory and step-time probes
-    timing_steps: int = 3
-    max_steps_per_epoch: int | None = None
-
-    def __post_init__(self):
-        check_data(self.data)
-        for name in ("batch_size", "eval_batch", "memory_batch", "timing_steps"):
-            positive(name, getattr(self, name))
-        for name in ("n_train", "n_test", "image_size", "max_steps_per_epoch"):
-            positive(name, getattr(self, name), allow_none=True)
-        positive("lr", self.lr)
-        non_negative("momentum", self.momentum)
-        non_negative("weight_decay", self.weight_decay)
-        if self.epochs < 0 or any(not isinstance(m, int) or m < 0 for m in self.lr_milestones):
-            raise ValueError("epochs and lr_milestones must be non-negative integers")
+from .common import CellResult, Context, Trained, meta_model
+from .settings import ClassifySettings as Settings
+from .settings import check_cell
 
 
 def preflight(cell: dict, s: Settings) -> None:
-    """Refuse a cell before anything trains: unknown data set or model, or arguments it rejects."""
-    if cell["dataset"] not in NUM_CLASSES:
-        raise ValueError(
-            f"dataset must be one of {', '.join(NUM_CLASSES)}, got {cell['dataset']!r}"
-        )
-    meta_model(cell["model"], num_classes=NUM_CLASSES[cell["dataset"]])
+    """Refuse a cell before anything trains: a data set it cannot use, an unknown model,
+    arguments it rejects, or a model that breaks the classifier contract."""
+    check_cell("classify", cell, s)
+    meta_model(cell["model"], CLASSIFIER, num_classes=DATASETS[cell["dataset"]].classes)
 
 
 def normalise(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
     mean, std = (
-        torch.tensor(v, device=x_uint8.device).view(1, -1, 1, 1) for v in NORMALISE[dataset]
+        torch.tensor(v, device=x_uint8.device).view(1, -1, 1, 1)
+        for v in DATASETS[dataset].normalise
     )
     return (x_uint8.float() / 255 - mean) / std
 
@@ -110,7 +65,7 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
         dataset, ctx.data_dir, sample=s.data == "sample", n_train=s.n_train, n_test=s.n_test,
         seed=ctx.seed, download=ctx.download, image_size=s.image_size,
     )  # fmt: skip
-    num_classes = NUM_CLASSES[dataset]
+    num_classes = DATASETS[dataset].classes
     shape = tuple(splits.test[0][0].shape)
     # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.
     memory = probe(Workload(name, num_classes, s.memory_batch, shape, device), s.timing_steps)
@@ -135,7 +90,7 @@ def train(cell: dict, s: Settings, ctx: Context) -> Prepared:
 
         def loss(net, batch):
             x, y = batch
-            if s.augment and dataset != "imagenet":
+            if s.augment and not DATASETS[dataset].streamed:  # a streamed set crops and flips
                 x = augment(x)
             logits = logits_of(net(normalise(x.to(device), dataset)))
             return F.cross_entropy(logits, y.to(device))
@@ -165,7 +120,7 @@ def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
     metrics["peak_mib"] = peak_mib(memory)
     if t.has_weights:
         metrics["error"] = evaluate(model, t.splits.test, dataset, s.eval_batch, device)
-    if hasattr(model, "inverse"):
+    if has(model, "inverse"):
         metrics["recon_error"] = reconstruction_error(model, t.splits.test, dataset, device)
     return CellResult(metrics=metrics, memory=memory, data=asdict(t.splits.info),
                       history=t.history)  # fmt: skip

@@ -3,7 +3,6 @@ task shares."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 import models
 
+from ..contracts import Contract, problems
 from ..train import Checkpoint
 
 
@@ -47,35 +47,6 @@ class Trained:
     has_weights: bool = False  # trained here or loaded: not the seeded initial weights
 
 
-DATA_KINDS = ("real", "sample")
-
-
-def positive(name: str, value: int | float | None, allow_none: bool = False) -> None:
-    """A setting that must be > 0: one message that names it."""
-    if value is None and allow_none:
-        return
-    if not _finite_number(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def non_negative(name: str, value: int | float) -> None:
-    """A setting that must be >= 0 (a momentum, a weight decay): one message that names it."""
-    if not _finite_number(value) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-
-
-def _finite_number(value) -> bool:
-    """An int or a float other than nan and inf (a bool is not a number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_data(data: str) -> None:
-    if data not in DATA_KINDS:
-        raise ValueError(
-            f"data must be 'real' (--data-dir) or 'sample' (the committed sample), got {data!r}"
-        )
-
-
 class _SkipInit(TorchFunctionMode):
     """Initialisers are no-ops: on the meta device there are no values to fill, and PyTorch's
     meta kernels for normal_ and friends cost milliseconds per call (most of `bench validate`)."""
@@ -101,11 +72,17 @@ def _on_meta(value) -> bool:
 _META_MODELS: dict[str, torch.nn.Module] = {}
 
 
-def meta_model(name: str, **kwargs):
+def meta_model(name: str, contract: Contract, **kwargs):
     """`models.build(name, **kwargs)` on the meta device, uninitialised, once per distinct
-    arguments: what a preflight checks (arguments, input kind) is the same for every tier."""
+    arguments, checked against the task's contract: what a preflight checks (arguments, members,
+    input kind) is the same for every tier."""
     key = f"{name}{sorted(kwargs.items())!r}"
     if key not in _META_MODELS:
         with torch.device("meta"), _SkipInit():
             _META_MODELS[key] = models.build(name, **kwargs)
-    return _META_MODELS[key]
+    model = _META_MODELS[key]
+    found = problems(model, contract)
+    if found:
+        raise ValueError(f"model '{name}' does not meet the {contract.name} contract"
+                         f" (bench/contracts.py): {'; '.join(found)}")  # fmt: skip
+    return model

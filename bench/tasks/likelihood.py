@@ -1,15 +1,8 @@
 """Density estimation (IWAE, PixelCNN family, PixelVAE, NICE tables): train any model of the
-likelihood contract with Adam, then report its test NLL in nats and bits/dim.
-
-The contract (see models/factorised.py for the smallest model that meets it):
-- `input_kind`: "binary", "discrete256" or "continuous", what the spec's `prep` must produce;
-- `forward(x) -> [B]`: the per-image training loss in nats (a bound for latent-variable models);
-- `nll(x) -> [B]`: the test NLL in nats, exact, or `nll(x, k, chunk)`, an importance-sampled
-  bound with k samples;
-- optional: `sample(n, generator)`, `init_from_data(x_uint8)`, `init_from_batch(x)` (a batch
-  of prepared inputs, `init_batch` training images), `param_groups()` (optimizer groups, each
-  with an optional `lr_scale`, a multiple of the tier's learning rate), `active_units(x, ...)`
-  and `elbo_terms(x) -> {term: [B]}` (per-level KL terms), each used when present.
+density contract (bench/contracts.py: DENSITY; models/factorised.py is the smallest model that
+meets it) with Adam, then report its test NLL in nats and bits/dim. Optional parts (sampling,
+a data-dependent start, optimizer groups, active units, ELBO terms, an importance-sampled bound)
+are used when the model declares them in `capabilities`.
 
 Cell fields: dataset, model (a name in models.MODELS); every other field, and the tier's
 `model_kwargs` for that model, goes to the model's constructor with `shape = (C, H, W)`.
@@ -17,11 +10,11 @@ Cell fields: dataset, model (a name in models.MODELS); every other field, and th
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch.utils.data import TensorDataset
@@ -30,76 +23,20 @@ from torchvision.utils import save_image
 import models
 
 from .. import data as datasets
+from ..contracts import DENSITY, has
 from ..data.prep import PREPS
 from ..memory import measure_step
 from ..profiling import MIB, peak_mib
 from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
-from .common import CellResult, Context, Trained, check_data, meta_model, positive
-
-SHAPES = {
-    "mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "omniglot": (1, 28, 28),
-    "cifar10": (3, 32, 32), "cifar10_lossless": (3, 32, 32), "cifar100": (3, 32, 32),
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Settings:
-    data: str = "real"  # "sample": the committed sample (smoke tiers)
-    prep: str = "discrete256"  # a key of bench.data.prep.PREPS
-    # Constructor arguments per model name, e.g. { pixelcnn = { levels = 2, hidden = 32 } }
-    model_kwargs: dict = field(default_factory=dict)
-    # Stage i trains epochs_per_stage[i] epochs at lr * 10^(-i / stages_per_decade); without
-    # epochs_per_stage, stage i has 3^i epochs (the IWAE paper's schedule).
-    stages: int = 1
-    epochs_per_stage: list | None = None
-    stages_per_decade: float = 7.0
-    lr: float = 1e-3
-    batch_size: int = 20
-    adam_beta2: float = 0.999  # torch's notation: 1 - the early Adam papers' beta2
-    adam_eps: float = 1e-8
-    init_batch: int = 1000  # training images a model's `init_from_batch` sees
-    n_train: int | None = None  # None: the whole training set
-    n_test: int | None = None
-    image_size: int | None = None  # resize (antialiased): smoke tiers of 32x32 models sample fast
-    nll_k: int = 5000  # importance samples of a bound (latent-variable models only)
-    nll_chunk: int = 1000  # samples per chunk of the bound; memory ~ chunk x nll_batch
-    nll_batch: int = 100  # test images per call of nll
-    au_samples: int = 100  # samples of the top layer's posterior mean (active units)
-    max_steps_per_epoch: int | None = None
-    samples: int = 16  # images in the PNG grid of samples (0: none)
-    time_naive_sampler: bool = False  # also time `sample(samples, naive=True)` where a model has it
-
-    def __post_init__(self):
-        check_data(self.data)
-        if self.prep not in PREPS:
-            raise ValueError(f"prep must be one of {', '.join(PREPS)}, got {self.prep!r}")
-        for name in ("stages", "lr", "batch_size", "adam_eps", "nll_k", "nll_chunk", "nll_batch",
-                     "au_samples", "stages_per_decade", "init_batch"):  # fmt: skip
-            positive(name, getattr(self, name))
-        if not 0 <= self.adam_beta2 < 1:
-            raise ValueError(f"adam_beta2 must be in [0, 1) (torch's notation), got"
-                             f" {self.adam_beta2}")  # fmt: skip
-        for name in ("n_train", "n_test", "max_steps_per_epoch", "image_size"):
-            positive(name, getattr(self, name), allow_none=True)
-        if not all(isinstance(v, dict) for v in self.model_kwargs.values()):
-            raise ValueError("model_kwargs maps a model name to a table of its arguments")
-        if self.samples < 0:
-            raise ValueError(f"samples must be >= 0, got {self.samples}")
-        stage_epochs(self)  # fail when the spec is read, not after a cell has started
-
-
-def stage_epochs(s: Settings) -> list[int]:
-    epochs = s.epochs_per_stage or [3**i for i in range(s.stages)]
-    if len(epochs) != s.stages:
-        raise ValueError(f"epochs_per_stage has {len(epochs)} entries for {s.stages} stages")
-    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
-        raise ValueError(f"epochs_per_stage must hold non-negative integers, got {epochs}")
-    return list(epochs)
+from .common import CellResult, Context, Trained, meta_model
+from .settings import LikelihoodSettings as Settings
+from .settings import check_cell, image_shape, stage_epochs
 
 
 def lr_schedule(s: Settings):
-    """Epoch -> learning rate: stage i runs stage_epochs[i] epochs at lr * 10^(-i/7)."""
+    """Epoch -> learning rate: stage i runs stage_epochs[i] epochs at
+    lr * 10^(-i / stages_per_decade) (7 in the IWAE paper)."""
     ends = [sum(stage_epochs(s)[: i + 1]) for i in range(s.stages)]
 
     def lr_at(epoch: int) -> float:
@@ -125,27 +62,19 @@ def check_kind(model, cell: dict, s: Settings) -> None:
 
 
 def preflight(cell: dict, s: Settings) -> None:
-    """Refuse a cell before anything trains: unknown data set or model, arguments the model
-    rejects, or a data preparation the model cannot take."""
-    if cell.get("dataset") not in SHAPES:
-        raise ValueError(f"dataset must be one of {', '.join(SHAPES)}, got {cell.get('dataset')!r}")
-    shape = SHAPES[cell["dataset"]]
-    if s.image_size:
-        shape = (shape[0], s.image_size, s.image_size)
-    check_kind(build(cell, s, shape, make=meta_model), cell, s)
+    """Refuse a cell before anything trains: a data set it cannot use, an unknown model,
+    arguments the model rejects, a model that breaks the density contract, or a data
+    preparation the model cannot take."""
+    check_cell("likelihood", cell, s)
+    shape = image_shape(cell["dataset"], s)
+    check_kind(build(cell, s, shape, make=partial(meta_model, contract=DENSITY)), cell, s)
 
 
 def optimizer_for(model, s: Settings) -> torch.optim.Adam:
     """Adam over the model's own groups where it declares them (`fit` sets each group's rate to
     the schedule's times its `lr_scale`), else over all parameters at one rate."""
-    groups = model.param_groups() if hasattr(model, "param_groups") else model.parameters()
+    groups = model.param_groups() if has(model, "param_groups") else model.parameters()
     return torch.optim.Adam(groups, lr=s.lr, betas=(0.9, s.adam_beta2), eps=s.adam_eps)
-
-
-def _accepted(fn, **optional):
-    """The keyword arguments among `optional` that `fn` takes: models differ in what they need."""
-    names = inspect.signature(fn).parameters
-    return {k: v for k, v in optional.items() if k in names}
 
 
 @dataclass(kw_only=True)
@@ -184,9 +113,9 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     torch.manual_seed(ctx.seed)
     model = build(cell, s, shape).to(device)
     check_kind(model, cell, s)
-    if hasattr(model, "init_from_data"):
+    if has(model, "init_from_data"):
         model.init_from_data(x_train)
-    if hasattr(model, "init_from_batch"):  # its own generator: the training draws stay the same
+    if has(model, "init_from_batch"):  # its own generator: the training draws stay the same
         noise = torch.Generator(device=device).manual_seed(ctx.seed + 2)
         model.init_from_batch(prep.test(x_train[: s.init_batch], noise))
 
@@ -231,7 +160,7 @@ def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
     metrics["peak_mib"] = peak_mib(t.memory)
     seconds = sum(h["seconds"] for h in t.history)  # every epoch of the history, resumed ones too
     metrics["images_per_s"] = t.images_per_epoch * len(t.history) / seconds if seconds else None
-    if s.samples and hasattr(model, "sample"):
+    if s.samples and has(model, "sample"):
         metrics.update(draw_samples(model, s, ctx, t.shape, prep.kind))
     return CellResult(metrics=metrics, memory=t.memory, data=t.data, history=t.history)
 
@@ -241,7 +170,7 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
     """Test NLL per image (nats of the stored images), its mean, standard error and bits/dim,
     plus active units and ELBO terms where the model reports them."""
     torch.manual_seed(seed + 1)
-    bound = _accepted(model.nll, k=s.nll_k, chunk=s.nll_chunk)
+    bound = {"k": s.nll_k, "chunk": s.nll_chunk} if has(model, "bound") else {}
     # -log p(x) of the data = the model's NLL of its input + the nats of the preparation
     nll = torch.cat([model.nll(xb, **bound).double() for xb in x.split(s.nll_batch)]) + offset
     n = len(nll)
@@ -258,10 +187,10 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
     if offset:
         # what flow papers report: the log-likelihood of the rescaled, dequantized data
         metrics["loglik_continuous"] = offset - mean
-    if hasattr(model, "active_units"):
-        units = model.active_units(x, **_accepted(model.active_units, n_samples=s.au_samples))
+    if has(model, "active_units"):
+        units = model.active_units(x, n_samples=s.au_samples)
         metrics["active_units"] = list(units)
-    if hasattr(model, "elbo_terms"):
+    if has(model, "elbo_terms"):
         terms: dict[str, list[torch.Tensor]] = {}
         for xb in x.split(s.nll_batch):
             for name, value in model.elbo_terms(xb).items():
@@ -279,7 +208,7 @@ def draw_samples(model, s: Settings, ctx: Context, shape: tuple, kind: str) -> d
     generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
     x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
     out = {"sample_s": (time.perf_counter() - t0) / s.samples}
-    if s.time_naive_sampler and "naive" in inspect.signature(model.sample).parameters:
+    if s.time_naive_sampler and has(model, "naive_sampler"):
         t0 = time.perf_counter()
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
         model.sample(s.samples, generator=generator, naive=True)

@@ -2,15 +2,13 @@
 
 Cell fields: model (a constructor name) and its keyword arguments (e.g. units, block). Every
 cell is measured at the same batch and image size, so the rows differ by architecture alone.
-A model family whose module defines `without_reversible_blocks(model)` also gets its floor: the
-bytes its non-reversible parts store, which no reversible trick can remove.
+A model that declares `reversible_floor` (bench/contracts.py) also gets its floor: the bytes its
+non-reversible parts store, which no reversible trick can remove.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,39 +16,23 @@ import torch.nn.functional as F
 import models
 from models.resnet import depth
 
+from ..contracts import CLASSIFIER, has
 from ..memory import count_saved_bytes
 from ..profiling import MIB, Workload, fresh_model, logits_of, peak_mib, probe
-from .common import CellResult, Context, meta_model, positive
-
-
-@dataclass(frozen=True)
-class Settings:
-    batch_size: int = 32
-    image_size: int = 32
-    num_classes: int = 10
-    timing_steps: int = 3
-    grad_check_batch: int = 8  # batch of the float32/float64 gradient comparison
-    # A cell-like table ({model = ..., its keyword arguments}) that takes turns with every cell's
-    # timed steps, so ratios of step times cancel the machine's drift between cells.
-    timing_reference: dict | None = None
-
-    def __post_init__(self):
-        for name in ("batch_size", "image_size", "num_classes", "timing_steps", "grad_check_batch"):
-            positive(name, getattr(self, name))
-        if self.timing_reference is not None:
-            if "model" not in self.timing_reference:
-                raise ValueError("timing_reference needs a `model` (a name in models.MODELS)")
-            models.check(self.timing_reference["model"])
+from .common import CellResult, Context, meta_model
+from .settings import MemorySettings as Settings
+from .settings import check_cell
 
 
 def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything runs: an unknown model or arguments it rejects, the cell's
     or its timing reference's."""
+    check_cell("memory", cell, s)
     kwargs = {k: v for k, v in cell.items() if k != "model"}
-    meta_model(cell["model"], num_classes=s.num_classes, **kwargs)
+    meta_model(cell["model"], CLASSIFIER, num_classes=s.num_classes, **kwargs)
     if s.timing_reference is not None:  # its arguments too, before the first cell is timed
         reference = {k: v for k, v in s.timing_reference.items() if k != "model"}
-        meta_model(s.timing_reference["model"], num_classes=s.num_classes, **reference)
+        meta_model(s.timing_reference["model"], CLASSIFIER, num_classes=s.num_classes, **reference)
 
 
 def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -71,13 +53,10 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         "params": models.count_parameters(model) / 1e6,
         "saved_mib": memory["saved_bytes"] / MIB,
     }
-    strip = getattr(
-        importlib.import_module(type(model).__module__), "without_reversible_blocks", None
-    )
-    if strip is not None:
-        metrics["floor_mib"] = saved_bytes(strip(model), x, y) / MIB
+    if has(model, "reversible_floor"):
+        metrics["floor_mib"] = saved_bytes(model.without_reversible_blocks(), x, y) / MIB
         metrics["above_floor"] = metrics["saved_mib"] / metrics["floor_mib"]
-    if hasattr(model, "memory_saving"):
+    if has(model, "memory_saving"):
         metrics.update(gradient_errors(model, x[: s.grad_check_batch], y[: s.grad_check_batch]))
         metrics["drift"] = reconstruction_drift(model, x[: s.grad_check_batch])
     metrics["peak_mib"] = peak_mib(memory)

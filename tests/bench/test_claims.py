@@ -10,6 +10,7 @@ import pytest
 from bench.claims import compare, difference, verdict
 from bench.records import Record
 from bench.spec import SpecError, get_spec, load_spec
+from bench.tasks import TASKS
 
 from .conftest import write_spec
 
@@ -20,10 +21,20 @@ def record(cell: str, params: dict, **metrics) -> Record:
                   metrics=metrics, data=data)  # fmt: skip
 
 
+NLL = TASKS["likelihood"].measure("nll")
+
+
+def test_a_metric_without_declared_per_image_values_is_not_paired():
+    a = record("a", {}, nll=11.0, nll_stderr=0.3, nll_per_image=[1.0, 2.0])
+    b = record("b", {}, nll=12.0, nll_stderr=0.4, nll_per_image=[1.5, 2.5])
+    undeclared = TASKS["likelihood"].measure("sample_s")  # no standard error, no per-image values
+    assert difference(a, b, "nll", undeclared) == (-1.0, None, False)
+
+
 def test_a_paired_difference_uses_the_per_image_differences():
     a = record("a", {}, nll=11.0, nll_stderr=5.0, nll_per_image=[1.0, 11.0, 21.0, 11.0])
     b = record("b", {}, nll=12.0, nll_stderr=5.0, nll_per_image=[2.0, 12.5, 22.0, 11.5])
-    diff, se, paired = difference(a, b, "nll")
+    diff, se, paired = difference(a, b, "nll", NLL)
     d = [-1.0, -1.5, -1.0, -0.5]
     mean = sum(d) / 4
     assert paired and diff == pytest.approx(mean)
@@ -37,7 +48,7 @@ def test_different_test_images_are_not_paired():
     a = record("a", {}, nll=11.0, nll_stderr=0.3, nll_per_image=[1.0, 2.0])
     b = record("b", {}, nll=12.0, nll_stderr=0.4, nll_per_image=[1.5, 2.5])
     b.data = {**b.data, "n_test": 5}
-    diff, se, paired = difference(a, b, "nll")
+    diff, se, paired = difference(a, b, "nll", NLL)
     assert not paired and diff == -1.0 and se == pytest.approx(0.5)
 
 

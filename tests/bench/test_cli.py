@@ -178,10 +178,44 @@ def test_validate(bench, tmp_path):
     assert "nll_k, nll_chunk" in line
 
 
-def test_validate_the_shipped_specs(bench):
-    status, out, err = bench("validate", specs=SPEC_DIR)
+@pytest.mark.parametrize("models", [[], ["--models"]])
+def test_validate_the_shipped_specs(bench, models):
+    status, out, err = bench("validate", *models, specs=SPEC_DIR)
     assert (status, err) == (0, "")
     assert sorted(out.splitlines()) == sorted(f"ok: {p}" for p in SPEC_DIR.glob("*.toml"))
+
+
+def test_validate_without_torch_still_refuses_model_arguments_and_models_checks_contracts(
+    bench, tmp_path, monkeypatch
+):
+    """Structure alone (no torch) finds an argument the constructor does not take or of the
+    wrong kind; --models builds each model and finds one that breaks its contract."""
+    text = (SPEC_DIR / "pixelcnn-mnist.toml").read_text()
+    specs = tmp_path / "specs"
+    wrong_kind = text.replace("hidden = 4, n_blocks = 1", "hidden = 4.5, n_blocks = 1")
+    (specs / "pixelcnn-mnist.toml").write_text(wrong_kind)
+    status, _, err = bench("validate")
+    assert status == 2 and "model 'pixelcnn': hidden takes int, got 4.5" in one_error_line(err)
+    (specs / "pixelcnn-mnist.toml").write_text(text.replace("n_blocks = 1", "n_blocks = 1, k = 2"))
+    status, _, err = bench("validate")
+    assert status == 2 and "model 'pixelcnn' takes no argument 'k'; it takes:" in err
+
+    (tmp_path / "broken_flow.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Flow(nn.Module):\n"
+        "    input_kind = 'binary'\n    capabilities = frozenset({'bound'})\n\n"
+        "    def __init__(self, shape):\n        super().__init__()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    grid = 'grid = { model = ["pixelcnn", "gated_pixelcnn"], dataset = ["binarized_mnist"] }'
+    (specs / "pixelcnn-mnist.toml").write_text(
+        'models = { flow = "broken_flow:Flow" }\n' + text.replace(grid, grid.replace(
+            '"gated_pixelcnn"]', '"gated_pixelcnn", "flow"]'), 1)
+    )  # fmt: skip
+    assert bench("validate")[0] == 0  # the structure is sound
+    status, _, err = bench("validate", "--models")
+    assert status == 2
+    assert "model 'flow' does not meet the density model contract" in one_error_line(err)
+    assert "no `nll`; declares 'bound' but has no `nll`" in err
 
 
 def test_table_without_records_is_an_error_and_keeps_the_table(bench, tmp_path):
@@ -446,6 +480,7 @@ def test_a_spec_that_is_not_utf8_is_one_line_and_the_others_still_load(bench, tm
         ["run", "--help"],
         ["status", "iwae-table"],
         ["table", "iwae-table", "--tier", "small", "--tables", "{tmp}"],
+        ["validate"],
     ],  # fmt: skip
 )
 def test_light_commands_import_no_torch(args, tmp_path):

@@ -5,6 +5,8 @@ import io
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -17,7 +19,8 @@ from torch.utils.data import TensorDataset
 from torchvision import datasets
 
 from bench import data
-from bench.data import CIFAR10_CLASSES, DataError, load
+from bench.data import CIFAR10_CLASSES, DATASETS, DataError, load
+from bench.data.catalog import resolve
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -365,31 +368,66 @@ def test_imagenet_missing_and_no_download(tmp_path):
         load("imagenet", tmp_path, download=True)
 
 
-# --- smoke samples, subsets, errors ------------------------------------------------------------
-
-SAMPLES = {  # name: (n_train, n_test, C x H x W, number of classes)
-    "mnist": (512, 256, (1, 28, 28), 10),
-    "omniglot": (512, 256, (1, 28, 28), 242),
-    "cifar10": (384, 192, (3, 32, 32), 10),
-    "imagenet": (8, 8, (3, 224, 224), 1000),
-    "binarized_mnist": (512, 256, (1, 28, 28), 1),
-    "cifar10_lossless": (192, 96, (3, 32, 32), 10),
-}
+# --- the catalog: one complete description per data set ----------------------------------------
 
 
-@pytest.mark.parametrize("name", SAMPLES)
-def test_smoke_sample_loads_with_documented_shapes(name):
-    n_train, n_test, shape, n_classes = SAMPLES[name]
+def test_importing_the_catalog_imports_no_torch_numpy_or_pil():
+    heavy = ("torch", "torchvision", "numpy", "PIL")
+    code = (
+        "import sys; from bench.data.catalog import DATASETS; import bench.data;"
+        f" print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_data_set_is_described_completely(name):
+    """Its loader and file lister resolve, its shape and classes are sane, its normalisation
+    has a mean and std per channel, and its sample (where it has one) is the committed file."""
+    d = DATASETS[name]
+    assert callable(resolve(d.loader)) and callable(resolve(d.files))
+    assert len(d.shape) == 3 and all(isinstance(n, int) and n > 0 for n in d.shape)
+    assert d.classes is None or d.classes > 1
+    if d.normalise is not None:
+        assert d.classes is not None
+        assert [len(v) for v in d.normalise] == [d.shape[0]] * 2
+        assert all(0 < std < 1 for std in d.normalise[1])
+    if d.sample is not None:
+        path = data.SAMPLES_DIR / f"{name}.npz"
+        assert sha256(path) == d.sample.sha256
+        assert d.sample.sha256 in (data.SAMPLES_DIR / "README.md").read_text()
+        assert d.sample.train > 0 and d.sample.test >= 0
+        sizes = f"{d.sample.train} train + {d.sample.test} test" if d.sample.test else ""
+        assert d.sample.source.startswith(sizes or f"{d.sample.train} ")  # the record says them
+
+
+def test_every_committed_sample_is_described():
+    described = {f"{n}.npz" for n, d in DATASETS.items() if d.sample is not None}
+    assert {p.name for p in data.SAMPLES_DIR.glob("*.npz")} == described
+
+
+@pytest.mark.parametrize("name", [n for n, d in DATASETS.items() if d.sample is not None])
+def test_smoke_sample_loads_as_described(name):
+    d = DATASETS[name]
     splits = load(name, "/nonexistent", sample=True)
     (x_train, y_train), (x_test, y_test) = splits.train.tensors, splits.test.tensors
-    assert x_train.shape == (n_train, *shape) and x_test.shape == (n_test, *shape)
+    assert x_train.shape == (d.sample.train, *d.shape)
+    assert x_test.shape == (d.sample.test or d.sample.train, *d.shape)
     assert x_train.dtype == torch.uint8 and y_train.dtype == torch.int64
-    assert y_train.min() >= 0 and y_train.max() < n_classes and y_test.max() < n_classes
+    assert y_train.min() >= 0 and y_test.min() >= 0
+    if d.classes is not None:
+        assert y_train.max() < d.classes and y_test.max() < d.classes
     assert x_train.float().std() > 20  # real images, not blanks
-    path = data.SAMPLES_DIR / f"{name}.npz"
-    assert splits.info.sha256 == {path.name: sha256(path)} == {path.name: data.SAMPLE_SHA256[name]}
-    assert f"bench/samples/{name}.npz" in splits.info.source
-    assert sha256(path) in (data.SAMPLES_DIR / "README.md").read_text()
+    assert splits.info.sha256 == {f"{name}.npz": d.sample.sha256}
+    source = f"committed smoke sample bench/samples/{name}.npz ({d.sample.source})"
+    assert splits.info.source == source
+    assert splits.info.lossy == d.sample.lossy
+
+
+# --- smoke samples, subsets, errors ------------------------------------------------------------
 
 
 def test_samples_total_size_under_4_mb():
@@ -560,7 +598,7 @@ def test_fingerprint_hashes_the_files_a_load_reads(tmp_path, no_known_sums):
     assert after["data_batch_1"] == before["data_batch_1"]
     assert data.fingerprint("mnist", tmp_path) == {}  # absent: the cell reports it when it runs
     sample = data.fingerprint("mnist", None, sample=True)
-    assert sample == {"mnist.npz": data.SAMPLE_SHA256["mnist"]}
+    assert sample == {"mnist.npz": DATASETS["mnist"].sample.sha256}
 
 
 # --- Files that cannot be decoded and whose sums are not known: "data corrupt", naming them -----
@@ -605,7 +643,7 @@ def test_any_other_undecodable_file_is_corrupt_naming_the_data_set_folder(tmp_pa
     def truncated(root, **kwargs):
         raise EOFError("Ran out of input")
 
-    monkeypatch.setitem(data.SOURCES, "mnist", data.Source(truncated, data.mnist.files))
+    monkeypatch.setattr(data.mnist, "load", truncated)  # the catalog resolves it on use
     with pytest.raises(DataError) as error:
         load("mnist", tmp_path)
     assert error.value.corrupt

@@ -10,7 +10,7 @@ import pytest
 from bench import fingerprint
 from bench.runner import cell_key
 from bench.spec import get_spec, settings_for
-from bench.tasks import get_task
+from bench.tasks import TASKS, get_task
 
 from .conftest import options
 
@@ -32,15 +32,15 @@ def edit(path, text="\n# an edit\n"):
 
 def test_the_code_hash_moves_with_the_models_and_tasks_code_only(copy_of_the_code):
     root = copy_of_the_code
-    before = fingerprint.code("bench.tasks.likelihood", ["vae"])
+    before = fingerprint.code(TASKS["likelihood"], ["vae"])
     edit(root / "bench" / "render.py")  # renders tables: no number depends on it
     edit(root / "models" / "revnet.py")  # another model family
     edit(root / "models" / "__init__.py")  # another registry entry
-    assert fingerprint.code("bench.tasks.likelihood", ["vae"]) == before
+    assert fingerprint.code(TASKS["likelihood"], ["vae"]) == before
     for changed in ("models/iwae.py", "bench/tasks/likelihood.py", "bench/train.py",
                     "bench/data/prep.py"):  # fmt: skip
         edit(root / changed)
-        after = fingerprint.code("bench.tasks.likelihood", ["vae"])
+        after = fingerprint.code(TASKS["likelihood"], ["vae"])
         assert after != before, changed
         before = after
 

@@ -159,7 +159,7 @@ def test_an_undecodable_data_file_gives_a_data_corrupt_record(tmp_path, tiny, mo
     def truncated(root, **kwargs):
         raise EOFError("Compressed file ended before the end-of-stream marker was reached")
 
-    monkeypatch.setitem(data.SOURCES, "mnist", data.Source(truncated, data.mnist.files))
+    monkeypatch.setattr(data.mnist, "load", truncated)
     opts = options(tmp_path, tier="small", data_dir=tmp_path / "data")
     records = run_table(tiny, opts, log=quiet)
     assert [(r.status, r.detail) for r in records] == [("skipped", "data corrupt")] * 2

@@ -281,7 +281,7 @@ def test_a_timing_reference_with_a_wrong_argument_is_refused_before_anything_run
     spec, task = load_spec(path), get_task("memory")
     settings = settings_for(task.Settings, spec, "full")
     with pytest.raises(SpecError, match="model 'resnet_cifar': units takes int, got 18.5"):
-        check_cells(spec, "full", task, settings, spec.cells("full"))
+        check_cells(spec, "full", task.preflight, settings, spec.cells("full"))
 
 
 def test_reading_a_spec_imports_neither_torch_nor_a_task():
@@ -466,7 +466,7 @@ def test_a_grid_value_of_the_wrong_kind_for_its_model_is_refused_before_training
     spec = load_spec(edit(write_spec(spec_dir), "k = [1]", f"k = {ks}"))
     task = get_task(spec.task)
     with pytest.raises(SpecError, match=r"grid \(tier smoke, cell .*\): model '\w+': k takes int"):
-        check_cells(spec, "smoke", task, settings_for(task.Settings, spec, "smoke"),
+        check_cells(spec, "smoke", task.preflight, settings_for(task.Settings, spec, "smoke"),
                     spec.cells("smoke"))  # fmt: skip
 
 
@@ -503,7 +503,9 @@ def test_nice_spec_declares_its_departures_ablation_and_derived_number():
     assert "init = data" in departures and "s_lr = 10" in departures
     assert spec.tiers["full"].departures and spec.tiers["smoke"].departures
     for tier in spec.tiers:
-        check_cells(spec, tier, task, settings_for(task.Settings, spec, tier), spec.cells(tier))
+        check_cells(
+            spec, tier, task.preflight, settings_for(task.Settings, spec, tier), spec.cells(tier)
+        )
     mnist = next(c for c in spec.cells("small") if c.as_dict()["dataset"] == "mnist")
     assert spec.published_for(mnist)["bits_per_dim"] == pytest.approx(4.3555, abs=1e-4)
     exact = 8 - 1980.50 / (784 * math.log(2))
@@ -559,3 +561,21 @@ def test_departures_are_a_list_of_strings(spec_dir):
         "smoke"
     ].departures == ("fewer epochs",)
     expect_error(write_spec(spec_dir, departures="fewer epochs"), "tiers.smoke.departures")
+
+
+def test_a_metric_its_task_does_not_report_is_refused(tmp_path):
+    text = (SPEC_DIR / "pixelcnn-mnist.toml").read_text()
+    path = tmp_path / "pixelcnn-mnist.toml"
+    path.write_text(text.replace("[metrics.nll]", "[metrics.nlll]"))
+    with pytest.raises(SpecError, match=r"metrics.nlll: task 'likelihood' reports no such metric"):
+        load_spec(path)
+
+
+def test_a_metric_against_its_declared_direction_is_refused(tmp_path):
+    text = (SPEC_DIR / "revnet-cifar.toml").read_text()
+    path = tmp_path / "revnet-cifar.toml"
+    path.write_text(
+        text.replace('format = ".2f"\nbetter = "lower"', 'format = ".2f"\nbetter = "higher"', 1)
+    )
+    with pytest.raises(SpecError, match=r"metrics.error.better: 'higher', but task 'classify'"):
+        load_spec(path)

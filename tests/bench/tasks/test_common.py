@@ -8,13 +8,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import models
+from bench.contracts import CLASSIFIER, DENSITY
 from bench.tasks import common
 from bench.tasks.common import meta_model
 
 
 def test_a_meta_model_has_the_structure_of_a_real_one():
     real = models.build("revnet_cifar", units=1, block="basic", num_classes=10)
-    meta = meta_model("revnet_cifar", units=1, block="basic", num_classes=10)
+    meta = meta_model("revnet_cifar", CLASSIFIER, units=1, block="basic", num_classes=10)
     assert [(n, p.shape) for n, p in meta.named_parameters()] == [
         (n, p.shape) for n, p in real.named_parameters()
     ]
@@ -39,9 +40,9 @@ def test_meta_models_skip_initialisers_and_are_built_once(monkeypatch):
     build = models.build
     monkeypatch.setattr(models, "build", lambda *a, **k: built.append(a) or build(*a, **k))
     with Seen() as seen:
-        first = meta_model("resnet_cifar", units=1, num_classes=10)
-        assert meta_model("resnet_cifar", units=1, num_classes=10) is first
-        assert meta_model("iwae", shape=(1, 28, 28), k=5).k == 5
+        first = meta_model("resnet_cifar", CLASSIFIER, units=1, num_classes=10)
+        assert meta_model("resnet_cifar", CLASSIFIER, units=1, num_classes=10) is first
+        assert meta_model("iwae", DENSITY, shape=(1, 28, 28), k=5).k == 5
     assert built == [("resnet_cifar",), ("iwae",)]
     assert "empty" in seen.names  # parameters were made, but never filled
     assert not set(seen.names) & {"kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_",

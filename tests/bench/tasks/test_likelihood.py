@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from bench.data import load
+from bench.data import DATASETS, load
 from bench.runner import run_table
 from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec
 from bench.tasks.common import Context
-from bench.tasks.likelihood import Settings, draw_samples, evaluate, optimizer_for
+from bench.tasks.likelihood import Settings, draw_samples, evaluate, optimizer_for, preflight
 from bench.train import Checkpoint, Fit, fit
 from bench.units import bits_per_dim, dequantization_nats
 from models.factorised import Factorised
@@ -131,6 +131,21 @@ def test_lossy_images_are_refused_for_likelihoods(tmp_path):
                         ' init = ["uniform"] }\n# the committed 192 + 96')  # fmt: skip
     records = run_table(spec, options(tmp_path, tier="smoke", cells="*uniform"), log=lambda _: None)
     assert records[0].status == "skipped" and "lossy" in records[0].reason
+
+
+def test_preflight_takes_the_shape_from_the_catalog_and_refuses_streamed_data(monkeypatch):
+    shapes = []
+    monkeypatch.setattr("bench.tasks.likelihood.check_kind", lambda model, c, s: None)
+    monkeypatch.setattr(
+        "bench.tasks.likelihood.meta_model", lambda name, shape, **kw: shapes.append(shape)
+    )
+    for name in ("omniglot", "cifar10_lossless"):
+        preflight({"dataset": name, "model": "factorised"}, Settings())
+    preflight({"dataset": "mnist", "model": "factorised"}, Settings(image_size=32))
+    assert shapes == [DATASETS["omniglot"].shape, DATASETS["cifar10_lossless"].shape, (1, 32, 32)]
+    in_memory = ", ".join(n for n, d in DATASETS.items() if not d.streamed)
+    with pytest.raises(ValueError, match=f"one of {in_memory}, got 'imagenet'"):
+        preflight({"dataset": "imagenet", "model": "factorised"}, Settings())
 
 
 def test_the_naive_sampler_is_timed_on_the_same_batch_from_the_same_seed():
