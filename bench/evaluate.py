@@ -90,7 +90,13 @@ def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
     sha, summary = record.evaluated_from["sha256"], _summary(spec, record)
     log(f"{cell.id}: evaluated from {opts.checkpoint} (sha256 {sha[:12]}): {summary}")
     records, warnings = read_records(opts.results, spec.id, opts.tier)
-    table = write_table(spec, opts.tier, records, warnings, opts.tables, results=opts.results)
+    try:
+        table = write_table(spec, opts.tier, records, warnings, opts.tables, results=opts.results)
+    except OSError as e:
+        raise UsageError(
+            f"{opts.tables}: cannot write the table ({e.strerror or e}); the record is saved,"
+            f" `bench table {spec.id} --tier {opts.tier}` renders it"
+        ) from None
     log(f"table: {table}")
     return record
 

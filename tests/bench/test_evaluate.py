@@ -4,6 +4,7 @@ metrics exactly; a wrong checkpoint, cell or target record is one line that writ
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from bench import profiling
 from bench.cli import main
 from bench.records import read_record, record_path
 from bench.render import EVALUATED
+from bench.spec import SPEC_DIR
 from bench.tasks import classify
 from bench.train import Checkpoint
 
@@ -244,3 +246,16 @@ def test_a_run_retrains_a_cell_whose_record_was_evaluated(bench, tmp_path):
     assert status == 0 and "done already" not in err
     record = read_record(record_path(results, "tiny", "smoke", VAE))
     assert record.evaluated_from == {} and record.history
+
+
+def test_a_table_of_untrained_models_has_nothing_to_evaluate(bench, tmp_path):
+    (tmp_path / "specs").mkdir()
+    shutil.copy(SPEC_DIR / "revnet-memory.toml", tmp_path / "specs")
+    weights = tmp_path / "w.pt"
+    torch.save({"weight": torch.zeros(2)}, weights)
+    status, out, err = evaluated(bench, tmp_path, "revnet-memory", "x", weights)
+    assert (status, out) == (2, "")
+    assert one_error_line(err) == (
+        "error: table 'revnet-memory' (task 'memory') measures untrained models: there are no"
+        " weights to evaluate; use `bench run`"
+    )
