@@ -1,4 +1,5 @@
-"""The `bench` command: list, validate, run, status, table, plot, invert, check, perf, summary.
+"""The `bench` command: list, validate, run, eval, status, table, plot, invert, check, perf,
+summary.
 
 Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
 finish ends with status 1 after rendering what it has.
@@ -141,6 +142,26 @@ def _parser() -> argparse.ArgumentParser:
     par.add_argument("--array-parallelism", type=_at_least_1,
                      help="Slurm tasks of this run at once")  # fmt: skip
     par.add_argument("--slurm-folder", type=Path, help="submitit's logs and job files")
+
+    ev = sub.add_parser("eval", help="score a trained model's weights under a table's evaluation"
+                        " (no training), then render the table")  # fmt: skip
+    ev.add_argument("table")
+    ev.add_argument("--tier", choices=TIERS, default="smoke")
+    ev.add_argument("--cell", required=True, help="the cell whose model and evaluation to use")
+    ev.add_argument("--checkpoint", type=Path, required=True, metavar="PATH",
+                    help="a `bench run --save-weights` file or a training checkpoint")  # fmt: skip
+    ev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("DGM_BENCH_DATA"),
+        help="where data sets live (default $DGM_BENCH_DATA); unused by the smoke tier",
+    )
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ev.add_argument("--seed", type=_seed, default=0,
+                    help="the run's seed: test-set preparation and sampling follow it")  # fmt: skip
+    ev.add_argument("--force", action="store_true",
+                    help="replace the cell's ok trained record with the evaluated one")  # fmt: skip
+    _add_model_option(ev)
 
     status = sub.add_parser(
         "status", help="every cell of a table: pending, running (who, how far), ok or failed"
@@ -334,6 +355,19 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import EvalOptions, evaluate_cell
+
+    spec = _table_spec(args)
+    opts = EvalOptions(
+        tier=args.tier, cell=args.cell, checkpoint=args.checkpoint, data_dir=args.data_dir,
+        device=args.device, seed=args.seed, force=args.force, results=args.results,
+        tables=args.tables,
+    )  # fmt: skip
+    evaluate_cell(spec, opts)
+    return 0
+
+
 def cmd_status(args) -> int:
     from .status import cell_states, render_status
 
@@ -495,6 +529,7 @@ COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
     "run": cmd_run,
+    "eval": cmd_eval,
     "status": cmd_status,
     "table": cmd_table,
     "plot": cmd_plot,

@@ -51,6 +51,8 @@ class Record:
     segments: int = 1  # processes that trained it
     detail: str = ""  # why a cell was skipped, as the table says it: "data absent", "data corrupt"
     plugin: dict[str, str] = field(default_factory=dict)  # a model from outside: models.provenance
+    # Scored by `bench eval` from a checkpoint, not trained: its path, kind and sha256.
+    evaluated_from: dict[str, Any] = field(default_factory=dict)
 
 
 STATUSES = ("ok", "failed", "skipped")

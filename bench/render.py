@@ -16,6 +16,8 @@ from .claims import claims_markdown, replicate_ids, value
 from .records import RESULTS_DIR, TABLES_DIR, Record, atomic_write_text
 from .spec import Metric, TableSpec, matches
 
+EVALUATED = "†"  # marks a measured value scored from a checkpoint (`bench eval`)
+
 
 def parse_units(value: Any) -> list[int]:
     """Active units as a list per layer: "16+5" -> [16, 5], 19 -> [19]."""
@@ -132,6 +134,9 @@ def frame(
             text = measured_text(m, record)
             if ids:
                 ours, text = seeds_text(m, seeds, len(ids))
+            shown = seeds if ids else [record] if record else []
+            if any(r.status == "ok" and r.evaluated_from for r in shown):
+                text += f" {EVALUATED}"
             if m.name not in compared:
                 row[name] = text
             elif not wide:
@@ -196,6 +201,15 @@ def render(
     if spec.ratios:
         lines += ["## Claims as ratios (both cells from the records above)", "",
                   ratio_table(spec, records), ""]  # fmt: skip
+    evaluated = [r for r in ok if r.evaluated_from]
+    if evaluated:
+        lines += ["## Cells evaluated from a checkpoint", "",
+                  f"{EVALUATED} scored by `bench eval` from a checkpoint's weights, not trained:"
+                  " no training history, no images/s.", ""]  # fmt: skip
+        lines += [f"- `{r.cell}`: evaluated from checkpoint {r.evaluated_from['sha256'][:12]}"
+                  f" ({r.evaluated_from['kind']}, `{r.evaluated_from['path']}`)"
+                  for r in evaluated]  # fmt: skip
+        lines.append("")
     not_ok = [r for r in records.values() if r.status != "ok"]
     if not_ok or warnings:
         lines += ["## Cells not measured", ""]

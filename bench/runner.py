@@ -341,8 +341,9 @@ def _save(
 
 
 def _finished(path: Path, key: str, campaign_id: str) -> bool:
-    """An ok record of the same key made in this results folder's campaign: records made in
-    another (the committed ones, on a fresh clone) are references, and the cell runs again."""
+    """An ok record of the same key made in this results folder's campaign by training: records
+    made in another (the committed ones, on a fresh clone) are references, and one `bench eval`
+    scored from a checkpoint is not this run's result: the cell runs again."""
     if not path.exists():
         return False
     try:
@@ -350,7 +351,7 @@ def _finished(path: Path, key: str, campaign_id: str) -> bool:
     except RecordError:
         return False
     same = record.settings.get("_key") == key and record.settings.get("_campaign") == campaign_id
-    return record.status == "ok" and same
+    return record.status == "ok" and same and not record.evaluated_from
 
 
 def _run_cell(

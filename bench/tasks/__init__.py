@@ -2,7 +2,10 @@
 
 A task is a module with a `Settings` dataclass (the keys a spec's tier may set, checked in its
 `__post_init__`), `preflight(cell, settings)` (raises ValueError on a cell it cannot run, before
-any training) and `run(cell, settings, ctx) -> CellResult`. `TASKS` is the registry a spec's
+any training) and `run(cell, settings, ctx) -> CellResult`. A task that trains splits `run` in
+two: `train(cell, settings, ctx) -> Trained`, then `score(cell, settings, ctx, trained)`, the
+one evaluation path, which `bench eval` also calls on `setup(cell, settings, ctx)` (the data and
+the model as training starts) given a checkpoint's weights. `TASKS` is the registry a spec's
 `task = "..."` names, with what each task declares: the contract its models meet
 (bench/contracts.py), the metrics it reports (so a spec's misspelt metric fails `bench validate`,
 and claims find a metric's standard error and per-image values by declaration, not by name) and

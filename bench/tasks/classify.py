@@ -6,7 +6,7 @@ Cell fields: dataset, model (a name in models.MODELS).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from ..contracts import CLASSIFIER, has
 from ..data.catalog import DATASETS
 from ..profiling import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
-from .common import CellResult, Context, meta_model
+from .common import CellResult, Context, Trained, meta_model
 from .settings import ClassifySettings as Settings
 from .settings import check_cell
 
@@ -50,7 +50,16 @@ def augment(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
+@dataclass(kw_only=True)
+class Prepared(Trained):
+    """A classification cell's model with its data and its measured training step."""
+
+    splits: datasets.Splits
+    memory: dict
+
+
+def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
+    """The data, the memory and step-time probe, and the seeded model before training."""
     name, dataset, device = cell["model"], cell["dataset"], ctx.device
     splits = datasets.load(
         dataset, ctx.data_dir, sample=s.data == "sample", n_train=s.n_train, n_test=s.n_test,
@@ -63,12 +72,14 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
 
     torch.manual_seed(ctx.seed)
     model = models.build(name, num_classes=num_classes).to(device)
-    metrics = {"params": models.count_parameters(model) / 1e6}
-    metrics["saved_mib"] = memory["saved_bytes"] / MIB
-    metrics["step_s"] = memory["step_s"]
-    metrics["peak_mib"] = peak_mib(memory)
+    return Prepared(model, splits=splits, memory=memory)
 
-    history = []
+
+def train(cell: dict, s: Settings, ctx: Context) -> Prepared:
+    """`setup`, then SGD with step decay (unless the tier measures an untrained model); the
+    weights are saved where the runner asks."""
+    t = setup(cell, s, ctx)
+    model, dataset, device = t.model, cell["dataset"], ctx.device
     if s.train:
         optimizer = torch.optim.SGD(
             model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
@@ -84,17 +95,35 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
             logits = logits_of(net(normalise(x.to(device), dataset)))
             return F.cross_entropy(logits, y.to(device))
 
-        history = fit(
-            Fit(model, optimizer, loss, splits.train, s.batch_size, s.epochs, lr_at, ctx.seed,
+        t.history = fit(
+            Fit(model, optimizer, loss, t.splits.train, s.batch_size, s.epochs, lr_at, ctx.seed,
                 desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch),
             ctx.checkpoint,
         )  # fmt: skip
-        metrics["error"] = evaluate(model, splits.test, dataset, s.eval_batch, device)
+        t.has_weights = True
         if ctx.weights is not None:
             save_atomic(model.state_dict(), ctx.weights)
+    return t
+
+
+def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
+    return score(cell, s, ctx, train(cell, s, ctx))
+
+
+def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
+    """Every metric of a model trained here or given its weights by `bench eval`: one path, so
+    an evaluated record cannot drift from a trained one. An untrained model gets no error."""
+    model, memory, dataset, device = t.model, t.memory, cell["dataset"], ctx.device
+    metrics = {"params": models.count_parameters(model) / 1e6}
+    metrics["saved_mib"] = memory["saved_bytes"] / MIB
+    metrics["step_s"] = memory["step_s"]
+    metrics["peak_mib"] = peak_mib(memory)
+    if t.has_weights:
+        metrics["error"] = evaluate(model, t.splits.test, dataset, s.eval_batch, device)
     if has(model, "inverse"):
-        metrics["recon_error"] = reconstruction_error(model, splits.test, dataset, device)
-    return CellResult(metrics=metrics, memory=memory, data=asdict(splits.info), history=history)
+        metrics["recon_error"] = reconstruction_error(model, t.splits.test, dataset, device)
+    return CellResult(metrics=metrics, memory=memory, data=asdict(t.splits.info),
+                      history=t.history)  # fmt: skip
 
 
 @torch.no_grad()

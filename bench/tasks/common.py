@@ -37,6 +37,16 @@ class CellResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Trained:
+    """What a task's `score` measures: a model trained by its `train` (with the history), or
+    one `bench eval` gave the weights of a checkpoint (no history)."""
+
+    model: torch.nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    has_weights: bool = False  # trained here or loaded: not the seeded initial weights
+
+
 class _SkipInit(TorchFunctionMode):
     """Initialisers are no-ops: on the meta device there are no values to fill, and PyTorch's
     meta kernels for normal_ and friends cost milliseconds per call (most of `bench validate`)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import torch
@@ -28,7 +29,7 @@ from ..memory import measure_step
 from ..profiling import MIB, peak_mib
 from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
-from .common import CellResult, Context, meta_model
+from .common import CellResult, Context, Trained, meta_model
 from .settings import LikelihoodSettings as Settings
 from .settings import check_cell, image_shape, stage_epochs
 
@@ -76,7 +77,22 @@ def optimizer_for(model, s: Settings) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=s.lr, betas=(0.9, s.adam_beta2), eps=s.adam_eps)
 
 
-def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
+@dataclass(kw_only=True)
+class Prepared(Trained):
+    """A likelihood cell's model with its data, its training loss and what was measured before
+    training."""
+
+    loss: Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
+    x_train: torch.Tensor
+    x_test: torch.Tensor  # prepared once, with a fixed seed: every cell scores the same input
+    shape: tuple[int, ...]
+    memory: dict
+    data: dict
+    images_per_epoch: int = 0
+
+
+def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
+    """The data and the model as training starts: seeded, initialised, one step measured."""
     prep, device = PREPS[s.prep], ctx.device
     splits = datasets.load(
         cell["dataset"], ctx.data_dir, sample=s.data == "sample", n_train=s.n_train,
@@ -89,9 +105,8 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
         )
     x_train, _ = splits.train.tensors
     x_test_uint8, _ = splits.test.tensors
-    shape, dims = tuple(x_train.shape[1:]), x_train[0].numel()
+    shape = tuple(x_train.shape[1:])
     x_train = x_train.to(device)
-    train = TensorDataset(x_train)
     # The test set is prepared once, with a fixed seed, so every cell is scored on the same input.
     x_test = prep.test(x_test_uint8, torch.Generator().manual_seed(ctx.seed)).to(device)
 
@@ -103,8 +118,6 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     if has(model, "init_from_batch"):  # its own generator: the training draws stay the same
         noise = torch.Generator(device=device).manual_seed(ctx.seed + 2)
         model.init_from_batch(prep.test(x_train[: s.init_batch], noise))
-    optimizer = optimizer_for(model, s)
-    lr_at, epochs = lr_schedule(s)
 
     def loss(net, batch):
         return net(prep.train(batch[0])).mean()
@@ -112,27 +125,44 @@ def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
     memory = measure_step(
         lambda: loss(model, (x_train[: s.batch_size],)), model.parameters(), device
     )
-    job = Fit(model, optimizer, loss, train, s.batch_size, epochs, lr_at, ctx.seed,
-              desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch)  # fmt: skip
-    history = fit(job, ctx.checkpoint)
+    data = {**asdict(splits.info), "prep": f"{s.prep}: {prep.doc}"}
+    return Prepared(model, loss=loss, x_train=x_train, x_test=x_test, shape=shape, memory=memory,
+                    data=data)  # fmt: skip
+
+
+def train(cell: dict, s: Settings, ctx: Context) -> Prepared:
+    """`setup`, then Adam on the schedule; the weights are saved where the runner asks."""
+    t = setup(cell, s, ctx)
+    model = t.model
+    optimizer = optimizer_for(model, s)
+    lr_at, epochs = lr_schedule(s)
+    job = Fit(model, optimizer, t.loss, TensorDataset(t.x_train), s.batch_size, epochs, lr_at,
+              ctx.seed, desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch)  # fmt: skip
+    t.history = fit(job, ctx.checkpoint)
+    t.images_per_epoch, t.has_weights = job.images_per_epoch, True
     if ctx.weights is not None:
         save_atomic(model.state_dict(), ctx.weights)
+    return t
 
+
+def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
+    return score(cell, s, ctx, train(cell, s, ctx))
+
+
+def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
+    """Every metric of a model trained here or given its weights by `bench eval`: one path, so
+    an evaluated record cannot drift from a trained one. Without a history, no images/s."""
+    prep, model, dims = PREPS[s.prep], t.model, t.x_train[0].numel()
     model.eval()
-    metrics = evaluate(model, x_test, s, ctx.seed, dims, prep.offset(dims))
+    metrics = evaluate(model, t.x_test, s, ctx.seed, dims, prep.offset(dims))
     metrics["params"] = models.count_parameters(model)
-    metrics["saved_mib"] = memory["saved_bytes"] / MIB
-    metrics["peak_mib"] = peak_mib(memory)
-    seconds = sum(h["seconds"] for h in history)  # every epoch of the history, resumed ones too
-    metrics["images_per_s"] = job.images_per_epoch * len(history) / seconds if seconds else None
+    metrics["saved_mib"] = t.memory["saved_bytes"] / MIB
+    metrics["peak_mib"] = peak_mib(t.memory)
+    seconds = sum(h["seconds"] for h in t.history)  # every epoch of the history, resumed ones too
+    metrics["images_per_s"] = t.images_per_epoch * len(t.history) / seconds if seconds else None
     if s.samples and has(model, "sample"):
-        metrics.update(draw_samples(model, s, ctx, shape, prep.kind))
-    return CellResult(
-        metrics=metrics,
-        memory=memory,
-        data={**asdict(splits.info), "prep": f"{s.prep}: {prep.doc}"},
-        history=history,
-    )
+        metrics.update(draw_samples(model, s, ctx, t.shape, prep.kind))
+    return CellResult(metrics=metrics, memory=t.memory, data=t.data, history=t.history)
 
 
 @torch.no_grad()
