@@ -99,6 +99,11 @@ def plugins() -> dict[str, str]:
     return {**_entry_points(), **_PLUGINS}
 
 
+def registered() -> dict[str, str]:
+    """The plugins registered in this process (what a child process must register too)."""
+    return dict(_PLUGINS)
+
+
 def check(name: str) -> None:
     target(name)
 

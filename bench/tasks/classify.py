@@ -28,7 +28,8 @@ def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything trains: a data set it cannot use, an unknown model,
     arguments it rejects, or a model that breaks the classifier contract."""
     check_cell("classify", cell, s)
-    meta_model(cell["model"], CLASSIFIER, num_classes=DATASETS[cell["dataset"]].classes)
+    args = {k: v for k, v in cell.items() if k not in ("dataset", "model")}  # model_arguments
+    meta_model(cell["model"], CLASSIFIER, num_classes=DATASETS[cell["dataset"]].classes, **args)
 
 
 def normalise(x_uint8: torch.Tensor, dataset: str) -> torch.Tensor:
@@ -68,10 +69,11 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     num_classes = DATASETS[dataset].classes
     shape = tuple(splits.test[0][0].shape)
     # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.
-    memory = probe(Workload(name, num_classes, s.memory_batch, shape, device), s.timing_steps)
+    args = {k: v for k, v in cell.items() if k not in ("dataset", "model")}  # model_arguments
+    memory = probe(Workload(name, num_classes, s.memory_batch, shape, device, args), s.timing_steps)
 
     torch.manual_seed(ctx.seed)
-    model = models.build(name, num_classes=num_classes).to(device)
+    model = models.build(name, num_classes=num_classes, **args).to(device)
     return Prepared(model, splits=splits, memory=memory)
 
 

@@ -187,5 +187,6 @@ def check_cell(task: str, cell: dict, s) -> None:
         kwargs = {"shape": image_shape(cell["dataset"], s),
                   **s.model_kwargs.get(cell["model"], {}), **kwargs}  # fmt: skip
     else:
-        kwargs = {"num_classes": DATASETS[cell["dataset"]].classes}
+        kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
+        kwargs["num_classes"] = DATASETS[cell["dataset"]].classes
     models.check_arguments(cell["model"], kwargs)

@@ -46,6 +46,18 @@ class MyFlow(nn.Module):
 
 class Broken(MyFlow):
     capabilities = frozenset({"sample", "elbo_terms"})
+
+
+class Tiny(nn.Module):
+    capabilities = frozenset()
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
 '''
 
 
@@ -91,6 +103,15 @@ def test_a_plugin_and_an_entry_point_get_rows_claims_and_provenance(site, tmp_pa
         (tmp_path / "results/pixelcnn-mnist/smoke/pixelcnn-binarized_mnist.json").read_text()
     )
     assert ours["plugin"] == {}
+
+
+def test_a_plugin_classifier_runs_its_memory_probe_in_a_fresh_process(site, tmp_path):
+    done = bench(site, tmp_path, "run", "revnet-cifar", "--tier", "smoke", "--cells", "tiny-*",
+                 "--add-model", "tiny=mypkg.flows:Tiny")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "results/revnet-cifar/smoke/tiny-cifar10.json").read_text())
+    assert record["status"] == "ok" and record["metrics"]["saved_mib"] > 0
+    assert record["plugin"]["constructor"] == "mypkg.flows:Tiny"
 
 
 def test_a_plugin_that_breaks_the_contract_is_one_line_and_writes_nothing(site, tmp_path):
