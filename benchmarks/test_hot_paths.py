@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.perf import iwae, pixelcnn, reversible
-from bench.perf.runner import Settings
+from bench.perf.timing import Settings
 from bench.spec import get_spec, settings_for
 from bench.tasks.likelihood import Settings as LikelihoodSettings
 

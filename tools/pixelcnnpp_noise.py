@@ -31,7 +31,7 @@ from torchvision.utils import save_image
 
 import models
 from bench import data as datasets
-from bench.memory import measure_step
+from bench.activations import measure_step
 from bench.records import provenance
 from bench.train import epoch_batches
 from models.pixelcnnpp import (

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import atomic_write_text, command_line, provenance
-from .runner import Settings, load_average, sgemm_gflops
+from .timing import Settings, load_average, sgemm_gflops
 
 BENCHMARKS = {  # name -> the module that measures it
     "iwae-train": "iwae",

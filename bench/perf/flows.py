@@ -27,7 +27,7 @@ from torch import nn
 
 from models.nice import NICE, logistic_log_prob
 
-from .runner import PeerMissing, Settings, flops_of, interleave, missing_row, peer_import, row
+from .timing import PeerMissing, Settings, flops_of, interleave, missing_row, peer_import, row
 
 AGREE = 1e-10  # float64: the same computation differs by rounding (~1e-15) only
 

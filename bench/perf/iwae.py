@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from models.iwae import IWAE, LOG_2PI
 
-from .runner import (
+from .timing import (
     PeerMissing,
     Settings,
     flops_of,
@@ -315,7 +315,7 @@ def nll_memory(chunk: int, k: int, batch: int) -> dict[str, Any]:
 
 
 def _memory_probe(chunk: int, k: int, batch: int) -> dict[str, Any]:
-    from bench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+    from bench.activations import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     torch.set_num_threads(1)
     m = model(1, 1).eval()

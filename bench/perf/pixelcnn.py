@@ -20,7 +20,7 @@ import torch
 import models
 
 from ..spec import get_spec
-from .runner import Settings, flops_of, interleave, row
+from .timing import Settings, flops_of, interleave, row
 
 SAMPLERS = ("pixelcnn", "gated_pixelcnn", "pixelcnnpp", "pixelsnail")
 SAMPLER_ROUNDS = 3  # one naive batch of 32x32x3 images takes 1-3 minutes on one thread

@@ -8,8 +8,9 @@ block on its own, revlib's ReversibleSequential (its default autograd-function m
 re-runs each half-residual F or G on its own, plain autograd stores them all. Before any timing,
 each peer's output and gradients are checked against ours in float64 on the same input
 (`agreement`): a peer that computes something else gets a row saying so, not a ratio. Memory
-comes from a fresh process per contender (`bench.memory.measure_step`); BatchNorm updates are the
-number of times one step moved a BatchNorm's running statistics (1 is right: the forward pass).
+comes from a fresh process per contender (`bench.activations.measure_step`); BatchNorm
+updates are the number of times one step moved a BatchNorm's running statistics (1 is right:
+the forward pass).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 from models.resnet import BasicResidual, resnet_cifar
 from models.revnet import ReversibleBlock, ReversibleSequence, revnet_cifar
 
-from .runner import (
+from .timing import (
     PeerMissing,
     Settings,
     Timing,
@@ -147,7 +148,7 @@ def bn_updates(net: nn.Module, x: torch.Tensor) -> int:
 
 
 def memory(name: str, z: dict[str, int]) -> dict[str, Any]:
-    """measure_step's memory of one contender, in a fresh process (see bench.profiling)."""
+    """measure_step's memory of one contender, in a fresh process (see bench.probe)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     args = [sys.executable, "-m", "bench.perf.reversible", json.dumps([name, z])]
     out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
@@ -157,7 +158,7 @@ def memory(name: str, z: dict[str, int]) -> dict[str, Any]:
 
 
 def _memory_probe(name: str, z: dict[str, int]) -> dict[str, Any]:
-    from bench.memory import measure_step
+    from bench.activations import measure_step
 
     torch.set_num_threads(1)
     net = stacks(z)[0][name].train()

@@ -17,7 +17,7 @@ import models
 from .. import data as datasets
 from ..contracts import CLASSIFIER, has
 from ..data.catalog import DATASETS
-from ..profiling import MIB, Workload, logits_of, peak_mib, probe
+from ..probe import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
 from .common import CellResult, Context, Trained, meta_model
 from .settings import ClassifySettings as Settings

@@ -23,10 +23,10 @@ from torchvision.utils import save_image
 import models
 
 from .. import data as datasets
+from ..activations import measure_step
 from ..contracts import DENSITY, has
 from ..data.prep import PREPS
-from ..memory import measure_step
-from ..profiling import MIB, peak_mib
+from ..probe import MIB, peak_mib
 from ..train import Fit, fit, save_atomic
 from ..units import bits_per_dim
 from .common import CellResult, Context, Trained, meta_model

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 import models
 from models.resnet import depth
 
+from ..activations import count_saved_bytes
 from ..contracts import CLASSIFIER, has
-from ..memory import count_saved_bytes
-from ..profiling import MIB, Workload, fresh_model, logits_of, peak_mib, probe
+from ..probe import MIB, Workload, fresh_model, logits_of, peak_mib, probe
 from .common import CellResult, Context, meta_model
 from .settings import MemorySettings as Settings
 from .settings import check_cell

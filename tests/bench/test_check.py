@@ -16,7 +16,7 @@ import models.iwae
 import models.nice
 import models.pixelcnn
 import models.revnet
-from bench import profiling
+from bench import probe as probing
 from bench.check import compare, judge, render_report
 from bench.cli import main
 from bench.records import Record
@@ -102,8 +102,8 @@ def probe_in_this_process(monkeypatch):
     reach: measure it here instead (the same count of saved bytes)."""
 
     def probe(w, steps, reference=None):
-        report = profiling.measure(w)
-        report.update(profiling.step_times(w, steps, reference))
+        report = probing.measure(w)
+        report.update(probing.step_times(w, steps, reference))
         return {**report, "batch": w.batch}
 
     for task in (classify, memory_task):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import models
-from bench import profiling
+from bench import probe as probing
 from bench.cli import main
 from bench.records import read_record, record_path
 from bench.render import EVALUATED
@@ -112,7 +112,7 @@ def probe_in_this_process(monkeypatch):
     """The memory probe's fresh process costs seconds of imports; the same count here."""
 
     def probe(w, steps, reference=None):
-        return {**profiling.measure(w), **profiling.step_times(w, steps, reference), "batch": 4}
+        return {**probing.measure(w), **probing.step_times(w, steps, reference), "batch": 4}
 
     monkeypatch.setattr(classify, "probe", probe)
 

@@ -52,7 +52,7 @@ def test_imports_of_a_model_module_are_followed():
         str(p.relative_to(fingerprint.ROOT))
         for p in fingerprint.source_files(["bench.tasks.memory"])
     }
-    assert {"bench/tasks/memory.py", "models/resnet.py", "bench/profiling.py"} <= files
+    assert {"bench/tasks/memory.py", "models/resnet.py", "bench/probe.py"} <= files
 
 
 def test_the_key_moves_with_a_default_a_data_file_and_the_seed(tmp_path, monkeypatch):

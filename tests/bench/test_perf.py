@@ -11,7 +11,7 @@ import torch
 from bench import cli
 from bench.perf import PEERS, flows, read_perf_records, reversible, run_perf
 from bench.perf.render import render
-from bench.perf.runner import Settings, Timing, interleave, ratio, row
+from bench.perf.timing import Settings, Timing, interleave, ratio, row
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -29,7 +29,7 @@ def test_interleave_and_ratio_structure():
 
 def test_each_round_records_its_load_and_rounds_above_the_cores_are_flagged(monkeypatch):
     loads = iter([[1.0, 0, 0], [9.0, 0, 0], [1.5, 0, 0]])
-    monkeypatch.setattr("bench.perf.runner.load_average", lambda: next(loads))
+    monkeypatch.setattr("bench.perf.timing.load_average", lambda: next(loads))
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     t = interleave({"a": lambda: None, "b": lambda: None}, Settings(rounds=3, min_sample_s=0.0))
     assert t["a"].load == t["b"].load == [1.0, 9.0, 1.5]  # one reading per round, shared

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.memory import count_saved_bytes
+from bench.activations import count_saved_bytes
 from models import count_parameters
 from models.resnet import PadShortcut, depth, resnet32, resnet110, resnet164
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.memory import count_saved_bytes
+from bench.activations import count_saved_bytes
 from models import count_parameters
 from models.resnet import BasicResidual, BottleneckResidual, depth
 from models.revnet import (

@@ -1,9 +1,9 @@
-"""bench.profiling: the paired step timing behind the step-time ratios."""
+"""bench.probe: the paired step timing behind the step-time ratios."""
 
 import pytest
 
-from bench import profiling
-from bench.profiling import Workload
+from bench import probe as probing
+from bench.probe import Workload
 
 
 def scripted(monkeypatch, seconds: dict[str, list[float]]):
@@ -14,7 +14,7 @@ def scripted(monkeypatch, seconds: dict[str, list[float]]):
         times = iter(seconds[w.model])
         return lambda: (lambda t: (t / 4, t))(next(times))
 
-    monkeypatch.setattr(profiling, "timed_step", timed_step)
+    monkeypatch.setattr(probing, "timed_step", timed_step)
 
 
 def test_paired_step_time_cancels_a_change_of_machine_speed(monkeypatch):
@@ -24,9 +24,7 @@ def test_paired_step_time_cancels_a_change_of_machine_speed(monkeypatch):
         "cell": [9.0, 1.5, 1.5, 4.5, 4.5],
         "ref": [9.0, 1.0, 1.0, 1.0, 3.0, 3.0],
     })  # fmt: skip
-    t = profiling.step_times(
-        Workload("cell", 10, 2, (3, 8, 8)), steps=4, reference={"model": "ref"}
-    )
+    t = probing.step_times(Workload("cell", 10, 2, (3, 8, 8)), steps=4, reference={"model": "ref"})
     # Around the speed change the pair gives 4.5 / 2, an outlier the median ignores.
     assert t["step_rel"] == pytest.approx(1.5)
     assert t["step_s"] == pytest.approx(3.0)  # the plain median moves with the machine
@@ -36,13 +34,13 @@ def test_paired_step_time_cancels_a_change_of_machine_speed(monkeypatch):
 
 def test_step_time_without_reference_skips_the_warm_up(monkeypatch):
     scripted(monkeypatch, {"cell": [9.0, 1.0, 3.0, 2.0]})
-    t = profiling.step_times(Workload("cell", 10, 2, (3, 8, 8)), steps=3)
+    t = probing.step_times(Workload("cell", 10, 2, (3, 8, 8)), steps=3)
     assert t == {"step_s": 2.0, "forward_share": 0.25}
 
 
 def test_timed_step_times_the_forward_within_the_step():
     w = Workload("resnet_cifar", 10, 2, (3, 8, 8), kwargs={"block": "basic", "units": 1})
-    step = profiling.timed_step(w)
+    step = probing.timed_step(w)
     forward, whole = step()
     assert 0 < forward < whole
 

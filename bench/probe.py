@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import models
 
-from .memory import measure_step
+from .activations import measure_step
 
 MIB = 2**20
 
@@ -70,7 +70,7 @@ def probe(w: Workload, steps: int, reference: dict | None = None) -> dict:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
         blob = json.dumps({**asdict(w), "device": "cpu", "shape": list(w.shape),
                            "plugins": models.registered()})  # fmt: skip
-        args = [sys.executable, "-m", "bench.profiling", blob]
+        args = [sys.executable, "-m", "bench.probe", blob]
         out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"memory probe of {w.model} failed: {out.stderr.strip()[-500:]}")

@@ -1,4 +1,4 @@
-"""bench.memory: exact counts of the bytes autograd saves for backward, and a step report whose
+"""bench.activations: exact counts of the bytes autograd saves for backward, and a step report whose
 CUDA fields are None with a reason on the CPU."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.memory import count_saved_bytes, measure_step, peak_rss_bytes
+from bench.activations import count_saved_bytes, measure_step, peak_rss_bytes
 
 
 def test_a_product_saves_its_other_factor():
@@ -90,7 +90,7 @@ def test_peak_rss_belongs_to_the_process_not_its_parent():
 
     ballast = torch.ones(200 * 2**20, dtype=torch.uint8)  # 200 MiB resident in this process
     ballast += 1
-    code = "from bench.memory import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from bench.activations import peak_rss_bytes; print(peak_rss_bytes())"
     child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                check=True).stdout)  # fmt: skip
     assert child < peak_rss_bytes() - 150 * 2**20
