@@ -217,11 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
     perf = sub.add_parser(
-        "perf", help="time our hot paths against their peers (pythae, MemCNN) in one process"
+        "perf", help="time our hot paths against their peers (pythae, MemCNN, revlib, zuko)"
     )
     perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
-    perf.add_argument("--only", help="one benchmark: iwae-train, iwae-nll, reversible, revnet,"
-                      " pixelcnn, nice")  # fmt: skip
+    perf.add_argument("--only", metavar="NAME",
+                      help="one benchmark (a wrong name lists them)")  # fmt: skip
 
     sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
 
@@ -338,6 +338,7 @@ def cmd_run(args) -> int:
         save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
         results=args.results, tables=args.tables, checkpoints=args.checkpoints,
         jobs=args.jobs, threads_per_cell=args.threads_per_cell, executor=args.executor,
+        command=args.command_line,
         **({"slurm": slurm} if slurm else {}),
     )  # fmt: skip
     ran = run_table(spec, opts)
@@ -362,7 +363,7 @@ def cmd_eval(args) -> int:
     opts = EvalOptions(
         tier=args.tier, cell=args.cell, checkpoint=args.checkpoint, data_dir=args.data_dir,
         device=args.device, seed=args.seed, force=args.force, results=args.results,
-        tables=args.tables,
+        tables=args.tables, command=args.command_line,
     )  # fmt: skip
     evaluate_cell(spec, opts)
     return 0
@@ -509,7 +510,8 @@ def cmd_perf(args) -> int:
 
     if args.only is not None and args.only not in BENCHMARKS:
         raise UsageError(f"--only {args.only}: not a benchmark; one of {', '.join(BENCHMARKS)}")
-    for path in run_perf(args.results, quick=args.quick, only=args.only):
+    for path in run_perf(args.results, quick=args.quick, only=args.only,
+                         command=args.command_line):  # fmt: skip
         print(path)
     name = folder(args.quick)  # --quick: results/perf-quick/, tables/perf-quick.md
     records = read_perf_records(args.results, quick=args.quick)
@@ -566,10 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as a program: `bench list | head` ends quietly
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     previous = signal.signal(signal.SIGTERM, _terminate)
-    records.COMMAND = None if argv is None else ["bench", *argv]
     args = None
     try:
         args = _parser().parse_args(argv)
+        args.command_line = records.command_line(argv)  # what records say ran them
         args.tables = _tables_folder(args)
         return COMMANDS[args.command](args)
     except (SpecError, UsageError, DataError, CheckpointError) as e:
@@ -580,7 +582,6 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        records.COMMAND = None
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class EvalOptions:
     force: bool = False  # replace an ok trained record of the cell
     results: Path = RESULTS_DIR
     tables: Path = TABLES_DIR
+    command: str | None = None  # the command line the record names (None: this process's argv)
 
 
 def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
@@ -210,7 +211,8 @@ def _score(
     return Record(
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status="ok",
         metrics=result.metrics, memory=result.memory, data=result.data, settings=made_from,
-        seed=seed, device=device_name(device), command=command_line(), started=started,
+        seed=seed, device=device_name(device), started=started,
+        command=opts.command or command_line(),
         wall_s=round(clock.wall_s(), 2), deterministic=_determinism(device),
         plugin=models.provenance(cell.as_dict()["model"]) if "model" in cell.as_dict() else {},
         evaluated_from=source, **origin,

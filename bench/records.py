@@ -239,14 +239,11 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-COMMAND: list[str] | None = None  # set by `bench.cli.main(argv)` when called with its own argv
-
-
-def command_line() -> str:
-    """The command as it can be pasted back into a shell: `bench ARGS` when the CLI was called
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as it can be pasted back into a shell: `bench ARGV` where the CLI was called
     in-process with its own arguments, else this process's argv."""
-    if COMMAND is not None:
-        return shlex.join(COMMAND)
+    if argv is not None:
+        return shlex.join(["bench", *argv])
     program = Path(sys.argv[0]).name
     return shlex.join(["bench" if program == "__main__.py" else program, *sys.argv[1:]])
 

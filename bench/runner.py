@@ -85,6 +85,7 @@ class RunOptions:
     threads_per_cell: int | None = None  # default: this machine's cores / jobs (all with jobs 1)
     executor: str = "local"  # local (this machine), slurm or submitit-local (bench/parallel.py)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    command: str | None = None  # the command line records name (None: this process's argv)
 
     @property
     def parallel(self) -> bool:
@@ -198,8 +199,9 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     writable_folder(opts.tables, "--tables")
     writable_folder(opts.checkpoints, "--checkpoints")
     ours = campaign(opts.results)
+    command = opts.command or command_line()
     return [
-        CellJob(spec, cell, settings, opts, i, len(cells), origin, command_line(), ours, threads)
+        CellJob(spec, cell, settings, opts, i, len(cells), origin, command, ours, threads)
         for i, cell in enumerate(cells, 1)
     ]
 

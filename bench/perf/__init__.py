@@ -42,7 +42,11 @@ def peer_versions() -> dict[str, str]:
 
 
 def run_perf(
-    results: Path, quick: bool = False, only: str | None = None, tiny: bool = False
+    results: Path,
+    quick: bool = False,
+    only: str | None = None,
+    tiny: bool = False,
+    command: str | None = None,
 ) -> list[Path]:
     """Run the benchmarks (all, or `only` one) on one thread and write their records."""
     import torch
@@ -51,7 +55,7 @@ def run_perf(
         raise KeyError(f"unknown benchmark {only!r}; one of {', '.join(BENCHMARKS)}")
     torch.set_num_threads(1)  # the ratios are per core; the other core is someone else's
     s = Settings.make(quick, tiny)
-    base = {**provenance(), "command": command_line(), "quick": quick, "threads": 1}
+    base = {**provenance(), "command": command or command_line(), "quick": quick, "threads": 1}
     base["versions"].update(peer_versions())
     base["device"] = _device()
     paths = []

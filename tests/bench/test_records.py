@@ -209,11 +209,11 @@ def test_untracked_code_makes_the_run_dirty(tmp_path):
 
 
 def test_the_command_is_recorded_shell_quoted(monkeypatch):
-    monkeypatch.setattr(rec, "COMMAND", None)
     monkeypatch.setattr(rec.sys, "argv", ["/venv/bin/bench", "run", "t", "--cells", "mnist-*,a b"])
     assert rec.command_line() == "bench run t --cells 'mnist-*,a b'"
     monkeypatch.setattr(rec.sys, "argv", ["/repo/bench/__main__.py", "run", "t"])  # python -m
     assert rec.command_line() == "bench run t"
+    assert rec.command_line(["run", "t", "--cells", "a b"]) == "bench run t --cells 'a b'"
 
 
 def test_provenance_names_torchvision_and_numpy():
