@@ -95,7 +95,27 @@ class ResidualUnit(nn.Module):
         return self.shortcut(x) + self.f(x)
 
 
-class ResNet(nn.Module):
+class StagedNet(nn.Module):
+    """What ResNet and RevNet share: stem -> stages -> BN-ReLU, global average pool -> linear,
+    He-normal convolutions. Subclasses build their stem and stages, then call `finish`."""
+
+    def finish(self, stem: nn.Module, stages: list[nn.Module], width: int, num_classes: int):
+        self.stem = stem
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(*bn_relu(width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(width, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head(self.stages(self.stem(x))))
+
+
+def cifar_stem(width: int) -> nn.Sequential:
+    """The CIFAR networks' first layer: a 3x3 convolution and BN-ReLU."""
+    return nn.Sequential(conv3x3(3, width), *bn_relu(width))
+
+
+class ResNet(StagedNet):
     """CIFAR ResNet: 3x3 stem, one stage per entry of `units`, BN-ReLU, global pool, linear.
 
     `widths[0]` is the stem's width; stage i outputs `widths[i + 1] * residual.expansion`
@@ -112,7 +132,7 @@ class ResNet(nn.Module):
         num_classes: int = 10,
     ):
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(3, widths[0]), *bn_relu(widths[0]))
+        stem = cifar_stem(widths[0])
         stages = []
         in_ch = widths[0]
         for i, n in enumerate(units):
@@ -124,13 +144,7 @@ class ResNet(nn.Module):
                 stage.append(ResidualUnit(residual, in_ch, out_ch, stride if j == 0 else 1, preact))
                 in_ch = out_ch
             stages.append(nn.Sequential(*stage))
-        self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(*bn_relu(in_ch), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(in_ch, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.head(self.stages(self.stem(x))))
+        self.finish(stem, stages, in_ch, num_classes)
 
 
 def init_weights(model: nn.Module) -> None:

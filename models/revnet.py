@@ -48,9 +48,9 @@ from models.resnet import (
     BasicResidual,
     BottleneckResidual,
     Residual,
+    StagedNet,
     bn_relu,
-    conv3x3,
-    init_weights,
+    cifar_stem,
 )
 
 
@@ -299,7 +299,7 @@ class ReversibleSequence(nn.Module):
         return y
 
 
-class RevNet(nn.Module):
+class RevNet(StagedNet):
     """Stem, one stage per entry of `units`, BN-ReLU, global pool, linear.
 
     `widths[0]` is the stem's width; stage i outputs `widths[i + 1] * residual.expansion`
@@ -321,9 +321,9 @@ class RevNet(nn.Module):
         super().__init__()
         if imagenet:
             conv = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
-            self.stem = nn.Sequential(conv, *bn_relu(widths[0]), nn.MaxPool2d(3, 2, padding=1))
+            stem = nn.Sequential(conv, *bn_relu(widths[0]), nn.MaxPool2d(3, 2, padding=1))
         else:
-            self.stem = nn.Sequential(conv3x3(3, widths[0]), *bn_relu(widths[0]))
+            stem = cifar_stem(widths[0])
         stages = []
         in_ch = widths[0]
         for i, n in enumerate(units):
@@ -343,13 +343,7 @@ class RevNet(nn.Module):
             if reversible:
                 stage.append(ReversibleSequence(reversible, memory_saving))
             stages.append(nn.Sequential(*stage))
-        self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(*bn_relu(in_ch), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(in_ch, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.head(self.stages(self.stem(x))))
+        self.finish(stem, stages, in_ch, num_classes)
 
     @property
     def memory_saving(self) -> bool:
