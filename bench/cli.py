@@ -486,7 +486,9 @@ def cmd_check(args) -> int:
     try:
         for spec in specs:
             cells = spec.checks[args.tier].subset if args.subset else args.cells
-            opts = scratch_options(work, data_dir=args.data_dir, device=args.device)
+            opts = scratch_options(
+                work, data_dir=args.data_dir, device=args.device, command=args.command_line
+            )
             report = check_table(spec, args.tier, cells, opts, args.results,
                                  update=args.tables if args.update else None,
                                  log=lambda *a: print(*a, file=sys.stderr))  # fmt: skip
