@@ -848,6 +848,10 @@ def check_cells(
         except (ValueError, KeyError, TypeError) as e:
             problem = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
             raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None
+        except Exception as e:  # a constructor that raised anything else (a plugin's, a size < 0)
+            problem = f"building model '{cell.as_dict().get('model')}' raised {type(e).__name__}:"
+            raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})",
+                        f"{problem} {(str(e).splitlines() or [''])[0]}") from None  # fmt: skip
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}
