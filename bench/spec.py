@@ -834,6 +834,8 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
         raise _fail(spec.path, f"tiers.{tier}", f"missing setting {missing}") from None
     except ValueError as e:  # a Settings.__post_init__ found settings that contradict each other
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
+    except KeyError as e:  # ... or a model name it checks (timing_reference) that is unknown
+        raise _fail(spec.path, f"tiers.{tier}", str(e.args[0] if e.args else e)) from None
 
 
 def check_cells(
