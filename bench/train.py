@@ -40,6 +40,11 @@ class NonFiniteLoss(Exception):
         )
 
 
+class NonFiniteMetric(Exception):
+    """A NaN/inf test score (a model whose nll is NaN at evaluation): the cell fails rather than
+    record a measurement that is not a number."""
+
+
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside torchrun."""
     if dist.is_available() and dist.is_initialized():
