@@ -247,6 +247,8 @@ def _table_spec(args):
     added = {}
     for item in getattr(args, "add_model", []):
         name, _, target = item.partition("=")
+        if name in added:
+            raise UsageError(f"--add-model {name}: given twice; give each added model once")
         if not target:
             target = models.plugins().get(name)
             if target is None:

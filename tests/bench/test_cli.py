@@ -454,6 +454,12 @@ def test_plot_and_invert_into_a_folder_that_cannot_be_written_are_one_line(bench
     assert one_error_line(err).startswith(f"error: {tmp_path / 'tables'}: cannot write there")
 
 
+def test_a_model_added_twice_is_one_line_not_the_last_one_silently(bench):
+    status, out, err = bench("table", "tiny", "--add-model", "x=a.b:C", "--add-model", "x=a.b:D")
+    assert (status, out) == (2, "")
+    assert one_error_line(err) == "error: --add-model x: given twice; give each added model once"
+
+
 def test_summary_into_a_folder_that_cannot_be_written_is_one_line(bench, tmp_path):
     (tmp_path / "tables").write_text("a file, not a folder")
     status, out, err = bench("summary")
