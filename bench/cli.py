@@ -247,6 +247,8 @@ def _table_spec(args):
     added = {}
     for item in getattr(args, "add_model", []):
         name, _, target = item.partition("=")
+        if name in added:
+            raise UsageError(f"--add-model {name}: given twice; give each added model once")
         if not target:
             target = models.plugins().get(name)
             if target is None:
@@ -432,6 +434,8 @@ def cmd_invert(args) -> int:
     from .invert import check_invertible, invert
 
     check_invertible(args.model)
+    if args.out is not None and args.out.suffix.lower() != ".png":
+        raise UsageError(f"--out {args.out}: the figure is a PNG; give a path ending in .png")
     out = args.out or args.tables / f"invert-{args.model}.png"
     option = "--out PATH" if args.out else "--tables DIR"
     writable_folder(out.parent, option.split()[0])
@@ -525,7 +529,12 @@ def cmd_perf(args) -> int:
 def cmd_summary(args) -> int:
     from .summary import write_summary
 
-    print(write_summary(args.results, args.specs, args.tables))
+    writable_folder(args.tables, "--tables")
+    try:
+        print(write_summary(args.results, args.specs, args.tables))
+    except OSError as e:
+        raise UsageError(f"{args.tables}: cannot write the scoreboard ({e.strerror or e}); fix"
+                         " its permissions or pass --tables DIR") from None  # fmt: skip
     return 0
 
 

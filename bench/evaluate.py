@@ -22,7 +22,7 @@ import torch
 
 import models
 
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, DataError, UsageError
 from .lease import Lease, campaign, lease_path
 from .records import (
     RESULTS_DIR,
@@ -38,7 +38,15 @@ from .records import (
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .runner import RunOptions, _determinism, _summary, cell_key, resolve_device, worker_name
+from .runner import (
+    RunOptions,
+    _crash,
+    _determinism,
+    _summary,
+    cell_key,
+    resolve_device,
+    worker_name,
+)
 from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import get_task
 from .tasks.common import Context
@@ -84,7 +92,13 @@ def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
                          f" {opts.tier}`); evaluate it once that ends")  # fmt: skip
     try:
         _refuse_to_replace(path, cell, opts.force)
-        record = _score(spec, cell, task, settings, opts, device, seed, state, source)
+        try:
+            record = _score(spec, cell, task, settings, opts, device, seed, state, source)
+        except (CheckpointError, DataError, UsageError):
+            raise
+        except Exception as e:  # the model's code raised or scored NaN: nothing is written
+            raise UsageError(f"cell {cell.id}: cannot score --checkpoint {opts.checkpoint}"
+                             f" ({_crash(e)}); nothing written") from None  # fmt: skip
         write_record(opts.results, record)
     finally:
         lease.release()

@@ -173,7 +173,12 @@ def make_executor(opts: RunOptions, n_cells: int, name: str):
         ) from None
     s = opts.slurm
     cluster = "slurm" if opts.executor == "slurm" else "local"
-    executor = submitit.AutoExecutor(folder=s.folder / "%j", cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=s.folder / "%j", cluster=cluster)
+    except RuntimeError as e:  # submitit looks for `srun` as the executor is made
+        raise UsageError(f"--executor slurm: no Slurm client here ({e}); run on a machine with"
+                         " one (a login node), or use --executor submitit-local to try it here"
+                         ) from None  # fmt: skip
     tasks = max(1, s.gpus_per_cell)  # one process per GPU, as torchrun would start
     params = dict(
         name=name, timeout_min=s.time_min, nodes=1, tasks_per_node=tasks,

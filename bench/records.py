@@ -116,6 +116,11 @@ def _type_error(value: Any, hint: Any) -> str:
 
 
 _FIELD_TYPES = typing.get_type_hints(Record)
+# The keys a non-empty `plugin` (models.provenance) and `evaluated_from` (bench eval) hold.
+_NESTED = {
+    "plugin": ("model", "constructor", "package", "version", "source_sha256"),
+    "evaluated_from": ("path", "kind", "sha256"),
+}
 
 
 def _measurement(value: Any) -> bool:
@@ -132,6 +137,11 @@ def _invalid(record_dict: dict, path: Path) -> str:
     for name in (f.name for f in fields(Record) if f.name in record_dict):
         if why := _type_error(record_dict[name], _FIELD_TYPES[name]):
             return f"field '{name}': {why}"
+    for name, keys in _NESTED.items():  # what the table prints of them must be there
+        value = record_dict.get(name) or {}
+        missing = next((k for k in keys if not isinstance(value.get(k), str)), None)
+        if value and missing:
+            return f"field '{name}': '{missing}' missing or not a string"
     if record_dict["status"] not in STATUSES:
         return f"field 'status': {record_dict['status']!r} is not one of {', '.join(STATUSES)}"
     for name, value in record_dict.get("metrics", {}).items():

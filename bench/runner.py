@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sysconfig
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ from .render import TABLES_DIR, write_table
 from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import TASKS, get_task
 from .tasks.common import Context
-from .train import Checkpoint, CheckpointError, NonFiniteLoss, world
+from .train import Checkpoint, CheckpointError, NonFiniteLoss, NonFiniteMetric, world
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
@@ -380,13 +381,16 @@ def _run_cell(
         result = task.run(cell.model_params, job.settings, ctx)
     except datasets.DataError as e:
         status, reason, detail = "skipped", str(e), _data_detail(e)
-    except (NonFiniteLoss, CheckpointError, LeaseLost) as e:
+    except (NonFiniteLoss, NonFiniteMetric, CheckpointError, LeaseLost) as e:
         status, reason = "failed", str(e)
-    except (OSError, RuntimeError) as e:
-        if not (opts.download and _raised_by_torchvision_datasets(e)):
-            raise
-        status, detail = "skipped", "data absent"
-        reason = str(_download_error(e, cell.as_dict().get("dataset", "data"), opts.data_dir))
+    except Exception as e:  # the model's code raised (a plugin's forward, a size it cannot take)
+        if opts.download and _raised_by_torchvision_datasets(e):
+            status, detail = "skipped", "data absent"
+            reason = str(_download_error(e, cell.as_dict().get("dataset", "data"), opts.data_dir))
+        elif dist.is_available() and dist.is_initialized():
+            raise  # one rank alone cannot fail a DDP cell: every process stops
+        else:  # this cell fails with a record, the run goes on to the next
+            status, reason = "failed", _crash(e)
     record = Record(
         table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status=status,
         reason=reason, detail=detail, settings=made_from, seed=seed,
@@ -400,6 +404,21 @@ def _run_cell(
         record.data, record.history = result.data, result.history
         record.deterministic = _determinism(device)
     return record, ckpt
+
+
+def _crash(error: Exception) -> str:
+    """An exception raised while a cell ran, in one line: its type, message and the innermost
+    line of code outside the standard library and installed packages that raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    ours = [f for f in frames if not ("-packages" in f.filename or f.filename.startswith(stdlib))]
+    where = ""
+    if ours:
+        file = Path(ours[-1].filename)
+        file = file.relative_to(Path.cwd()) if file.is_relative_to(Path.cwd()) else file
+        where = f" at {file}:{ours[-1].lineno}"
+    message = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}{where}: {message}"
 
 
 def _data_detail(error: datasets.DataError) -> str:

@@ -834,6 +834,8 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
         raise _fail(spec.path, f"tiers.{tier}", f"missing setting {missing}") from None
     except ValueError as e:  # a Settings.__post_init__ found settings that contradict each other
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
+    except KeyError as e:  # ... or a model name it checks (timing_reference) that is unknown
+        raise _fail(spec.path, f"tiers.{tier}", str(e.args[0] if e.args else e)) from None
 
 
 def check_cells(
@@ -848,6 +850,10 @@ def check_cells(
         except (ValueError, KeyError, TypeError) as e:
             problem = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
             raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None
+        except Exception as e:  # a constructor that raised anything else (a plugin's, a size < 0)
+            problem = f"building model '{cell.as_dict().get('model')}' raised {type(e).__name__}:"
+            raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})",
+                        f"{problem} {(str(e).splitlines() or [''])[0]}") from None  # fmt: skip
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}

@@ -40,6 +40,11 @@ class NonFiniteLoss(Exception):
         )
 
 
+class NonFiniteMetric(Exception):
+    """A NaN/inf test score (a model whose nll is NaN at evaluation): the cell fails rather than
+    record a measurement that is not a number."""
+
+
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) outside torchrun."""
     if dist.is_available() and dist.is_initialized():
@@ -221,6 +226,13 @@ class Fit:
 def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     """Train for job.epochs epochs, resuming from `checkpoint`; returns the per-epoch history."""
     start, history = checkpoint.load(job.model, job.optimizer)
+    if not (type(start) is int and 0 <= start <= job.epochs and isinstance(history, list)
+            and len(history) == start):  # fmt: skip
+        raise CheckpointError(
+            f"{checkpoint.path}: cannot resume (it says {start!r} epochs done, with"
+            f" {len(history) if isinstance(history, list) else 'no'} in its history, of this"
+            f" cell's {job.epochs}); delete it or rerun with --fresh"
+        )
     rank, size = world()
     # Under torchrun each process computes its slice of the batch; DDP averages the gradients.
     net = DistributedDataParallel(job.model) if size > 1 else job.model

@@ -115,6 +115,9 @@ def build(name: str, **kwargs: Any):
         constructor = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise UnknownModel(f"model '{name}' = '{module}:{attr}' cannot be loaded: {e}") from None
+    except (Exception, SystemExit) as e:  # a plugin's module that raises (or exits) on import
+        raise UnknownModel(f"model '{name}' = '{module}:{attr}' cannot be loaded: importing"
+                           f" {module} raised {type(e).__name__}: {e}") from None  # fmt: skip
     check_types(name, constructor, kwargs)
     return constructor(**kwargs)
 

@@ -27,7 +27,7 @@ from ..activations import measure_step
 from ..contracts import DENSITY, has
 from ..data.prep import PREPS
 from ..probe import MIB, peak_mib
-from ..train import Fit, fit, save_atomic
+from ..train import Fit, NonFiniteMetric, fit, save_atomic
 from ..units import bits_per_dim
 from .common import CellResult, Context, Trained, meta_model
 from .settings import LikelihoodSettings as Settings
@@ -174,6 +174,10 @@ def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: 
     # -log p(x) of the data = the model's NLL of its input + the nats of the preparation
     nll = torch.cat([model.nll(xb, **bound).double() for xb in x.split(s.nll_batch)]) + offset
     n = len(nll)
+    if not torch.isfinite(nll).all():
+        bad = nll[~torch.isfinite(nll)]
+        raise NonFiniteMetric(f"test NLL is {bad[0].item()} for {len(bad)} of {n} images; the"
+                              " model's nll is not finite there")  # fmt: skip
     mean = nll.mean().item()
     stderr = (nll.std() / math.sqrt(n)).item() if n > 1 else None
     metrics = {

@@ -313,20 +313,29 @@ def test_sigterm_says_what_a_rerun_does_and_exits_143(bench, monkeypatch, args, 
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-@pytest.mark.parametrize("case", ["no folder", "not an image", "no weights", "wrong weights"])
+class Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("case", ["no folder", "not an image", "no weights", "wrong weights",
+                                  "pickle", "not png"])  # fmt: skip
 def test_invert_input_errors_are_one_line(bench, tmp_path, case):
-    images, weights = tmp_path / "images", tmp_path / "w.pt"
+    images, weights, pickled = tmp_path / "images", tmp_path / "w.pt", tmp_path / "p.pt"
     images.mkdir()
     (images / "a.jpg").write_text("not a JPEG")
     torch.save({"a": torch.zeros(1)}, weights)
+    torch.save({"a": Payload()}, pickled)  # unpickling it would call print
     args = {
         "no folder": ["--images", str(tmp_path / "nope")],
         "not an image": ["--images", str(images)],
         "no weights": ["--weights", str(tmp_path / "missing.pt")],
         "wrong weights": ["--weights", str(weights)],
+        "pickle": ["--weights", str(pickled)],
+        "not png": ["--out", str(tmp_path / "x.txt")],
     }[case]
-    status, out, err = bench("invert", "--model", "irevnet_cifar", "--dataset", "cifar10", *args,
-                             "--out", str(tmp_path / "x.png"))  # fmt: skip
+    status, out, err = bench("invert", "--model", "irevnet_cifar", "--dataset", "cifar10",
+                             "--out", str(tmp_path / "x.png"), *args)  # fmt: skip
     assert (status, out) == (2, "")
     line = one_error_line(err)
     assert {
@@ -334,7 +343,11 @@ def test_invert_input_errors_are_one_line(bench, tmp_path, case):
         "not an image": f"{images / 'a.jpg'}: not a readable image",
         "no weights": f"--weights {tmp_path / 'missing.pt'}: no such file",
         "wrong weights": f"--weights {weights}: not a state_dict of irevnet_cifar",
+        "pickle": f"--weights {pickled}: not a state_dict of irevnet_cifar (UnpicklingError: holds"
+        " Python objects: refused the global print it asks for)",
+        "not png": f"--out {tmp_path / 'x.txt'}: the figure is a PNG; give a path ending in .png",
     }[case] in line
+    assert "weights_only=False" not in line and not list(tmp_path.glob("x.*"))
 
 
 # --- Issue 21: a hostile user's probes ----------------------------------------------------------
@@ -439,6 +452,21 @@ def test_plot_and_invert_into_a_folder_that_cannot_be_written_are_one_line(bench
                              "--out", str(out_png))  # fmt: skip
     assert (status, out) == (2, "")
     assert one_error_line(err).startswith(f"error: {tmp_path / 'tables'}: cannot write there")
+
+
+def test_a_model_added_twice_is_one_line_not_the_last_one_silently(bench):
+    status, out, err = bench("table", "tiny", "--add-model", "x=a.b:C", "--add-model", "x=a.b:D")
+    assert (status, out) == (2, "")
+    assert one_error_line(err) == "error: --add-model x: given twice; give each added model once"
+
+
+def test_summary_into_a_folder_that_cannot_be_written_is_one_line(bench, tmp_path):
+    (tmp_path / "tables").write_text("a file, not a folder")
+    status, out, err = bench("summary")
+    assert (status, out) == (2, "")
+    assert one_error_line(err).startswith(
+        f"error: {tmp_path / 'tables'}: cannot write there (a file is in the way)"
+    )
 
 
 def test_plot_that_fails_to_save_is_one_line(bench, tmp_path, monkeypatch):

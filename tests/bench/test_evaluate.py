@@ -259,3 +259,18 @@ def test_a_table_of_untrained_models_has_nothing_to_evaluate(bench, tmp_path):
         "error: table 'revnet-memory' (task 'memory') measures untrained models: there are no"
         " weights to evaluate; use `bench run`"
     )
+
+
+def test_weights_that_score_nan_are_one_line_and_write_nothing(bench, tmp_path):
+    write_spec(tmp_path / "specs")
+    _, weights = trained(bench, tmp_path, "tiny", VAE)
+    state = torch.load(weights, weights_only=True)
+    nan = tmp_path / "nan.pt"
+    torch.save({k: torch.full_like(v, float("nan")) for k, v in state.items()}, nan)
+    status, out, err = evaluated(bench, tmp_path, "tiny", VAE, nan)
+    assert (status, out) == (2, "")
+    assert one_error_line(err).startswith(
+        f"error: cell {VAE}: cannot score --checkpoint {nan} (NonFiniteMetric at bench/tasks/"
+    )
+    assert "test NLL is nan for " in err and err.endswith("); nothing written\n")
+    assert not list((tmp_path / "eval").rglob("*.json")) and not list(tmp_path.rglob("*.lease"))

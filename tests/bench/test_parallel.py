@@ -184,6 +184,15 @@ def test_the_slurm_array_job_trains_its_cell(tmp_path, tiny, fake_slurm, monkeyp
     assert record.device.endswith("1 threads")
 
 
+def test_slurm_without_a_slurm_client_is_one_usage_error(tmp_path, tiny, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    opts = options(tmp_path, executor="slurm", slurm=SlurmOptions(folder=tmp_path / "logs"))
+    with pytest.raises(UsageError, match="^--executor slurm: no Slurm client here .*srun.*; run"
+                       " on a machine with one"):  # fmt: skip
+        submit(plan(tiny, opts), opts)
+
+
 def _wait_for(path, seconds=120):
     start = time.monotonic()
     while not path.exists():

@@ -154,3 +154,38 @@ def test_register_refuses_our_names_and_unknown_modules():
         models.register("pixelcnn", "mypkg.flows:MyFlow")
     with pytest.raises(models.UnknownModel, match="no module 'surely_absent'"):
         models.register("x", "surely_absent.m:M")
+
+
+# --- Issue 21, round 4: hostile plugins are one line, never a traceback -------------------------
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [("class Flow(:\n    pass\n", "raised SyntaxError: invalid syntax"),
+     ("raise ZeroDivisionError('at import')\n", "raised ZeroDivisionError: at import"),
+     ("import sys\nsys.exit(3)\n", "raised SystemExit: 3"),
+     ("from mypkg.flows import MyFlow\n\n\nclass Flow(MyFlow):\n    def __init__(self, shape):\n"
+      "        raise RuntimeError('boom in __init__')\n",
+      "building model 'mine' raised RuntimeError: boom in __init__")],
+    ids=["syntax error", "raises on import", "exits on import", "constructor raises"],
+)  # fmt: skip
+def test_a_plugin_that_fails_to_import_or_build_is_one_line(site, tmp_path, capsys, monkeypatch,
+                                                           source, message):  # fmt: skip
+    from bench.cli import main
+
+    module = f"hostile_{abs(hash(source))}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    text = (SPEC_DIR / "pixelcnn-mnist.toml").read_text()
+    text = f'models = {{ mine = "{module}:Flow" }}\n' + text.replace(
+        '["pixelcnn", "gated_pixelcnn"]', '["pixelcnn", "gated_pixelcnn", "mine"]'
+    )
+    (specs / "pixelcnn-mnist.toml").write_text(text)
+    status = main(["--specs", str(specs), "validate", "--models"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {specs / 'pixelcnn-mnist.toml'}: grid (tier smoke, cell mine-")
+    assert message in err

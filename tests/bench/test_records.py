@@ -150,9 +150,10 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 @pytest.mark.parametrize(
     "change",
     [{"commit": None}, {"metrics": "garbage"}, {"status": "good"}, {"history": [1]},
-     {"seed": "3"}, {"versions": {"torch": 2}}],
+     {"seed": "3"}, {"versions": {"torch": 2}}, {"plugin": {"model": "x"}},
+     {"evaluated_from": {"path": "p", "kind": "weights", "sha256": 5}}],
     ids=["commit null", "metrics a string", "unknown status", "history of numbers", "seed a str",
-         "version a number"],
+         "version a number", "plugin without its constructor", "evaluated_from sha256 a number"],
 )  # fmt: skip
 def test_a_record_with_wrong_types_is_skipped_with_one_warning(tmp_path, change):
     path = write_record(tmp_path, record())

@@ -331,3 +331,32 @@ def test_a_cell_finished_by_another_worker_just_before_our_lease_is_not_retraine
     assert run_table(tiny, opts, log=lines.append) == []
     assert "done already" in lines[0] and len(looks) == 3
     assert not lease_path(record_path(opts.results, "tiny", "smoke", VAE)).exists()
+
+
+def test_a_model_that_raises_while_training_fails_its_cell_in_one_line(tmp_path, tiny,
+                                                                      monkeypatch):  # fmt: skip
+    from models.iwae import IWAE
+
+    def broken(self, x):
+        raise RuntimeError("boom in forward\nsecond line")
+
+    monkeypatch.setattr(IWAE, "forward", broken)
+    lines = []
+    records = run_table(tiny, options(tmp_path), log=lines.append)
+    assert [r.status for r in records] == ["failed", "failed"]  # and the run moved on
+    reason = records[0].reason
+    assert reason.startswith("RuntimeError at ") and reason.endswith(": boom in forward"), reason
+    assert "test_runner.py:" in reason  # the line that raised, outside torch and the stdlib
+    assert read_record(record_path(tmp_path / "results", "tiny", "smoke", VAE)).reason == reason
+
+
+def test_a_test_nll_that_is_not_finite_fails_its_cell_instead_of_an_ok_nan(tmp_path, tiny,
+                                                                          monkeypatch):  # fmt: skip
+    from models.iwae import IWAE
+
+    monkeypatch.setattr(IWAE, "nll", lambda self, x, **kw: torch.full((len(x),), float("nan")))
+    (record,) = run_table(tiny, options(tmp_path, cells=VAE), log=quiet)
+    assert record.status == "failed" and record.metrics == {}
+    assert record.reason.startswith("test NLL is nan for ") and "model's nll is not finite" in (
+        record.reason
+    )

@@ -260,8 +260,9 @@ def test_layout_must_place_every_grid_field_once(spec_dir, layout):
 
 @pytest.mark.parametrize(
     "reference, problem",
-    [('{ block = "bottleneck", units = 18 }', "needs a `model`"), ('"resnet164"', "expected dict")],
-)
+    [('{ block = "bottleneck", units = 18 }', "needs a `model`"), ('"resnet164"', "expected dict"),
+     ('{ model = "ghost", units = 1 }', "tiers.full: unknown model 'ghost'")],
+)  # fmt: skip
 def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem):
     shipped = (SPEC_DIR / "revnet-memory.toml").read_text()
     path = tmp_path / "revnet-memory.toml"

@@ -188,6 +188,18 @@ def test_a_checkpoint_of_another_model_is_named(tmp_path):
         fit(other, Checkpoint(path))
 
 
+@pytest.mark.parametrize("epoch", [10**9, -1, "2"])
+def test_a_checkpoint_whose_epoch_the_schedule_lacks_is_named(tmp_path, epoch):
+    """Resuming at an epoch past the schedule would record a partly trained model as done."""
+    path = tmp_path / "cell.pt"
+    fit(make_job(1), Checkpoint(path))
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "epoch": epoch}, path)
+    with pytest.raises(CheckpointError, match=f"^{path}: cannot resume \\(it says {epoch!r} epochs"
+                       " done, with 1 in its history, of this cell's 2\\); delete it"):  # fmt: skip
+        fit(make_job(2), Checkpoint(path))
+
+
 def test_epoch_batches_are_a_function_of_seed_and_epoch():
     data = TensorDataset(torch.arange(10))
 
