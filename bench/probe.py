@@ -68,8 +68,9 @@ def probe(w: Workload, steps: int, reference: dict | None = None) -> dict:
     """
     if w.device.type == "cpu":
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        plugin = {k: v for k, v in models.registered().items() if k == w.model}
         blob = json.dumps({**asdict(w), "device": "cpu", "shape": list(w.shape),
-                           "plugins": models.registered()})  # fmt: skip
+                           "plugins": plugin})  # fmt: skip
         args = [sys.executable, "-m", "bench.probe", blob]
         out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
@@ -149,7 +150,7 @@ def _summary(timed: list[tuple[float, float]]) -> dict:
 
 if __name__ == "__main__":
     raw = json.loads(sys.argv[1])
-    for name, target in raw.pop("plugins").items():  # the run's models from outside the repo
+    for name, target in raw.pop("plugins").items():  # the model, if from outside the repo
         models.register(name, target)
     raw["shape"], raw["device"] = tuple(raw["shape"]), torch.device("cpu")
     print(json.dumps(measure(Workload(**raw))))

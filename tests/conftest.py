@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import models
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -13,6 +15,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_plugins_left():
+    """A plugin model one test registers is gone for the next (models.register is per process)."""
+    before = models.registered()
+    yield
+    models._PLUGINS.clear()
+    models._PLUGINS.update(before)
 
 
 def pytest_collection_modifyitems(config, items):
