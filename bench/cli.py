@@ -104,12 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("table")
     run.add_argument("--tier", choices=TIERS, default="smoke")
     run.add_argument("--cells", help="glob(s) over cell ids, comma-separated (e.g. 'mnist-*-k50')")
-    run.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("DGM_BENCH_DATA"),
-        help="where data sets live (default $DGM_BENCH_DATA); unused by the smoke tier",
-    )
+    _data_dir_option(run)
     run.add_argument(
         "--download", action="store_true", help="let torchvision download missing data"
     )
@@ -150,12 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--cell", required=True, help="the cell whose model and evaluation to use")
     ev.add_argument("--checkpoint", type=Path, required=True, metavar="PATH",
                     help="a `bench run --save-weights` file or a training checkpoint")  # fmt: skip
-    ev.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("DGM_BENCH_DATA"),
-        help="where data sets live (default $DGM_BENCH_DATA); unused by the smoke tier",
-    )
+    _data_dir_option(ev)
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ev.add_argument("--seed", type=_seed, default=0,
                     help="the run's seed: test-set preparation and sampling follow it")  # fmt: skip
@@ -208,12 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         help="scratch folder, kept so that a rerun of the same code reuses its records"
         " (default: a temporary one)",
     )
-    check.add_argument(
-        "--data-dir",
-        type=Path,
-        default=os.environ.get("DGM_BENCH_DATA"),
-        help="where data sets live (default $DGM_BENCH_DATA)",
-    )
+    _data_dir_option(check)
     check.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
     perf = sub.add_parser(
@@ -228,6 +213,15 @@ def _parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         _global_options(command, defaults=False)
     return p
+
+
+def _data_dir_option(command) -> None:
+    command.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("DGM_BENCH_DATA"),
+        help="where data sets live (default $DGM_BENCH_DATA); unused by the smoke tier",
+    )
 
 
 def _add_model_option(command) -> None:
