@@ -36,6 +36,7 @@ class Comparison:
     paired: bool
     verdict: str  # "holds", "does not hold", "inconclusive" or "not run"
     seeds: tuple[int, int] = (1, 1)  # records per side: > 1 where the tier repeats cells
+    crit: float = Z  # standard errors the difference was judged at (Student's t over seeds)
 
 
 def value(record: Record | None, metric: str) -> float | None:
@@ -177,7 +178,7 @@ def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim
         if va is None or vb is None:
             out.append(Comparison(claim, group, va, vb, None, None, False, "not run"))
             continue
-        seeds = (len(a_rs), len(b_rs))
+        seeds, crit = (len(a_rs), len(b_rs)), Z
         if not replicate_ids(spec, tier, cell):
             measure = TASKS[spec.task].measure(claim.metric)
             diff, se, paired = difference(a_rs[0], b_rs[0], claim.metric, measure)
@@ -190,7 +191,7 @@ def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim
             else:
                 crit = t_crit(welch_df(se_a, se_b, *seeds))
                 found = verdict(claim.expect, diff, se, crit, claim.margin or 0.0)
-        out.append(Comparison(claim, group, va, vb, diff, se, paired, found, seeds))
+        out.append(Comparison(claim, group, va, vb, diff, se, paired, found, seeds, crit))
     return out
 
 
@@ -225,7 +226,7 @@ def _se_text(c: Comparison) -> str:
 
 def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
     """A summary line per claim, then every comparison behind it."""
-    lines, rows, seeded, unjudged = [], [], False, False
+    lines, rows, seeded, unjudged, crits = [], [], False, False, set()
     for claim in spec.claims:
         kind = next(m.kind for m in spec.metrics if m.name == claim.metric)
 
@@ -254,14 +255,20 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
                 "verdict": c.verdict,
             })  # fmt: skip
         seeded = seeded or any(max(c.seeds) > 1 for c in found)
+        crits |= {round(c.crit, 2) for c in found if max(c.seeds) > 1 and c.se}
         unjudged = unjudged or any(
             c.claim.expect == "equal" and not c.se and c.diff is not None for c in found
         )
     if seeded:
         lines.append(
             "- Means over seeds are compared with the seeds' spread (Welch standard error) at"
-            " Student's t for its degrees of freedom (4.3 to 12.7 with two seeds a side), not"
-            " at 2; one seed has no spread, so no verdict."
+            " Student's t for its degrees of freedom"
+            + (
+                f" (here {', '.join(f'{t:.2f}' for t in sorted(crits))} standard errors)"
+                if crits
+                else ""
+            )
+            + ", not at 2; one seed has no spread, so no verdict."
         )
     if unjudged:
         lines.append("- A match (within ± a margin) holds only when the whole 95% interval of the"
