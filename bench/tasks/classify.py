@@ -21,14 +21,14 @@ from ..probe import MIB, Workload, logits_of, peak_mib, probe
 from ..train import Fit, fit, save_atomic
 from .common import CellResult, Context, Trained, meta_model
 from .settings import ClassifySettings as Settings
-from .settings import check_cell
+from .settings import check_cell, model_arguments
 
 
 def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything trains: a data set it cannot use, an unknown model,
     arguments it rejects, or a model that breaks the classifier contract."""
     check_cell("classify", cell, s)
-    args = {k: v for k, v in cell.items() if k not in ("dataset", "model")}  # model_arguments
+    args = model_arguments(cell)
     meta_model(cell["model"], CLASSIFIER, num_classes=DATASETS[cell["dataset"]].classes, **args)
 
 
@@ -69,7 +69,7 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     num_classes = DATASETS[dataset].classes
     shape = tuple(splits.test[0][0].shape)
     # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.
-    args = {k: v for k, v in cell.items() if k not in ("dataset", "model")}  # model_arguments
+    args = model_arguments(cell)
     memory = probe(Workload(name, num_classes, s.memory_batch, shape, device, args), s.timing_steps)
 
     torch.manual_seed(ctx.seed)

@@ -31,7 +31,7 @@ from ..train import Fit, NonFiniteMetric, fit, save_atomic
 from ..units import bits_per_dim
 from .common import CellResult, Context, Trained, meta_model
 from .settings import LikelihoodSettings as Settings
-from .settings import check_cell, image_shape, stage_epochs
+from .settings import check_cell, image_shape, model_arguments, stage_epochs
 
 
 def lr_schedule(s: Settings):
@@ -47,7 +47,7 @@ def lr_schedule(s: Settings):
 
 
 def build(cell: dict, s: Settings, shape: tuple[int, ...], make=models.build):
-    kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
+    kwargs = model_arguments(cell)
     return make(cell["model"], shape=shape, **s.model_kwargs.get(cell["model"], {}), **kwargs)
 
 

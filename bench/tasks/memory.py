@@ -21,17 +21,17 @@ from ..contracts import CLASSIFIER, has
 from ..probe import MIB, Workload, fresh_model, logits_of, peak_mib, probe
 from .common import CellResult, Context, meta_model
 from .settings import MemorySettings as Settings
-from .settings import check_cell
+from .settings import check_cell, model_arguments
 
 
 def preflight(cell: dict, s: Settings) -> None:
     """Refuse a cell before anything runs: an unknown model or arguments it rejects, the cell's
     or its timing reference's."""
     check_cell("memory", cell, s)
-    kwargs = {k: v for k, v in cell.items() if k != "model"}
+    kwargs = model_arguments(cell)
     meta_model(cell["model"], CLASSIFIER, num_classes=s.num_classes, **kwargs)
     if s.timing_reference is not None:  # its arguments too, before the first cell is timed
-        reference = {k: v for k, v in s.timing_reference.items() if k != "model"}
+        reference = model_arguments(s.timing_reference)
         meta_model(s.timing_reference["model"], CLASSIFIER, num_classes=s.num_classes, **reference)
 
 
@@ -42,7 +42,7 @@ def saved_bytes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int
 
 
 def run(cell: dict, s: Settings, ctx: Context) -> CellResult:
-    kwargs = {k: v for k, v in cell.items() if k != "model"}
+    kwargs = model_arguments(cell)
     shape = (3, s.image_size, s.image_size)
     w = Workload(cell["model"], s.num_classes, s.batch_size, shape, ctx.device, kwargs, ctx.seed)
     model, x, y = fresh_model(w)

@@ -160,6 +160,12 @@ class MemorySettings:
             models.check(self.timing_reference["model"])
 
 
+def model_arguments(cell: dict) -> dict:
+    """What a cell (or a timing reference) passes to its model's constructor: every field but
+    the data set and the model's name (a spec's `model_arguments`)."""
+    return {k: v for k, v in cell.items() if k not in ("dataset", "model")}
+
+
 def image_shape(dataset: str, s: LikelihoodSettings) -> tuple[int, int, int]:
     """(C, H, W) of a likelihood cell's images: the data set's, resized where the tier says."""
     shape = DATASETS[dataset].shape
@@ -171,10 +177,10 @@ def check_cell(task: str, cell: dict, s) -> None:
     known and takes the cell's arguments, of the right kinds (as far as the constructor's
     annotations say)."""
     if task == "memory":
-        kwargs = {k: v for k, v in cell.items() if k != "model"}
+        kwargs = model_arguments(cell)
         models.check_arguments(cell["model"], {"num_classes": s.num_classes, **kwargs})
         if s.timing_reference is not None:
-            reference = {k: v for k, v in s.timing_reference.items() if k != "model"}
+            reference = model_arguments(s.timing_reference)
             models.check_arguments(s.timing_reference["model"], reference)
         return
     allowed = IN_MEMORY if task == "likelihood" else CLASSIFIABLE
@@ -183,10 +189,10 @@ def check_cell(task: str, cell: dict, s) -> None:
             f"dataset must be one of {', '.join(allowed)}, got {cell.get('dataset')!r}"
         )
     if task == "likelihood":
-        kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
+        kwargs = model_arguments(cell)
         kwargs = {"shape": image_shape(cell["dataset"], s),
                   **s.model_kwargs.get(cell["model"], {}), **kwargs}  # fmt: skip
     else:
-        kwargs = {k: v for k, v in cell.items() if k not in ("dataset", "model")}
+        kwargs = model_arguments(cell)
         kwargs["num_classes"] = DATASETS[cell["dataset"]].classes
     models.check_arguments(cell["model"], kwargs)
