@@ -665,13 +665,24 @@ def load_spec(path: str | Path) -> TableSpec:
         tiers=tiers,
         notes=tuple(notes),
         ratios=tuple(ratios),
-        claims=_claims(data.get("claims", []), path, grid, metric_names),
+        claims=_claims(data.get("claims", []), path, _any_tier(grid, tiers), metric_names),
         plot=plot,
         checks=_checks(data.get("check", {}), path, metrics, tiers),
         derived=derived,
         plugins=tuple(plugins.items()),
         path=path,
     )
+
+
+def _any_tier(grid: dict, tiers: dict[str, Tier]) -> dict[str, list]:
+    """Each grid field with the values any tier gives it: a claim may compare cells that only a
+    tier's own grid has (e.g. NICE's departures beside the paper's start)."""
+    out = {k: list(v) for k, v in grid.items()}
+    for tier in tiers.values():
+        for k, values in (tier.grid or {}).items():
+            out.setdefault(k, [])
+            out[k] += [v for v in values if v not in out[k]]
+    return out
 
 
 def _axes(arguments: Any, task: str, grid: dict, tiers: dict[str, Tier], path: Path) -> None:

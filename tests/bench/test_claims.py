@@ -111,6 +111,21 @@ def test_rising_along_k():
     assert mnist.verdict == "holds"
 
 
+def test_a_claim_may_compare_values_only_a_tier_grid_has():
+    """NICE's ablations compare the small tier's departures (init = data) with the paper's
+    start, though the paper's grid has init = zero only."""
+    spec = get_spec("nice")
+    both = next(c for c in spec.claims if set(c.a) == {"init", "s_lr"})
+    records = {}
+    for init, s_lr, per_image in [("data", 10, [1.0, 2.0, 3.0]), ("zero", 1, [2.0, 4.0, 5.0])]:
+        cell = f"nice-mnist-{init}-s_lr{s_lr}"
+        params = {"model": "nice", "dataset": "mnist", "init": init, "s_lr": s_lr}
+        nll = sum(per_image) / 3
+        records[cell] = record(cell, params, nll=nll, nll_stderr=0.5, nll_per_image=per_image)
+    mnist = next(c for c in compare(spec, "small", records, both) if "mnist" in c.group)
+    assert mnist.paired and mnist.diff == pytest.approx(-5 / 3) and mnist.verdict == "holds"
+
+
 @pytest.mark.parametrize(
     "claim, problem",
     [
