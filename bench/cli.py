@@ -207,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
     perf.add_argument("--only", metavar="NAME",
                       help="one benchmark (a wrong name lists them)")  # fmt: skip
+    perf.add_argument("--render-only", action="store_true",
+                      help="time nothing: re-render the table and figure from the records"
+                      " (e.g. records copied from a clean worktree)")  # fmt: skip
 
     sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
 
@@ -510,11 +513,17 @@ def cmd_perf(args) -> int:
 
     if args.only is not None and args.only not in BENCHMARKS:
         raise UsageError(f"--only {args.only}: not a benchmark; one of {', '.join(BENCHMARKS)}")
-    for path in run_perf(args.results, quick=args.quick, only=args.only,
-                         command=args.command_line):  # fmt: skip
-        print(path)
+    if args.render_only and args.only is not None:
+        raise UsageError("--render-only renders every record; drop --only")
+    if not args.render_only:
+        for path in run_perf(args.results, quick=args.quick, only=args.only,
+                             command=args.command_line):  # fmt: skip
+            print(path)
     name = folder(args.quick)  # --quick: results/perf-quick/, tables/perf-quick.md
     records = read_perf_records(args.results, quick=args.quick)
+    if not records:
+        raise UsageError(f"{args.results / name}: no `bench perf` records to render; run"
+                         " `bench perf` first")  # fmt: skip
     print(write_perf_table(records, args.tables, name))
     print(plot_perf(records, args.tables / f"{name}.png"))
     return 0

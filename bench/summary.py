@@ -117,13 +117,16 @@ def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[
 
 
 def _perf_line(results: Path, tables_dir: Path) -> str:
-    """`bench perf`'s records are not a spec's table: one line with their commit and date."""
+    """`bench perf`'s records are not a spec's table: one line with their commit and date. Its
+    records are those with a "benchmark" (as bench.perf.read_perf_records, which needs torch)."""
     found = []
     for path in sorted((results / "perf").glob("*.json")):
         try:
-            found.append(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if isinstance(record, dict) and "benchmark" in record:
+            found.append(record)
     if not found:
         return ""
     commits = sorted({r.get("commit", "")[:8] for r in found})

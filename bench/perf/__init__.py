@@ -99,10 +99,13 @@ def folder(quick: bool) -> str:
 
 
 def read_perf_records(results: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
+    """The benchmarks' records; other timings kept beside them (benchmarks/jobs_speedup.py's
+    `jobs*.json`, which have no "benchmark") are not `bench perf`'s and are left out."""
     out = {}
     for path in sorted((results / folder(quick)).glob("*.json")):
         record = json.loads(path.read_text())
-        out[record["benchmark"]] = record
+        if "benchmark" in record:
+            out[record["benchmark"]] = record
     return out
 
 

@@ -150,3 +150,21 @@ def _guarded(no_peers):
 def test_cli_rejects_an_unknown_benchmark(capsys):
     assert cli.main(["perf", "--only", "nope"]) == 2
     assert "not a benchmark" in capsys.readouterr().err
+
+
+def test_other_timings_beside_the_records_are_not_read(tmp_path):
+    (tmp_path / "perf").mkdir()
+    (tmp_path / "perf" / "nice.json").write_text('{"benchmark": "nice", "rows": []}')
+    (tmp_path / "perf" / "jobs.json").write_text('{"cells": []}')  # benchmarks/jobs_speedup.py
+    assert list(read_perf_records(tmp_path)) == ["nice"]
+
+
+def test_render_only_times_nothing_and_renders_the_records(tmp_path, capsys):
+    argv = ["--results", str(tmp_path), "perf", "--quick", "--render-only"]
+    assert cli.main(argv) == 2 and "no `bench perf` records" in capsys.readouterr().err
+    (path,) = run_perf(tmp_path, quick=True, only="nice", tiny=True)
+    before = path.read_bytes()
+    assert cli.main(argv) == 0
+    assert path.read_bytes() == before and list(path.parent.iterdir()) == [path]
+    assert "nice" in (tmp_path / "tables" / "perf-quick.md").read_text()
+    assert cli.main([*argv, "--only", "nice"]) == 2 and "drop --only" in capsys.readouterr().err

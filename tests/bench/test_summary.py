@@ -79,3 +79,16 @@ def test_the_summary_imports_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "| tiny " in (tables / "README.md").read_text()
+
+
+def test_the_perf_line_counts_bench_perf_records_only(tmp_path):
+    """benchmarks/jobs_speedup.py keeps its `jobs*.json` beside `bench perf`'s records; they
+    have no "benchmark" and are not counted (nor read by `bench perf`'s renderer)."""
+    specs, results, tables = tiny_results(tmp_path)
+    (results / "perf").mkdir()
+    (results / "perf" / "nice.json").write_text(
+        '{"benchmark": "nice", "rows": [], "commit": "dddddddd44", "started": "2026-12-03T10:00"}'
+    )
+    (results / "perf" / "jobs.json").write_text('{"commit": "eeeeeeee55", "cells": []}')
+    line = render_summary(results, specs, tables).splitlines()[-1]
+    assert "1 benchmarks at dddddddd, 2026-12-03" in line and "eeeeeeee" not in line
