@@ -508,8 +508,9 @@ def cmd_check(args) -> int:
 def cmd_perf(args) -> int:
     """Write results/perf/<benchmark>.json, then tables/perf.md and tables/perf.png (with
     --quick: perf-quick, which git ignores)."""
-    from .perf import BENCHMARKS, folder, read_perf_records, run_perf
+    from .perf import BENCHMARKS, run_perf
     from .perf.render import plot_perf, write_perf_table
+    from .records import perf_folder, read_perf_records
 
     if args.only is not None and args.only not in BENCHMARKS:
         raise UsageError(f"--only {args.only}: not a benchmark; one of {', '.join(BENCHMARKS)}")
@@ -519,8 +520,10 @@ def cmd_perf(args) -> int:
         for path in run_perf(args.results, quick=args.quick, only=args.only,
                              command=args.command_line):  # fmt: skip
             print(path)
-    name = folder(args.quick)  # --quick: results/perf-quick/, tables/perf-quick.md
-    records = read_perf_records(args.results, quick=args.quick)
+    name = perf_folder(args.quick)  # --quick: results/perf-quick/, tables/perf-quick.md
+    records, warnings = read_perf_records(args.results, quick=args.quick)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if not records:
         raise UsageError(f"{args.results / name}: no `bench perf` records to render; run"
                          " `bench perf` first")  # fmt: skip

@@ -180,6 +180,31 @@ def read_records(root: Path, table: str, tier: str) -> tuple[dict[str, Record], 
     return records, warnings
 
 
+def perf_folder(quick: bool) -> str:
+    """Where `bench perf` writes: quick rounds are not numbers to quote, so they never replace
+    the committed ones (and git ignores them)."""
+    return "perf-quick" if quick else "perf"
+
+
+def read_perf_records(root: Path, quick: bool = False) -> tuple[dict[str, dict], list[str]]:
+    """`bench perf`'s records by benchmark, and one warning line per unreadable file.
+
+    Here, not in bench.perf (which needs torch), so the scoreboard reads them too. A perf record
+    is a JSON object with a "benchmark"; other timings kept beside them (benchmarks/
+    jobs_speedup.py's `jobs*.json`) are not `bench perf`'s and are left out without a warning."""
+    records, warnings = {}, []
+    for path in sorted((root / perf_folder(quick)).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            warnings.append(f"{path}: unreadable perf record ({type(e).__name__}: {e}); rerun"
+                            " `bench perf` or remove the file")  # fmt: skip
+            continue
+        if isinstance(data, dict) and "benchmark" in data:
+            records[data["benchmark"]] = data
+    return records, warnings
+
+
 def _git(*args: str, cwd: Path = Path(__file__).parent) -> str:
     try:
         # Ask the checkout this code lives in, wherever `bench` was started from.

@@ -7,13 +7,12 @@ checkout: `bench summary`, or `python -m bench.summary` without the CLI's traini
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
 from .claims import _ok, compare, replicates, value
-from .records import RESULTS_DIR, Record, atomic_write_text, read_records
+from .records import RESULTS_DIR, Record, atomic_write_text, read_perf_records, read_records
 from .render import TABLES_DIR, fmt_value, parse_units
 from .spec import SPEC_DIR, TIERS, SpecError, TableSpec, load_spec, registry
 
@@ -117,16 +116,8 @@ def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[
 
 
 def _perf_line(results: Path, tables_dir: Path) -> str:
-    """`bench perf`'s records are not a spec's table: one line with their commit and date. Its
-    records are those with a "benchmark" (as bench.perf.read_perf_records, which needs torch)."""
-    found = []
-    for path in sorted((results / "perf").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and "benchmark" in record:
-            found.append(record)
+    """`bench perf`'s records are not a spec's table: one line with their commit and date."""
+    found = list(read_perf_records(results)[0].values())
     if not found:
         return ""
     commits = sorted({r.get("commit", "")[:8] for r in found})

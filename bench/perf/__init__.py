@@ -15,9 +15,8 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
-from ..records import atomic_write_text, command_line, provenance
+from ..records import atomic_write_text, command_line, perf_folder, provenance
 from .timing import Settings, load_average, sgemm_gflops
 
 BENCHMARKS = {  # name -> the module that measures it
@@ -86,27 +85,10 @@ def run_perf(
                 "cpu_s": cpu,
                 **base,
             }
-            path = results / folder(quick) / f"{name}.json"
+            path = results / perf_folder(quick) / f"{name}.json"
             atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             paths.append(path)
     return paths
-
-
-def folder(quick: bool) -> str:
-    """Where records go: quick rounds are not numbers to quote, so they never replace the
-    committed ones (and git ignores them)."""
-    return "perf-quick" if quick else "perf"
-
-
-def read_perf_records(results: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
-    """The benchmarks' records; other timings kept beside them (benchmarks/jobs_speedup.py's
-    `jobs*.json`, which have no "benchmark") are not `bench perf`'s and are left out."""
-    out = {}
-    for path in sorted((results / folder(quick)).glob("*.json")):
-        record = json.loads(path.read_text())
-        if "benchmark" in record:
-            out[record["benchmark"]] = record
-    return out
 
 
 def _device() -> str:

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from bench import cli
-from bench.perf import PEERS, flows, read_perf_records, reversible, run_perf
+from bench.perf import PEERS, flows, reversible, run_perf
 from bench.perf.render import render
 from bench.perf.timing import Settings, Timing, interleave, ratio, row
+from bench.records import read_perf_records
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -109,7 +110,7 @@ def test_quick_tiny_run_writes_records(tmp_path, only):
         assert key in record
     assert record["quick"] and record["rows"]
     _check_rows(record["rows"])
-    text = render(read_perf_records(tmp_path, quick=True))
+    text = render(read_perf_records(tmp_path, quick=True)[0])
     assert "shared machine" in text and "quick mode" in text
 
 
@@ -126,7 +127,7 @@ def test_missing_peer_is_a_row_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr("importlib.import_module", _guarded(no_peers))
     for only in ("iwae-train", "reversible", "nice"):
         run_perf(tmp_path, quick=True, only=only, tiny=True)
-    records = read_perf_records(tmp_path, quick=True)
+    records, _ = read_perf_records(tmp_path, quick=True)
     expected = ("iwae-train", "pythae"), ("reversible", "memcnn"), ("reversible", "revlib")
     for name, peer in (*expected, ("nice", "zuko")):
         missing = [r for r in records[name]["rows"] if r.get("missing") and r["peer"] == peer]
@@ -150,13 +151,6 @@ def _guarded(no_peers):
 def test_cli_rejects_an_unknown_benchmark(capsys):
     assert cli.main(["perf", "--only", "nope"]) == 2
     assert "not a benchmark" in capsys.readouterr().err
-
-
-def test_other_timings_beside_the_records_are_not_read(tmp_path):
-    (tmp_path / "perf").mkdir()
-    (tmp_path / "perf" / "nice.json").write_text('{"benchmark": "nice", "rows": []}')
-    (tmp_path / "perf" / "jobs.json").write_text('{"cells": []}')  # benchmarks/jobs_speedup.py
-    assert list(read_perf_records(tmp_path)) == ["nice"]
 
 
 def test_render_only_times_nothing_and_renders_the_records(tmp_path, capsys):

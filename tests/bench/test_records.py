@@ -12,7 +12,14 @@ import pytest
 
 from bench import records as rec
 from bench.errors import UsageError
-from bench.records import Record, read_record, read_records, record_path, write_record
+from bench.records import (
+    Record,
+    read_perf_records,
+    read_record,
+    read_records,
+    record_path,
+    write_record,
+)
 
 
 def record(cell="mnist-layers1-k1-vae", **changes) -> Record:
@@ -253,3 +260,16 @@ def test_a_metric_that_is_not_a_measurement_makes_the_record_invalid(tmp_path, m
 def test_null_and_list_metrics_are_measurements(tmp_path):
     write_record(tmp_path, record(metrics={"nll": 1.0, "nll_stderr": None, "au": [1, 2.5]}))
     assert read_records(tmp_path, "tiny", "smoke")[1] == []
+
+
+def test_perf_records_are_those_with_a_benchmark_and_a_broken_one_is_named(tmp_path):
+    (tmp_path / "perf").mkdir()
+    (tmp_path / "perf" / "nice.json").write_text('{"benchmark": "nice", "rows": []}')
+    (tmp_path / "perf" / "jobs.json").write_text('{"cells": []}')  # benchmarks/jobs_speedup.py
+    (tmp_path / "perf" / "list.json").write_text("[1, 2]")
+    assert read_perf_records(tmp_path) == ({"nice": {"benchmark": "nice", "rows": []}}, [])
+    (tmp_path / "perf" / "cut.json").write_text('{"benchmark": "iw')
+    records, warnings = read_perf_records(tmp_path)
+    assert list(records) == ["nice"]
+    assert len(warnings) == 1 and "cut.json: unreadable perf record" in warnings[0]
+    assert read_perf_records(tmp_path, quick=True) == ({}, [])
