@@ -74,6 +74,9 @@ class LeaseInfo:
     epoch: int = 0
     epochs: int = 0
     phase: str = "starting"  # starting, training, evaluating
+    images: int = 0  # test images scored so far, of `of_images` (evaluating)
+    of_images: int = 0
+    eval_since: float = 0.0  # when the test pass began (time.time())
     age: float = field(default=0.0, compare=False)  # seconds since the file was last written
 
     @property
@@ -82,12 +85,15 @@ class LeaseInfo:
         return self.age > EXPIRY or (self.host == socket.gethostname() and not _alive(self.pid))
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds left for the training steps, from this holder's own pace (None if unknown)."""
-        done = self.step - self.step0
-        if self.phase != "training" or done <= 0 or not self.steps:
+        """Seconds left for the training steps or the test pass, from this holder's own pace
+        (None if unknown)."""
+        if self.phase == "evaluating":
+            done, left, since = self.images, self.of_images - self.images, self.eval_since
+        else:
+            done, left, since = self.step - self.step0, self.steps - self.step, self.since
+        if self.phase not in ("training", "evaluating") or done <= 0 or not since:
             return None
-        elapsed = (now or time.time()) - self.since
-        return elapsed / done * (self.steps - self.step)
+        return ((now or time.time()) - since) / done * left
 
 
 def _alive(pid: int) -> bool:

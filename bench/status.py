@@ -47,6 +47,11 @@ def cell_states(spec: TableSpec, tier: str, results: Path) -> list[CellState]:
                 eta = lease.eta(now)
                 if eta is not None:
                     where += f", about {_minutes(eta)} left"
+            elif lease.phase == "evaluating" and lease.of_images:
+                where += f", evaluating (test image {lease.images}/{lease.of_images})"
+                eta = lease.eta(now)
+                if eta is not None:
+                    where += f", about {_minutes(eta)} left"
             else:
                 where += f", {lease.phase}"
             states.append(CellState(cell.id, "running", where))

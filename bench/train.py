@@ -198,6 +198,39 @@ def _progress_line(job: Fit, epoch: int, step: int, step0: int, t0: float, loss:
     )
 
 
+class EvalProgress:
+    """How far a long test pass is (PixelVAE's k = 1000 NLL takes an hour on a CPU): the lease
+    heartbeat carries it to `bench status`, a bar or a line a minute to the log."""
+
+    def __init__(self, checkpoint: Checkpoint, desc: str, total: int):
+        self.checkpoint, self.desc, self.total = checkpoint, desc, total
+        self.t0 = self.last_log = time.monotonic()
+        self.since = time.time()
+        quiet = world()[0] != 0 or os.environ.get("DGM_BENCH_BARS") == "0"
+        self.bar = tqdm(
+            total=total,
+            desc=f"{desc} test",
+            unit="image",
+            leave=False,
+            dynamic_ncols=True,
+            disable=True if quiet else None,
+            file=sys.stderr,
+        )
+        self(0)
+
+    def __call__(self, done: int) -> None:
+        self.checkpoint.progress(phase="evaluating", images=done, of_images=self.total,
+                                 eval_since=self.since)  # fmt: skip
+        self.bar.update(done - self.bar.n)
+        if self.bar.disable and world()[0] == 0 and time.monotonic() - self.last_log > 60 and done:
+            eta = (time.monotonic() - self.t0) / done * (self.total - done)
+            print(f"  {self.desc}: test image {done}/{self.total}, ETA {eta / 60:.1f} min",
+                  flush=True)  # fmt: skip
+            self.last_log = time.monotonic()
+        if done >= self.total:
+            self.bar.close()
+
+
 @dataclass
 class Fit:
     """What `fit` needs; the task supplies the loss and the data."""

@@ -27,7 +27,7 @@ from ..activations import measure_step
 from ..contracts import DENSITY, has
 from ..data.prep import PREPS
 from ..probe import MIB, peak_mib
-from ..train import Fit, NonFiniteMetric, fit, save_atomic
+from ..train import EvalProgress, Fit, NonFiniteMetric, fit, save_atomic
 from ..units import bits_per_dim
 from .common import CellResult, Context, Trained, meta_model
 from .settings import LikelihoodSettings as Settings
@@ -154,7 +154,8 @@ def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
     an evaluated record cannot drift from a trained one. Without a history, no images/s."""
     prep, model, dims = PREPS[s.prep], t.model, t.x_train[0].numel()
     model.eval()
-    metrics = evaluate(model, t.x_test, s, ctx.seed, dims, prep.offset(dims))
+    progress = EvalProgress(ctx.checkpoint, ctx.desc, len(t.x_test))
+    metrics = evaluate(model, t.x_test, s, ctx.seed, dims, prep.offset(dims), progress)
     metrics["params"] = models.count_parameters(model)
     metrics["saved_mib"] = t.memory["saved_bytes"] / MIB
     metrics["peak_mib"] = peak_mib(t.memory)
@@ -166,13 +167,27 @@ def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, s: Settings, seed: int, dims: int, offset: float) -> dict:
+def evaluate(
+    model,
+    x: torch.Tensor,
+    s: Settings,
+    seed: int,
+    dims: int,
+    offset: float,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Test NLL per image (nats of the stored images), its mean, standard error and bits/dim,
-    plus active units and ELBO terms where the model reports them."""
+    plus active units and ELBO terms where the model reports them; `progress` is told how
+    many images have their NLL."""
     torch.manual_seed(seed + 1)
     bound = {"k": s.nll_k, "chunk": s.nll_chunk} if has(model, "bound") else {}
+    parts = []
+    for xb in x.split(s.nll_batch):
+        parts.append(model.nll(xb, **bound).double())
+        if progress is not None:
+            progress(sum(len(p) for p in parts))
     # -log p(x) of the data = the model's NLL of its input + the nats of the preparation
-    nll = torch.cat([model.nll(xb, **bound).double() for xb in x.split(s.nll_batch)]) + offset
+    nll = torch.cat(parts) + offset
     n = len(nll)
     if not torch.isfinite(nll).all():
         bad = nll[~torch.isfinite(nll)]

@@ -39,6 +39,10 @@ def test_running_ok_failed_stale_and_pending_cells(tmp_path, tiny, monkeypatch):
     running = states[IWAE]
     assert running.state == "running" and "host:12 on " in running.detail
     assert "epoch 2/3 (step 30/90), about 2.0 min left" in running.detail
+    held.progress(phase="evaluating", images=500, of_images=2000, eval_since=time.time() - 60)
+    held.beat()
+    running = {s.cell: s for s in cell_states(tiny, "smoke", results)}[IWAE]
+    assert "evaluating (test image 500/2000), about 3.0 min left" in running.detail
 
     monkeypatch.setattr(lease, "EXPIRY", 1.0)
     held._stop.set()

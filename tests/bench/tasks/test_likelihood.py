@@ -63,7 +63,10 @@ def test_the_maximum_likelihood_factorised_model_scores_the_datas_entropy(levels
     model = Factorised(tuple(x_uint8.shape[1:]), levels=levels, init="data", pseudo_count=0.0)
     model.init_from_data(x_uint8)
     x = (x_uint8 == 255).float() if levels == 2 else x_uint8.float()
-    metrics = evaluate(model, x, Settings(nll_batch=50), seed=0, dims=x[0].numel(), offset=0.0)
+    told = []
+    metrics = evaluate(model, x, Settings(nll_batch=50), seed=0, dims=x[0].numel(), offset=0.0,
+                       progress=told.append)  # fmt: skip
+    assert told == [min(50 * (i + 1), len(x)) for i in range(math.ceil(len(x) / 50))]
     values = (x_uint8.numpy() > 127).astype(int) if levels == 2 else x_uint8.numpy().astype(int)
     assert metrics["bits_per_dim"] == pytest.approx(entropy_bits_per_dim(values, levels), rel=1e-5)
     assert "nll_k" not in metrics  # an exact likelihood has no number of samples
