@@ -2,6 +2,7 @@
 
     python -m tools.pixelcnnpp_noise train --data-dir DATA --out DIR     # 12 min on a free core
     python -m tools.pixelcnnpp_noise analyse --data-dir DATA --out DIR   # DIR/noise.json, 5 min
+    python -m tools.pixelcnnpp_noise grids GRID.png... --out FILE.json   # runs' own sample grids
 
 (`-m`, from the repository root, so that this checkout's bench and models are the ones run.)
 
@@ -203,13 +204,35 @@ def _quantiles(v: Tensor) -> dict[str, float]:
     return {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2]), "n": v.numel()}
 
 
-def table_samples() -> Tensor | None:
-    """The 2 x 2 grid of samples that the small tier's run saved (tables/samples/), as images."""
-    if not TABLE_SAMPLES.exists():
-        return None
-    grid = read_image(str(TABLE_SAMPLES))[:3].float()
+def grid_images(path: Path) -> Tensor:
+    """[4, 3, 32, 32]: the 2 x 2 grid of samples a likelihood run saves (tables/samples/)."""
+    grid = read_image(str(path))[:3].float()
     return torch.stack([grid[:, 1 + 33 * r : 33 + 33 * r, 1 + 33 * c : 33 + 33 * c]
                         for r in (0, 1) for c in (0, 1)])  # fmt: skip
+
+
+def table_samples() -> Tensor | None:
+    """The small tier's run's grid of samples, as images."""
+    return grid_images(TABLE_SAMPLES) if TABLE_SAMPLES.exists() else None
+
+
+def grids(paths: list[Path], out: Path) -> dict:
+    """The noise-pixel share of runs' own sample grids (no model needed): whether the noise
+    of the small tier's grid is still there after more training."""
+    report = {
+        **provenance(),
+        "command": shlex.join(["python", "-m", __spec__.name, *sys.argv[1:]]),
+        "grids": {},
+    }
+    for path in paths:
+        noise = colour_noise(grid_images(path)).float()
+        report["grids"][path.name] = {
+            "noise_pixels": float(noise.mean()),
+            "per_image": [round(float(v), 4) for v in noise.mean((1, 2))],
+        }
+        print(path.name, json.dumps(report["grids"][path.name]), flush=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def analyse(data_dir: str, out: Path, n_test: int, n_samples: int) -> dict:
@@ -248,14 +271,22 @@ def analyse(data_dir: str, out: Path, n_test: int, n_samples: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["train", "analyse"])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("what", choices=["train", "analyse", "grids"])
+    p.add_argument("grid", nargs="*", type=Path, help="grids: the sample grids (PNG) to measure")
+    p.add_argument("--data-dir", help="train, analyse: the data folder")
+    p.add_argument("--out", type=Path, required=True, help="a folder (grids: a JSON file)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default one epoch)")
     p.add_argument("--test", type=int, default=200, help="test images to score")
     p.add_argument("--samples", type=int, default=4, help="images to sample per checkpoint")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.what == "grids":
+        if not a.grid:
+            p.error("grids: name at least one sample grid (PNG)")
+        grids(a.grid, a.out)
+        return
+    if a.data_dir is None:
+        p.error(f"{a.what}: --data-dir is required")
     if a.what == "train":
         train(a.data_dir, a.out, a.steps)
     else:
