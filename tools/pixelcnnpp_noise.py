@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import TensorDataset
-from torchvision.io import read_image
 from torchvision.utils import save_image
 
 import models
@@ -206,7 +207,8 @@ def _quantiles(v: Tensor) -> dict[str, float]:
 
 def grid_images(path: Path) -> Tensor:
     """[4, 3, 32, 32]: the 2 x 2 grid of samples a likelihood run saves (tables/samples/)."""
-    grid = read_image(str(path))[:3].float()
+    with Image.open(path) as image:  # PIL: torchvision 0.29 deprecates its own image decoding
+        grid = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float()
     return torch.stack([grid[:, 1 + 33 * r : 33 + 33 * r, 1 + 33 * c : 33 + 33 * c]
                         for r in (0, 1) for c in (0, 1)])  # fmt: skip
 
