@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -194,8 +195,18 @@ class Lease:
             setattr(self.info, name, value)
 
     def _beat(self) -> None:
+        """Beat until released. An unexpected error in one beat (a progress field json cannot
+        write, say) is named once and the beats go on: a heartbeat thread that died would let
+        the lease expire while its worker still trains, and another worker would take over."""
+        warned = False
         while not self._stop.wait(HEARTBEAT):
-            self.beat()
+            try:
+                self.beat()
+            except Exception as e:
+                if not warned:
+                    print(f"warning: {self.path}: lease heartbeat failed ({type(e).__name__}: {e});"
+                          " retrying every beat", file=sys.stderr)  # fmt: skip
+                    warned = True
 
     def beat(self) -> None:
         """Rewrite the lease (its mtime is the heartbeat), unless another worker now holds it."""

@@ -78,6 +78,23 @@ def test_heartbeats_keep_a_lease_fresh_and_carry_progress(tmp_path, monkeypatch)
     held.release()
 
 
+def test_a_failing_beat_is_named_once_and_the_heartbeat_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(lease, "HEARTBEAT", 0.05)
+    path = tmp_path / ".cell.lease"
+    held = Lease(path, "w")
+    assert held.acquire()
+    held.progress(phase=object())  # not JSON: every beat raises TypeError
+    time.sleep(0.3)
+    assert held._thread.is_alive()
+    held.progress(phase="training")
+    _age(path, 1000)
+    time.sleep(0.3)
+    assert read_lease(path).age < 1 and read_lease(path).phase == "training"
+    held.release()
+    err = capsys.readouterr().err
+    assert err.count("lease heartbeat failed (TypeError") == 1
+
+
 def test_the_campaign_is_made_once_and_kept(tmp_path):
     results = tmp_path / "results"
     first = campaign(results)
