@@ -44,16 +44,13 @@ def cell_states(spec: TableSpec, tier: str, results: Path) -> list[CellState]:
             if lease.phase == "training" and lease.steps:
                 where += f", epoch {lease.epoch + 1}/{lease.epochs}"
                 where += f" (step {lease.step}/{lease.steps})"
-                eta = lease.eta(now)
-                if eta is not None:
-                    where += f", about {_minutes(eta)} left"
             elif lease.phase == "evaluating" and lease.of_images:
                 where += f", evaluating (test image {lease.images}/{lease.of_images})"
-                eta = lease.eta(now)
-                if eta is not None:
-                    where += f", about {_minutes(eta)} left"
             else:
                 where += f", {lease.phase}"
+            eta = lease.eta(now)  # None until the phase has a pace
+            if eta is not None:
+                where += f", about {_minutes(eta)} left"
             states.append(CellState(cell.id, "running", where))
             continue
         if lease is not None:

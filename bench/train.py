@@ -198,6 +198,15 @@ def _progress_line(job: Fit, epoch: int, step: int, step0: int, t0: float, loss:
     )
 
 
+def _bar(desc: str, total: int, unit: str, initial: int = 0) -> tqdm:
+    """A progress bar on rank 0 in a terminal; disabled elsewhere, where callers print a line
+    a minute instead (the worker processes of `bench run --jobs N`, whose bars would interleave,
+    set DGM_BENCH_BARS=0)."""
+    draw = world()[0] == 0 and os.environ.get("DGM_BENCH_BARS") != "0"
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
+                dynamic_ncols=True, disable=None if draw else True, file=sys.stderr)  # fmt: skip
+
+
 class EvalProgress:
     """How far a long test pass is (PixelVAE's k = 1000 NLL takes an hour on a CPU): the lease
     heartbeat carries it to `bench status`, a bar or a line a minute to the log."""
@@ -206,16 +215,7 @@ class EvalProgress:
         self.checkpoint, self.desc, self.total = checkpoint, desc, total
         self.t0 = self.last_log = time.monotonic()
         self.since = time.time()
-        quiet = world()[0] != 0 or os.environ.get("DGM_BENCH_BARS") == "0"
-        self.bar = tqdm(
-            total=total,
-            desc=f"{desc} test",
-            unit="image",
-            leave=False,
-            dynamic_ncols=True,
-            disable=True if quiet else None,
-            file=sys.stderr,
-        )
+        self.bar = _bar(f"{desc} test", total, "image")
         self(0)
 
     def __call__(self, done: int) -> None:
@@ -270,17 +270,7 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     # Under torchrun each process computes its slice of the batch; DDP averages the gradients.
     net = DistributedDataParallel(job.model) if size > 1 else job.model
     steps = job.steps_per_epoch
-    bar = tqdm(
-        total=job.epochs * steps,
-        initial=start * steps,
-        desc=job.desc,
-        unit="step",
-        leave=False,
-        dynamic_ncols=True,
-        # Worker processes of `bench run --jobs N` print lines instead (bars would interleave).
-        disable=None if rank == 0 and os.environ.get("DGM_BENCH_BARS") != "0" else True,
-        file=sys.stderr,
-    )
+    bar = _bar(job.desc, job.epochs * steps, "step", initial=start * steps)
     last_finite, last_log = None, time.monotonic()
     total_steps = job.epochs * steps
     t_fit = time.perf_counter()

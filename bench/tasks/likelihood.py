@@ -181,11 +181,12 @@ def evaluate(
     many images have their NLL."""
     torch.manual_seed(seed + 1)
     bound = {"k": s.nll_k, "chunk": s.nll_chunk} if has(model, "bound") else {}
-    parts = []
+    parts, done = [], 0
     for xb in x.split(s.nll_batch):
         parts.append(model.nll(xb, **bound).double())
+        done += len(xb)
         if progress is not None:
-            progress(sum(len(p) for p in parts))
+            progress(done)
     # -log p(x) of the data = the model's NLL of its input + the nats of the preparation
     nll = torch.cat(parts) + offset
     n = len(nll)
