@@ -1,5 +1,5 @@
 """The `bench` command: list, validate, run, eval, status, table, plot, invert, check, perf,
-summary.
+summary, plan.
 
 Every user error ends in one line on stderr and exit status 2; a run whose cells did not all
 finish ends with status 1 after rendering what it has.
@@ -212,6 +212,36 @@ def _parser() -> argparse.ArgumentParser:
                       " (e.g. records copied from a clean worktree)")  # fmt: skip
 
     sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
+
+    pl = sub.add_parser(
+        "plan",
+        help="what a tier's cells cost: schedule, FLOPs, seconds per step"
+        " and per evaluation unit, memory, predicted wall time (calibrated here)",
+    )
+    pl.add_argument("table", nargs="*", help="a table (or --all); with --against-records, which")
+    pl.add_argument("--all", action="store_true", help="every table that has the tier")
+    pl.add_argument("--tier", choices=TIERS, default="full")
+    pl.add_argument("--cells", help="glob(s) over cell ids, comma-separated")
+    pl.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    pl.add_argument(
+        "--threads",
+        type=_at_least_1,
+        metavar="T",
+        help="torch threads while calibrating (a run's --threads-per-cell)",
+    )
+    pl.add_argument(
+        "--assume-tflops",
+        type=float,
+        metavar="X",
+        help="price compute from FLOPs at X TFLOP/s (a device not here), labelled as assumed",
+    )
+    pl.add_argument(
+        "--against-records",
+        action="store_true",
+        help="plan each small and medium tier that has records, at their threads and"
+        " data sizes, and compare with their wall times (tables/plan-accuracy.md)",
+    )
+    _data_dir_option(pl)
 
     for command in sub.choices.values():
         _global_options(command, defaults=False)
@@ -532,6 +562,53 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .plan import PlanOptions, plan_accuracy, plan_table, write_plan
+
+    if args.assume_tflops is not None and not args.assume_tflops > 0:
+        raise UsageError(f"--assume-tflops {args.assume_tflops}: expected a rate > 0 (TFLOP/s)")
+    if args.against_records:
+        if args.all or args.cells:
+            raise UsageError("--against-records plans every tier with records; drop --all and"
+                             " --cells (name tables to plan only those)")  # fmt: skip
+        paths = _specs(args)
+        specs = [get_spec(t, args.specs) for t in args.table] or [
+            load_spec(p) for p in paths.values()
+        ]
+        print(plan_accuracy(specs, args.results, args.tables, args.data_dir, args.command_line,
+                            log=lambda line: print(line, file=sys.stderr)))  # fmt: skip
+        return 0
+    if len(args.table) > 1:
+        raise UsageError("bench plan: give one table or --all")
+    if bool(args.table) == args.all:
+        raise UsageError("bench plan: give one table or --all")
+    if args.all:
+        specs = [load_spec(path) for path in _specs(args).values()]
+        specs = [s for s in specs if args.tier in s.tiers]
+    else:
+        specs = [get_spec(args.table[0], args.specs)]
+        if args.tier not in specs[0].tiers:
+            raise UsageError(
+                f"table '{specs[0].id}' has no tier '{args.tier}'; it has:"
+                f" {', '.join(specs[0].tiers)}"
+            )
+    opts = PlanOptions(
+        tier=args.tier,
+        cells=_cells(args),
+        device=args.device,
+        threads=args.threads,
+        assume_tflops=args.assume_tflops,
+        data_dir=args.data_dir,
+    )
+    writable_folder(args.tables, "--tables")
+    for spec in specs:
+        record = plan_table(spec, opts, log=lambda line: print(line, file=sys.stderr))
+        record["command"] = args.command_line
+        for path in write_plan(record, args.results, args.tables):
+            print(path)
+    return 0
+
+
 def cmd_summary(args) -> int:
     from .summary import write_summary
 
@@ -556,6 +633,7 @@ COMMANDS = {
     "check": cmd_check,
     "perf": cmd_perf,
     "summary": cmd_summary,
+    "plan": cmd_plan,
 }
 
 
