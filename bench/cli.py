@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import records
-from .errors import CheckpointError, DataError, UsageError
+from .errors import CheckpointError, DataError, Stopped, UsageError
 from .records import RESULTS_DIR, TABLES_DIR, read_records, writable_folder
 from .spec import (
     SEED_LIMIT,
@@ -117,6 +117,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
+    run.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="each cell at the tier's exact configuration for a few steps: checkpoint, stop,"
+        " resume in a fresh process, score a few images; records in a scratch folder"
+        " (rehearsals/), report in tables/rehearsal-TABLE-TIER.md",
+    )
+    run.add_argument("--rehearse-worker", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument(
+        "--stop-after-epochs",
+        type=_at_least_1,
+        metavar="N",
+        help="stop as if killed once epoch N's checkpoint is written (exit status 3); the same"
+        " command without it resumes",
+    )
     _add_model_option(run)
     par = run.add_argument_group("parallel cells (README: 'Running on a cluster')")
     par.add_argument("--jobs", type=_at_least_1, default=1, metavar="N",
@@ -349,6 +364,8 @@ def cmd_run(args) -> int:
     from .runner import RunOptions, run_table
 
     spec = _table_spec(args)
+    if args.rehearse and not args.rehearse_worker:
+        return _rehearse(spec, args)
     slurm = None
     if args.executor != "local":
         from .parallel import slurm_options
@@ -367,7 +384,8 @@ def cmd_run(args) -> int:
         save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
         results=args.results, tables=args.tables, checkpoints=args.checkpoints,
         jobs=args.jobs, threads_per_cell=args.threads_per_cell, executor=args.executor,
-        command=args.command_line,
+        command=args.command_line, rehearse=args.rehearse or args.rehearse_worker,
+        stop_after=args.stop_after_epochs,
         **({"slurm": slurm} if slurm else {}),
     )  # fmt: skip
     ran = run_table(spec, opts)
@@ -383,6 +401,39 @@ def cmd_run(args) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _rehearse(spec, args) -> int:
+    """Each selected cell rehearsed in fresh processes (bench/rehearse.py); exit 1 if any
+    failed."""
+    from .rehearse import SCRATCH, rehearse_table, write_report
+    from .runner import resolve_device
+    from .tasks import TASKS
+
+    if args.executor != "local" or args.jobs > 1 or args.stop_after_epochs:
+        raise UsageError("--rehearse runs cells one at a time here; drop --executor, --jobs and"
+                         " --stop-after-epochs")  # fmt: skip
+    if args.tier not in spec.tiers:
+        raise UsageError(f"table '{spec.id}' has no tier '{args.tier}'; it has:"
+                         f" {', '.join(spec.tiers)}")  # fmt: skip
+    device = resolve_device(args.device)
+    cells = [c.id for c in spec.select(args.tier, _cells(args))]
+    if not cells:
+        raise UsageError(f"--cells '{args.cells}' matches no cell of {spec.id}")
+    scratch = SCRATCH if args.results.resolve() == RESULTS_DIR.resolve() else args.results
+    common = ["--device", args.device, "--seed", str(args.seed), "--specs", str(args.specs)]
+    if args.data_dir is not None:
+        common += ["--data-dir", str(args.data_dir)]
+    for item in args.add_model:
+        common += ["--add-model", item]
+    trains = spec.task != "memory" and getattr(
+        settings_for(TASKS[spec.task].settings_class(), spec, args.tier), "train", True
+    )
+    done = rehearse_table(spec, args.tier, cells, common, scratch, trains)
+    tables = TABLES_DIR if args.tables == scratch / "tables" else args.tables
+    print(write_report(spec, args.tier, done, args.command_line, device, RESULTS_DIR
+                       if scratch == SCRATCH else scratch, tables))  # fmt: skip
+    return 0 if all(r.passed for r in done) else 1
 
 
 def cmd_eval(args) -> int:
@@ -672,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, UsageError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(str(e), file=sys.stderr)
+        return 3
     except (KeyboardInterrupt, Terminated) as e:
         print(_interrupted(args), file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

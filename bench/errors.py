@@ -18,3 +18,13 @@ class DataError(Exception):
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be loaded or saved; the message names the file."""
+
+
+class Stopped(BaseException):
+    """A run told to stop after N epochs (`--stop-after-epochs`, the rehearsal's kill): the
+    checkpoint of epoch N is on disk; like Ctrl-C, not a failure of the cell."""
+
+    def __init__(self, epoch: int, path):
+        self.epoch, self.path = epoch, path
+        super().__init__(f"stopped after epoch {epoch} as asked (--stop-after-epochs); its"
+                         f" checkpoint {path} is kept: rerun without it to resume")  # fmt: skip

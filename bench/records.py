@@ -53,6 +53,9 @@ class Record:
     plugin: dict[str, str] = field(default_factory=dict)  # a model from outside: models.provenance
     # Scored by `bench eval` from a checkpoint, not trained: its path, kind and sha256.
     evaluated_from: dict[str, Any] = field(default_factory=dict)
+    # Made by `bench run --rehearse` (a few steps of the tier's exact configuration): proof that
+    # the pipeline runs, never a result, a rendered measurement or a `bench check` reference.
+    rehearsal: bool = False
 
 
 STATUSES = ("ok", "failed", "skipped")
@@ -168,13 +171,19 @@ def read_record(path: Path) -> Record:
 
 
 def read_records(root: Path, table: str, tier: str) -> tuple[dict[str, Record], list[str]]:
-    """All readable records of a tier by cell id, and one warning line per unreadable file."""
+    """All readable records of a tier by cell id, and one warning line per unreadable file.
+    Rehearsal records are left out (with a warning): every table, claim, scoreboard and check
+    reads records through here, so none of them can show a rehearsal as a measurement."""
     records, warnings = {}, []
     for path in sorted((root / table / tier).glob("*.json")):
         try:
             record = read_record(path)
         except RecordError as e:
             warnings.append(str(e))
+            continue
+        if record.rehearsal:
+            warnings.append(f"{path}: a rehearsal record (`bench run --rehearse`), not a result;"
+                            " left out (move it to a scratch folder)")  # fmt: skip
             continue
         records[record.cell] = record
     return records, warnings

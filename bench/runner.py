@@ -49,6 +49,7 @@ from .render import TABLES_DIR, write_table
 from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import TASKS, get_task
 from .tasks.common import Context
+from .tasks.settings import rehearsal
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, NonFiniteMetric, world
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -87,6 +88,8 @@ class RunOptions:
     executor: str = "local"  # local (this machine), slurm or submitit-local (bench/parallel.py)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     command: str | None = None  # the command line records name (None: this process's argv)
+    rehearse: bool = False  # the tier's exact configuration for a bounded amount of work
+    stop_after: int | None = None  # epochs, then stop as if killed (a rehearsal's first process)
 
     @property
     def parallel(self) -> bool:
@@ -185,6 +188,8 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     register_plugins(spec)
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
+    if opts.rehearse:
+        settings = rehearsal(settings, sample=_data_absent(cells, settings, opts.data_dir))
     check_cells(spec, opts.tier, task.preflight, settings, cells)  # every cell, before any trains
     offset = max(c.as_dict().get(SEED, 0) for c in cells)
     if opts.seed + offset >= SEED_LIMIT:
@@ -207,6 +212,19 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     ]
 
 
+def _data_absent(cells: list[Cell], settings, data_dir: Path | None) -> bool:
+    """Whether a real-data tier's data sets are missing here (a rehearsal then runs the exact
+    models on the committed sample, and its report says so)."""
+    if getattr(settings, "data", "sample") != "real":
+        return False
+    for name in {c.as_dict().get("dataset") for c in cells} - {None}:
+        try:
+            datasets.fingerprint(name, data_dir)
+        except datasets.DataError:
+            return True
+    return False
+
+
 def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
     """Run (or reuse) every selected cell, then render the table from all its records."""
     resolve_device(opts.device)  # an unusable --device fails before anything is planned
@@ -224,7 +242,7 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         outcomes = run_jobs(jobs, opts, log)
     else:
         outcomes = others_first(jobs, lambda batch: [(j, execute(j, log)) for j in batch])
-    if rank == 0:
+    if rank == 0 and not opts.rehearse:  # a rehearsal renders no table: bench/rehearse.py reports
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         try:
             table = write_table(
@@ -354,7 +372,7 @@ def _finished(path: Path, key: str, campaign_id: str) -> bool:
     except RecordError:
         return False
     same = record.settings.get("_key") == key and record.settings.get("_campaign") == campaign_id
-    return record.status == "ok" and same and not record.evaluated_from
+    return record.status == "ok" and same and not record.evaluated_from and not record.rehearsal
 
 
 def _run_cell(
@@ -363,8 +381,9 @@ def _run_cell(
     spec, cell, opts = job.spec, job.cell, job.opts
     folder = opts.checkpoints / spec.id / opts.tier
     ckpt = Checkpoint(
-        folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every, on_progress=lease.progress
-    )
+        folder / f"{cell.id}.{key}.pt", every=opts.checkpoint_every, on_progress=lease.progress,
+        stop_after=opts.stop_after,
+    )  # fmt: skip
     if fresh:
         ckpt.remove()
     seed = opts.seed + cell.as_dict().get(SEED, 0)  # a replicate's seed offsets the run's
@@ -397,7 +416,7 @@ def _run_cell(
         device=device_name(device), command=job.command, started=started,
         wall_s=round(ckpt.wall_s(), 2), resumed=ckpt.resumed_at > 0, segments=ckpt.segments,
         plugin=models.provenance(cell.as_dict()["model"]) if "model" in cell.as_dict() else {},
-        **job.origin,
+        rehearsal=opts.rehearse, **job.origin,
     )  # fmt: skip
     if result is not None:
         record.metrics, record.memory = result.metrics, result.memory

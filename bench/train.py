@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-from .errors import CheckpointError
+from .errors import CheckpointError, Stopped
 
 
 class NonFiniteLoss(Exception):
@@ -108,6 +108,7 @@ class Checkpoint:
     resumed_at: int = 0  # epochs done when this process loaded it
     # Told the training step, epoch and phase as they advance (the runner's lease heartbeat).
     on_progress: Callable[..., None] | None = field(default=None, repr=False)
+    stop_after: int | None = None  # epochs, then raise Stopped (a rehearsal's kill and resume)
 
     def wall_s(self) -> float:
         """Seconds spent on the cell by earlier processes (up to their last save) and this one."""
@@ -309,8 +310,12 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
             total, count = sums.tolist()
         mean = total / max(count, 1)
         history.append({"epoch": epoch + 1, "loss": mean, "lr": lr, "seconds": seconds})
-        if (epoch + 1) % checkpoint.every == 0 or epoch + 1 == job.epochs:
+        stop = checkpoint.stop_after == epoch + 1 and epoch + 1 < job.epochs
+        if (epoch + 1) % checkpoint.every == 0 or epoch + 1 == job.epochs or stop:
             checkpoint.save(epoch + 1, job.model, job.optimizer, history)
+        if stop:
+            bar.close()
+            raise Stopped(epoch + 1, checkpoint.path)
     bar.close()
     checkpoint.progress(phase="evaluating", epoch=job.epochs, step=total_steps)
     return history

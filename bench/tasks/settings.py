@@ -9,7 +9,7 @@ contract to `bench validate --models` (and to `bench run`, before anything train
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import models
 
@@ -158,6 +158,31 @@ class MemorySettings:
             if "model" not in self.timing_reference:
                 raise ValueError("timing_reference needs a `model` (a name in models.MODELS)")
             models.check(self.timing_reference["model"])
+
+
+REHEARSAL_STEPS = 2  # training steps per epoch of a rehearsal
+REHEARSAL_TEST_IMAGES = 4
+
+
+def rehearsal(s, sample: bool = False):
+    """A tier's settings cut to a rehearsal's bounded work, every model and evaluation setting
+    as the tier has it: two steps an epoch, one epoch per learning-rate stage (at least two, so a
+    checkpoint is written and resumed), the milestones crossed at the same rates, a few test
+    images, one sample, one timed probe step. `sample`: the committed sample for data absent
+    here."""
+    data = {"data": "sample"} if sample and hasattr(s, "data") else {}
+    if isinstance(s, LikelihoodSettings):
+        epochs = [1] * s.stages if s.stages > 1 else [2]
+        return replace(s, epochs_per_stage=epochs, max_steps_per_epoch=REHEARSAL_STEPS,
+                       n_test=min(s.n_test or REHEARSAL_TEST_IMAGES, REHEARSAL_TEST_IMAGES),
+                       samples=min(s.samples, 1), **data)  # fmt: skip
+    if isinstance(s, ClassifySettings):
+        milestones = list(range(1, len(s.lr_milestones) + 1))
+        return replace(s, epochs=max(2, len(milestones) + 1), lr_milestones=milestones,
+                       max_steps_per_epoch=REHEARSAL_STEPS, timing_steps=1,
+                       n_test=min(s.n_test or 2 * REHEARSAL_TEST_IMAGES, 2 * REHEARSAL_TEST_IMAGES),
+                       **data)  # fmt: skip
+    return replace(s, timing_steps=1)
 
 
 def model_arguments(cell: dict) -> dict:

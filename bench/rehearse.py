@@ -1,0 +1,258 @@
+"""`bench run --rehearse`: every cell of a tier at its exact configuration through the whole
+pipeline, for a bounded amount of work, before a cluster is paid for.
+
+Each cell runs in two fresh processes: the first trains one epoch of the rehearsal's schedule
+(bench.tasks.settings.rehearsal: two steps an epoch, every learning-rate stage visited), writes
+its checkpoint and stops as if killed; the second resumes from that checkpoint, finishes the
+schedule, scores a few test images and draws one sample. The cell passes when its record is ok
+and, where it trains, was resumed across two processes. The records are marked as rehearsals
+and kept in a scratch folder (never results); the report (per cell: passed or the one-line
+failure, seconds per step, peak memory, checkpoint size, evaluation seconds) is
+tables/rehearsal-<table>-<tier>.md, with its JSON under results/rehearsals/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .records import (
+    RecordError,
+    atomic_write_text,
+    device_name,
+    provenance,
+    read_record,
+    record_path,
+)
+from .spec import TableSpec
+
+SCRATCH = Path("rehearsals")
+STOPPED = 3  # the exit status of a run stopped by --stop-after-epochs
+
+
+@dataclass
+class Rehearsal:
+    cell: str
+    passed: bool
+    failure: str = ""
+    step_s: float | None = None
+    peak_rss_mib: float | None = None  # the larger of the two processes' peak resident sets
+    checkpoint_mib: float | None = None
+    other_s: float | None = None  # setup, evaluation and sampling: wall time less training
+    wall_s: float = 0.0  # both processes, start to end
+    segments: int = 0
+    on_sample: bool = False
+
+
+def _peak_children_mib() -> float:
+    """The peak resident set of the largest child process so far (Linux: KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _run(args: list[str], log) -> tuple[int, str, float]:
+    env = {**os.environ, "DGM_BENCH_BARS": "0"}
+    before = _peak_children_mib()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env, check=False
+    )
+    peak = _peak_children_mib()
+    for line in out.stdout.splitlines():
+        log(f"    {line}")
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error")]
+    tail = errors[-1] if errors else (out.stderr.strip().splitlines() or [""])[-1]
+    return out.returncode, tail, peak if peak > before else before
+
+
+def _failure(code: int, tail: str) -> str:
+    if code in (-9, 137):
+        return "killed (SIGKILL: out of memory?)"
+    return tail[:300] or f"exit status {code}"
+
+
+def rehearse_cell(
+    spec: TableSpec,
+    tier: str,
+    cell: str,
+    common: list[str],
+    scratch: Path,
+    trains: bool,
+    log,
+    real: bool = True,
+) -> Rehearsal:
+    """Rehearse one cell in two processes (one where the task does not train)."""
+    base = [
+        "run",
+        spec.id,
+        "--tier",
+        tier,
+        "--cells",
+        cell,
+        "--rehearse-worker",
+        "--results",
+        str(scratch),
+        "--checkpoints",
+        str(scratch / "checkpoints"),
+        "--tables",
+        str(scratch / "tables"),
+        *common,
+    ]
+    t0 = time.perf_counter()
+    ckpt_mib = None
+    if trains:
+        code, tail, _ = _run([*base, "--fresh", "--stop-after-epochs", "1"], log)
+        if code != STOPPED:
+            return Rehearsal(
+                cell,
+                False,
+                "first process: " + _failure(code, tail),
+                wall_s=time.perf_counter() - t0,
+            )
+        ckpts = sorted((scratch / "checkpoints" / spec.id / tier).glob(f"{cell}.*.pt"))
+        if not ckpts:
+            return Rehearsal(
+                cell,
+                False,
+                "first process stopped without a checkpoint",
+                wall_s=time.perf_counter() - t0,
+            )
+        ckpt_mib = ckpts[-1].stat().st_size / 2**20
+        second = base
+    else:
+        second = [*base, "--fresh"]
+    code, tail, peak = _run(second, log)
+    wall = time.perf_counter() - t0
+    try:
+        record = read_record(record_path(scratch, spec.id, tier, cell))
+    except (RecordError, OSError):
+        return Rehearsal(cell, False, "second process: " + _failure(code, tail), wall_s=wall)
+    train_s = sum(h.get("seconds", 0.0) for h in record.history)
+    steps = record.settings.get("max_steps_per_epoch") or 0
+    result = Rehearsal(
+        cell,
+        passed=record.status == "ok" and record.rehearsal,
+        wall_s=wall,
+        step_s=train_s / (steps * len(record.history)) if steps and record.history else None,
+        peak_rss_mib=peak,
+        checkpoint_mib=ckpt_mib,
+        other_s=record.wall_s - train_s,
+        segments=record.segments,
+        on_sample=real and record.settings.get("data") == "sample",
+    )
+    if record.status != "ok":
+        result.failure = f"{record.status}: {record.reason}"
+    elif trains and not (record.resumed and record.segments == 2):
+        result.passed = False
+        result.failure = f"not resumed from the checkpoint ({record.segments} segments)"
+    return result
+
+
+def rehearse_table(
+    spec: TableSpec,
+    tier: str,
+    cells: list[str],
+    common: list[str],
+    scratch: Path,
+    trains: bool,
+    log=print,
+    real: bool = True,
+) -> list[Rehearsal]:
+    out = []
+    for i, cell in enumerate(cells, 1):
+        log(f"[{i}/{len(cells)}] {cell}: rehearsing")
+        r = rehearse_cell(spec, tier, cell, common, scratch, trains, log, real)
+        log(
+            f"[{i}/{len(cells)}] {cell}: "
+            + ("passed" if r.passed else f"FAILED: {r.failure}")
+            + f" ({r.wall_s:.0f} s)"
+        )
+        out.append(r)
+    return out
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def render_report(report: dict) -> str:
+    from tabulate import tabulate
+
+    rows = [
+        [
+            r["cell"],
+            "passed" if r["passed"] else f"FAILED: {r['failure']}",
+            _num(r["step_s"], ".3g"),
+            _num(r["peak_rss_mib"], ",.0f"),
+            _num(r["checkpoint_mib"], ".1f"),
+            _num(r["other_s"], ".1f"),
+            f"{r['wall_s']:.0f}" + (" (sample)" if r["on_sample"] else ""),
+        ]
+        for r in report["cells"]
+    ]
+    passed = sum(r["passed"] for r in report["cells"])
+    lines = [
+        f"# Rehearsal: {report['table']}, {report['tier']} tier",
+        "",
+        f"{passed} of {len(rows)} cells passed: built at the tier's exact configuration, trained"
+        " two steps an epoch through every learning-rate stage, checkpointed, stopped, resumed in"
+        " a fresh process, scored on a few test images and sampled once (bench/rehearse.py).",
+        "",
+        tabulate(
+            rows,
+            headers=[
+                "cell",
+                "rehearsal",
+                "s/step",
+                "peak RSS MiB",
+                "checkpoint MiB",
+                "setup + eval s",
+                "wall s",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+        "s/step: the rehearsal's training steps (the first steps of a run, warm-up included)."
+        " Peak RSS: the larger of the two processes' peak resident sets. '(sample)': the data set"
+        " is not on this machine, so the exact models ran on the committed sample.",
+        "",
+        f"Made by `{report['command']}` at {report['commit'][:8]}"
+        f"{' (uncommitted changes)' if report['dirty'] else ''} on {report['device']}, torch"
+        f" {report['versions']['torch']}, {report['created']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    spec: TableSpec,
+    tier: str,
+    results: list[Rehearsal],
+    command: str,
+    device,
+    results_dir: Path,
+    tables: Path,
+) -> Path:
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    report = {
+        "table": spec.id,
+        "tier": tier,
+        "command": command,
+        "device": device_name(device),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(),
+        "cells": [asdict(r) for r in results],
+    }
+    atomic_write_text(
+        results_dir / "rehearsals" / spec.id / f"{tier}.json", json.dumps(report, indent=1) + "\n"
+    )
+    path = tables / f"rehearsal-{spec.id}-{tier}.md"
+    atomic_write_text(path, render_report(report))
+    return path
