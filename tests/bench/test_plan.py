@@ -1,0 +1,113 @@
+"""bench plan: the arithmetic of predictions, extrapolation and totals, a plan of a real smoke
+tier, and the comparison with what ran."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bench import plan as P
+from bench.cli import main
+from bench.records import Record
+
+
+def test_line_through_extrapolates_and_never_falls():
+    assert P.line_through((1, 2.0), (2, 3.0), 10) == pytest.approx(11.0)
+    assert P.line_through((1, 3.0), (2, 2.0), 10) == 2.0  # noise: never below the last size
+
+
+def test_a_unit_over_the_budget_is_extrapolated_from_two_smaller_sizes_and_says_so():
+    calls = []
+
+    def make(size):
+        def fn():
+            calls.append(size)
+            time.sleep(0.002 * size)
+
+        return fn
+
+    opts = P.PlanOptions(unit_budget_s=0.02, min_total_s=0.0)
+    timed = P.calibrate(make, 256, torch.device("cpu"), opts)
+    assert timed.how.startswith("extrapolated from sizes") and not timed.measured
+    assert 256 not in calls and timed.size == 256
+    assert timed.seconds > 0.002 * 16  # far more than any measured size
+    fits = P.calibrate(
+        make, 4, torch.device("cpu"), P.PlanOptions(unit_budget_s=10, min_total_s=0.0)
+    )
+    assert fits.measured and 4 in calls
+
+
+def _plan(cell, steps=100, step_s=0.5, flops=1e12, other=10.0, how="measured"):
+    return P.CellPlan(
+        cell=cell,
+        schedule={"epochs": 1, "steps": steps, "batch": 10},
+        params=5,
+        phases={"train": steps * step_s, "eval": other},
+        units={
+            "train step": {"seconds": step_s, "low": step_s, "high": step_s, "how": how},
+            "test NLL": {"seconds": 1.0, "low": 1.0, "high": 1.0, "how": "measured"},
+        },
+        flops={"train_step": flops, "eval_unit": 2e12},
+        memory={"saved_mib": 1.0, "peak_mib": 2.0, "checkpoint_mib": 3.0},
+    )
+
+
+def test_totals_count_core_hours_at_the_threads_and_name_the_longest_cell():
+    plans = [_plan("a"), _plan("b", steps=7200), P.CellPlan("c", {}, 0, {}, {}, {}, {}, error="x")]
+    t = P.totals(plans, "cpu", threads=2)
+    assert t["cells"] == 3 and t["failed"] == 1
+    assert t["hours"] == pytest.approx((60 + 3610) / 3600)
+    assert t["device_hours"] == pytest.approx(2 * t["hours"]) and t["unit"] == "core-hours"
+    assert t["longest"]["cell"] == "b"
+    assert P.totals(plans, "cuda", threads=2)["unit"] == "GPU-hours"
+
+
+def test_an_assumed_rate_prices_compute_from_flops_and_is_labelled_as_assumed():
+    plan = P._assumed(_plan("a", steps=100, flops=2e12), tflops=4.0)
+    assert plan.phases["train"] == pytest.approx(100 * 0.5)  # 2e12 / 4e12 s a step
+    assert plan.phases["eval"] == pytest.approx(10.0 * 0.5)  # 2e12 / 4e12 s a unit, 10 units
+    assert plan.units["train step"]["how"] == "assumed 4 TFLOP/s" and plan.estimated
+    assert any("assumed" in n for n in plan.notes)
+    assert not _plan("b").estimated
+
+
+def test_the_comparison_with_records_and_its_band():
+    record = {
+        "table": "t",
+        "tier": "small",
+        "cells": [P._as_dict(_plan("a", steps=100)), P._as_dict(_plan("b", steps=100))],
+    }
+    ran = {
+        "a": Record("t", "small", "a", {}, "ok", wall_s=60.0),
+        "b": Record("t", "small", "b", {}, "ok", wall_s=30.0),
+    }
+    rows = P.compare(record, ran)
+    assert [round(r["ratio"], 3) for r in rows] == [1.0, 2.0]
+    assert P.within(rows) == (1, 2)
+    assert P.within([{"ratio": 1.25}, {"ratio": 0.74}]) == (1, 2)
+    assert P.threads_of("cpu: AMD EPYC, 1 threads") == 1
+    assert P.threads_of("cuda: NVIDIA H100") is None
+
+
+def test_a_plan_of_a_real_tier_writes_its_record_and_table(tmp_path, tiny):
+    opts = P.PlanOptions(tier="smoke", cells="*-vae", min_total_s=0.05, command="bench plan")
+    record = P.plan_table(tiny, opts, log=lambda *_: None)
+    (cell,) = record["cells"]
+    assert not cell["error"], cell["error"]
+    assert cell["schedule"]["steps"] == 2 * 2  # 2 epochs, max_steps_per_epoch 2
+    assert cell["params"] > 0 and cell["flops"]["train_step"] > 0
+    assert cell["phases"]["train"] == pytest.approx(4 * cell["units"]["train step"]["seconds"])
+    assert 0 < cell["matmul_fraction"] < 5
+    assert record["totals"]["cells"] == 1 and record["commit"]
+    json_path, md = P.write_plan(record, tmp_path / "results", tmp_path / "tables")
+    assert json_path.name == "smoke.cpu.json" and md.name == "plan-tiny-smoke.md"
+    assert "mnist-layers1-k1-vae" in md.read_text()
+
+
+def test_plan_refuses_bad_requests_in_one_line(capsys):
+    assert main(["plan"]) == 2
+    assert "give one table or --all" in capsys.readouterr().err
+    assert main(["plan", "iwae-table", "--assume-tflops", "-1"]) == 2
+    assert "--assume-tflops" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""bench run --rehearse: the cut settings, and a rehearsal record that can never become a result,
+a rendered measurement or a bench check reference."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from bench.cli import main
+from bench.records import read_records, record_path, write_record
+from bench.runner import _finished, run_table
+from bench.tasks.settings import ClassifySettings, LikelihoodSettings, rehearsal
+
+from .conftest import VAE, options, write_spec
+
+
+def test_rehearsal_settings_keep_the_model_and_cross_every_stage():
+    s = LikelihoodSettings(stages=8, batch_size=20, nll_k=5000, model_kwargs={"m": {"h": 3}})
+    r = rehearsal(s)
+    assert r.epochs_per_stage == [1] * 8 and r.max_steps_per_epoch == 2
+    assert (r.batch_size, r.nll_k, r.model_kwargs, r.stages) == (20, 5000, {"m": {"h": 3}}, 8)
+    assert rehearsal(LikelihoodSettings(epochs_per_stage=[100])).epochs_per_stage == [2]
+    c = rehearsal(ClassifySettings(epochs=160, lr_milestones=[80, 120], batch_size=100))
+    assert (c.epochs, c.lr_milestones, c.batch_size) == (3, [1, 2], 100)
+    assert rehearsal(s, sample=True).data == "sample"
+
+
+@pytest.fixture
+def rehearsed(tmp_path, tiny):
+    """One cell rehearsed in-process into tmp_path/results."""
+    opts = options(tmp_path, cells=VAE, rehearse=True)
+    (record,) = run_table(tiny, opts, log=lambda *_: None)
+    return opts, record
+
+
+def test_a_rehearsal_record_is_marked_and_never_reused_or_read_as_a_result(rehearsed, tiny):
+    opts, record = rehearsed
+    assert record.status == "ok" and record.rehearsal
+    records, warnings = read_records(opts.results, tiny.id, "smoke")
+    assert VAE not in records and "rehearsal record" in warnings[0]
+    path = record_path(opts.results, tiny.id, "smoke", VAE)
+    # Even with the key and campaign of a real run, a rehearsal is not a finished cell.
+    assert not _finished(path, record.settings["_key"], record.settings["_campaign"])
+    (real,) = run_table(tiny, replace(opts, rehearse=False), log=lambda *_: None)
+    assert not real.rehearsal and real.settings["_key"] != record.settings["_key"]
+
+
+def test_bench_check_takes_no_rehearsal_as_a_reference(rehearsed, tiny, spec_dir, tmp_path, capsys):
+    opts, record = rehearsed
+    check = spec_dir / "tiny.toml"
+    check.write_text(
+        check.read_text() + '\n[check.smoke]\nnll = { rel = 1e-3, reason = "t" }\n'
+        'active_units = { abs = 1, reason = "t" }\n'
+    )
+    code = main(
+        [
+            "--specs",
+            str(spec_dir),
+            "check",
+            "tiny",
+            "--cells",
+            VAE,
+            "--results",
+            str(opts.results),
+            "--work",
+            str(tmp_path / "work"),
+        ]
+    )
+    out = capsys.readouterr()
+    assert code == 1 and "rehearsal record" in out.err + out.out
+
+
+@pytest.mark.slow
+def test_a_rehearsal_stops_resumes_in_a_fresh_process_and_reports(tmp_path, spec_dir):
+    write_spec(spec_dir)
+    scratch = tmp_path / "scratch"
+    code = main(
+        [
+            "--specs",
+            str(spec_dir),
+            "run",
+            "tiny",
+            "--cells",
+            VAE,
+            "--rehearse",
+            "--results",
+            str(scratch),
+            "--tables",
+            str(tmp_path / "tables"),
+        ]
+    )
+    assert code == 0
+    report = json.loads((scratch / "rehearsals" / "tiny" / "smoke.json").read_text())
+    (cell,) = report["cells"]
+    assert cell["passed"] and cell["segments"] == 2 and cell["checkpoint_mib"] > 0
+    assert "1 of 1 cells passed" in (tmp_path / "tables" / "rehearsal-tiny-smoke.md").read_text()
+
+
+def test_stop_after_epochs_stops_with_status_3_and_the_same_command_resumes(tmp_path, spec_dir):
+    write_spec(spec_dir)
+    args = [
+        "--specs",
+        str(spec_dir),
+        "run",
+        "tiny",
+        "--cells",
+        VAE,
+        "--results",
+        str(tmp_path / "r"),
+        "--checkpoints",
+        str(tmp_path / "c"),
+        "--tables",
+        str(tmp_path / "t"),
+    ]
+    assert main([*args, "--stop-after-epochs", "1"]) == 3
+    assert not record_path(tmp_path / "r", "tiny", "smoke", VAE).exists()
+    assert main(args) == 0
+    records, _ = read_records(tmp_path / "r", "tiny", "smoke")
+    assert records[VAE].resumed and records[VAE].segments == 2
+
+
+def test_a_rehearsal_written_into_results_is_left_out_of_the_table(tmp_path, rehearsed, tiny):
+    opts, record = rehearsed
+    write_record(opts.results, replace(record, rehearsal=True))
+    records, _ = read_records(opts.results, tiny.id, "smoke")
+    assert records == {}
