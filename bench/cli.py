@@ -366,6 +366,11 @@ def cmd_run(args) -> int:
     spec = _table_spec(args)
     if args.rehearse and not args.rehearse_worker:
         return _rehearse(spec, args)
+    if args.tier == "full" and not args.rehearse_worker:
+        from .plan import read_plan, totals_line
+
+        tag = "cuda" if args.device.startswith("cuda") else "cpu"
+        print(totals_line(read_plan(args.results, spec.id, "full", tag)), file=sys.stderr)
     slurm = None
     if args.executor != "local":
         from .parallel import slurm_options
@@ -376,6 +381,8 @@ def cmd_run(args) -> int:
             mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
             folder=args.slurm_folder,
         )  # fmt: skip
+        if args.time_min is None or args.mem_gb is None:
+            slurm = _sized_from_plan(spec, args, slurm)
     elif args.slurm_config or args.partition or args.gpus_per_cell:
         raise UsageError("--slurm-config, --partition, --gpus-per-cell: need --executor slurm")
     opts = RunOptions(
@@ -401,6 +408,26 @@ def cmd_run(args) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _sized_from_plan(spec, args, slurm):
+    """--time-min and --mem-gb, where not given, from the tier's committed plan."""
+    from dataclasses import replace
+
+    from .plan import read_plan, slurm_resources
+
+    tag = "cuda" if args.device.startswith("cuda") else "cpu"
+    cells = [c.id for c in spec.select(args.tier, args.cells)] if args.tier in spec.tiers else []
+    sized = slurm_resources(read_plan(args.results, spec.id, args.tier, tag), cells,
+                            slurm.max_time_min)  # fmt: skip
+    for line in sized.lines:
+        print(f"slurm: {line}", file=sys.stderr)
+    changes = {}
+    if args.time_min is None and sized.time_min is not None:
+        changes["time_min"] = sized.time_min
+    if args.mem_gb is None and sized.mem_gb is not None:
+        changes["mem_gb"] = sized.mem_gb
+    return replace(slurm, **changes)
 
 
 def _rehearse(spec, args) -> int:

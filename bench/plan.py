@@ -938,11 +938,17 @@ def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
 
     good, n = within(rows)
     body = [
-        [r["table"], r["tier"], r["cell"], _duration(r["predicted_s"]),
-         _duration(r["recorded_s"]), f"{r['ratio']:.2f}",
-         ratio(r.get("predicted_train_s"), r.get("recorded_train_s"))]
+        [
+            r["table"],
+            r["tier"],
+            r["cell"],
+            _duration(r["predicted_s"]),
+            _duration(r["recorded_s"]),
+            f"{r['ratio']:.2f}",
+            ratio(r.get("predicted_train_s"), r.get("recorded_train_s")),
+        ]
         for r in rows
-    ]  # fmt: skip
+    ]
     ratios = sorted(r["ratio"] for r in rows if r["ratio"] is not None)
     train = sorted(
         r["predicted_train_s"] / r["recorded_train_s"]
@@ -958,21 +964,35 @@ def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
         if train:
             head += f"; the training phase alone: median {median(train):.2f}"
     made = sorted({f"`{r['command']}` at {r['commit'][:8]}" for r in runs})
-    return "\n".join([
-        "# The plan against what ran",
-        "",
-        "`bench plan --against-records`: the plan of each small and medium tier with committed"
-        " records, at the records' threads per cell and data sizes, against each record's"
-        f" `wall_s`: {head}.",
-        "",
-        tabulate(body, headers=["table", "tier", "cell", "predicted", "recorded", "ratio",
-                                "training ratio"], tablefmt="github", disable_numparse=True),
-        "",
-        "'training ratio': the plan's training phase over the record's epoch seconds. The records"
-        " were made by runs of 2-3 cells at once on 2 cores at other commits and loads; the plans"
-        " were calibrated by " + "; ".join(made) + ".",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "# The plan against what ran",
+            "",
+            "`bench plan --against-records`: the plan of each small and medium tier with committed"
+            " records, at the records' threads per cell and data sizes, against each record's"
+            f" `wall_s`: {head}.",
+            "",
+            tabulate(
+                body,
+                headers=[
+                    "table",
+                    "tier",
+                    "cell",
+                    "predicted",
+                    "recorded",
+                    "ratio",
+                    "training ratio",
+                ],
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+            "'training ratio': the plan's training phase over the record's epoch seconds. The"
+            " records were made by runs of 2-3 cells at once on 2 cores at other commits and loads;"
+            " the plans were calibrated by " + "; ".join(made) + ".",
+            "",
+        ]
+    )
 
 
 def plan_accuracy(
@@ -1031,3 +1051,62 @@ def plan_accuracy(
     md = tables / "plan-accuracy.md"
     atomic_write_text(md, render_accuracy([r for e in every for r in e["rows"]], every))
     return md
+
+
+# --- the cluster reads the plan ------------------------------------------------------------
+
+MARGIN = 1.5  # Slurm asks for the plan's time and memory times this
+BASE_MIB = 2048  # a worker's resident set before its first step: Python, torch, the data
+
+
+@dataclass(frozen=True)
+class Resources:
+    time_min: int | None
+    mem_gb: float | None
+    lines: list[str]
+
+
+def slurm_resources(
+    record: dict | None, cells: list[str], max_time_min: int | None, margin: float = MARGIN
+) -> Resources:
+    """Per-cell Slurm time and memory from a plan: the longest selected cell's predicted wall
+    time, and its largest step peak plus BASE_MIB and two checkpoints, times `margin`; the time
+    is capped at `max_time_min`, and a cell predicted to outlast the cap is said to run across
+    requeues from its checkpoints."""
+    if record is None:
+        return Resources(None, None, ["no plan of this tier: `bench plan` it to size the jobs"])
+    planned = {c["cell"]: c for c in record["cells"] if not c["error"]}
+    chosen = [planned[c] for c in cells if c in planned]
+    if not chosen:
+        return Resources(None, None, ["the plan has none of these cells: `bench plan` them"])
+    longest = max(chosen, key=lambda c: c["predicted_s"])
+    minutes = math.ceil(longest["predicted_s"] * margin / 60)
+    mib = max((c["memory"]["peak_mib"] or 0) + 2 * c["memory"]["checkpoint_mib"] for c in chosen)
+    mem_gb = math.ceil((mib + BASE_MIB) * margin / 1024)
+    lines = [
+        f"from the plan ({record['device']}, {record['commit'][:8]}) x {margin}:"
+        f" {minutes} min, {mem_gb} GB per cell (longest: {longest['cell']})"
+    ]
+    if max_time_min is not None and minutes > max_time_min:
+        over = [c["cell"] for c in chosen if c["predicted_s"] * margin / 60 > max_time_min]
+        lines.append(
+            f"{len(over)} cell(s) outlast the limit of {max_time_min} min ({over[0]}"
+            f"{', ...' if len(over) > 1 else ''}): they run across time-out requeues,"
+            " resuming from their checkpoints"
+        )
+        minutes = max_time_min
+    return Resources(minutes, mem_gb, lines)
+
+
+def totals_line(record: dict | None) -> str:
+    if record is None:
+        return "no plan of this tier yet: `bench plan TABLE --tier full` says what it costs"
+    t = record["totals"]
+    longest = t["longest"]
+    return (
+        f"plan ({record['device']}, {record['commit'][:8]}): {t['cells']} cells,"
+        f" {t['device_hours']:.1f} {t['unit']}, longest"
+        f" {longest['cell']} ({_duration(longest['hours'] * 3600)})"
+        if longest
+        else f"plan: {t['cells']} cells, none calibrated"
+    )

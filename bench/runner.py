@@ -66,6 +66,7 @@ class SlurmOptions:
     mem_gb: float = 8.0
     array_parallelism: int = 16
     folder: Path = Path("slurm-logs")
+    max_time_min: int | None = None  # the partition's limit: a longer cell requeues
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"account": "...", "qos": "..."}
 
 

@@ -3,6 +3,7 @@ tier, and the comparison with what ran."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -111,3 +112,17 @@ def test_plan_refuses_bad_requests_in_one_line(capsys):
     assert "give one table or --all" in capsys.readouterr().err
     assert main(["plan", "iwae-table", "--assume-tflops", "-1"]) == 2
     assert "--assume-tflops" in capsys.readouterr().err
+
+
+def test_slurm_takes_time_and_memory_from_the_plan_with_a_margin_and_a_cap():
+    record = {"device": "cuda: H100", "commit": "abcdef12", "cells": [
+        {**P._as_dict(_plan("a", steps=100)), "memory": {"peak_mib": 1000.0, "checkpoint_mib": 12.0}},
+        {**P._as_dict(_plan("b", steps=10_000)), "memory": {"peak_mib": 10.0, "checkpoint_mib": 1.0}},
+    ]}  # fmt: skip
+    sized = P.slurm_resources(record, ["a", "b"], max_time_min=None)
+    assert sized.time_min == math.ceil((10_000 * 0.5 + 10) * 1.5 / 60)
+    assert sized.mem_gb == math.ceil((1000 + 24 + P.BASE_MIB) * 1.5 / 1024)
+    capped = P.slurm_resources(record, ["a", "b"], max_time_min=60)
+    assert capped.time_min == 60 and "requeues" in capped.lines[-1] and "(b)" in capped.lines[-1]
+    assert P.slurm_resources(record, ["a"], max_time_min=60).time_min == math.ceil(60 * 1.5 / 60)
+    assert P.slurm_resources(None, ["a"], None).time_min is None
