@@ -115,10 +115,20 @@ def test_plan_refuses_bad_requests_in_one_line(capsys):
 
 
 def test_slurm_takes_time_and_memory_from_the_plan_with_a_margin_and_a_cap():
-    record = {"device": "cuda: H100", "commit": "abcdef12", "cells": [
-        {**P._as_dict(_plan("a", steps=100)), "memory": {"peak_mib": 1000.0, "checkpoint_mib": 12.0}},
-        {**P._as_dict(_plan("b", steps=10_000)), "memory": {"peak_mib": 10.0, "checkpoint_mib": 1.0}},
-    ]}  # fmt: skip
+    record = {
+        "device": "cuda: H100",
+        "commit": "abcdef12",
+        "cells": [
+            {
+                **P._as_dict(_plan("a", steps=100)),
+                "memory": {"peak_mib": 1000.0, "checkpoint_mib": 12.0},
+            },
+            {
+                **P._as_dict(_plan("b", steps=10_000)),
+                "memory": {"peak_mib": 10.0, "checkpoint_mib": 1.0},
+            },
+        ],
+    }
     sized = P.slurm_resources(record, ["a", "b"], max_time_min=None)
     assert sized.time_min == math.ceil((10_000 * 0.5 + 10) * 1.5 / 60)
     assert sized.mem_gb == math.ceil((1000 + 24 + P.BASE_MIB) * 1.5 / 1024)
