@@ -695,13 +695,13 @@ def plan_table(spec: TableSpec, opts: PlanOptions, log=print) -> dict:
     plans: list[CellPlan] = []
     t_plan = time.perf_counter()
     for i, cell in enumerate(cells, 1):
-        params = cell.as_dict()
+        seed = cell.as_dict().get(SEED, 0)  # a replicate's seed; the model never sees it
         t0 = time.perf_counter()
         try:
             plan = PLANNERS[spec.task](
-                params, settings, device, opts, cell.id, params.get(SEED, 0), cache
+                cell.model_params, settings, device, opts, cell.id, seed, cache
             )
-        except (RuntimeError, ValueError, MemoryError) as e:  # e.g. out of memory on the device
+        except Exception as e:  # out of memory, a model's own error: this cell says so
             first = (str(e).strip().splitlines() or [""])[0][:200]
             plan = CellPlan(cell.id, {}, 0, {}, {}, {}, {}, error=f"{type(e).__name__}: {first}")
         if plan.flops.get("train_step") and plan.units.get("train step"):

@@ -136,3 +136,16 @@ def test_slurm_takes_time_and_memory_from_the_plan_with_a_margin_and_a_cap():
     assert capped.time_min == 60 and "requeues" in capped.lines[-1] and "(b)" in capped.lines[-1]
     assert P.slurm_resources(record, ["a"], max_time_min=60).time_min == math.ceil(60 * 1.5 / 60)
     assert P.slurm_resources(None, ["a"], None).time_min is None
+
+
+def test_seed_replicates_are_planned_without_passing_the_seed_to_the_model(tmp_path, spec_dir):
+    from bench.spec import load_spec
+
+    from .conftest import write_spec
+
+    path = write_spec(spec_dir)
+    grid = 'grid = { dataset = ["mnist"], layers = [1], k = [1], model = ["vae"], seed = [0, 1] }'
+    path.write_text(path.read_text().replace("[tiers.smoke]\n", f"[tiers.smoke]\n{grid}\n"))
+    opts = P.PlanOptions(tier="smoke", min_total_s=0.0)
+    record = P.plan_table(load_spec(path), opts, log=lambda *_: None)
+    assert [c["error"] for c in record["cells"]] == ["", ""]
