@@ -366,7 +366,7 @@ def cmd_run(args) -> int:
     spec = _table_spec(args)
     if args.rehearse and not args.rehearse_worker:
         return _rehearse(spec, args)
-    if args.tier == "full" and not args.rehearse_worker:
+    if args.tier == "full" and "full" in spec.tiers and not args.rehearse_worker:
         from .plan import read_plan, totals_line
 
         tag = "cuda" if args.device.startswith("cuda") else "cpu"
