@@ -389,9 +389,10 @@ def plan_likelihood(
         units["ELBO terms"] = {**asdict(terms), "unit": f"{batch} test images"}
         phases["ELBO terms"] = terms.seconds * math.ceil(n_test / batch)
     if s.samples and has(model, "sample"):
-        phases["sample"] = _sampling(model, s, device, opts, units, naive=False)
+        x1 = x_test[:1] if has(model, "naive_sampler") or prep.kind == "discrete256" else None
+        phases["sample"] = _sampling(model, s, device, opts, units, naive=False, x1=x1)
         if s.time_naive_sampler and has(model, "naive_sampler"):
-            phases["sample (naive)"] = _sampling(model, s, device, opts, units, naive=True)
+            phases["sample (naive)"] = _sampling(model, s, device, opts, units, True, x1=x1)
     load = _load_seconds(cell, s, opts, seed)
     phases["setup"] = (load or 0.0) + init_s
     if load is None:
@@ -417,7 +418,7 @@ def plan_likelihood(
     )
 
 
-def _sampling(model, s, device, opts: PlanOptions, units: dict, naive: bool) -> float:
+def _sampling(model, s, device, opts: PlanOptions, units: dict, naive: bool, x1=None) -> float:
     """Seconds to draw the tier's samples: all of them where one image says that fits the
     budget, else one image and two, extrapolated to `s.samples`."""
     kw = {"naive": True} if naive else {}
@@ -427,6 +428,23 @@ def _sampling(model, s, device, opts: PlanOptions, units: dict, naive: bool) -> 
             n, generator=torch.Generator(device=device).manual_seed(0), **kw
         )
 
+    if x1 is not None:  # an autoregressive sampler's worst case: one forward per sub-pixel
+        forward = time_call(lambda: torch.no_grad()(model.nll)(x1), device, 1, 0.2)
+        bound = forward.seconds * x1[0].numel() * s.samples
+        if bound > opts.unit_budget_s:
+            timed = Timed(
+                bound,
+                bound,
+                bound,
+                forward.calls,
+                s.samples,
+                "upper bound: one forward per sub-pixel",
+            )
+            units["sample (naive)" if naive else "sample"] = {
+                **asdict(timed),
+                "unit": f"{s.samples} images",
+            }
+            return timed.seconds
     one = time_call(draw(1), device, 1, 0.0, warmup=0, min_calls=1)
     if s.samples == 1 or one.seconds * s.samples <= opts.unit_budget_s:
         timed = time_call(draw(s.samples), device, s.samples, 0.0, warmup=0, min_calls=1)
