@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from .claims import claims_markdown, replicate_ids, value
+from .claims import claims_markdown, replicate_ids, replicates, value
 from .records import RESULTS_DIR, TABLES_DIR, Record, atomic_write_text
-from .spec import Metric, TableSpec, matches
+from .spec import REPRODUCE_TIER, Cell, Metric, TableSpec, Tolerance, matches
 
 EVALUATED = "†"  # marks a measured value scored from a checkpoint (`bench eval`)
 
@@ -51,6 +51,40 @@ def fmt_delta(metric: Metric, published: Any, measured: Any) -> str:
     text = f"{delta:+{metric.format}}"
     direction = metric.direction(delta) if float(text) != 0 else ""
     return text + (f" ({direction})" if direction else "")
+
+
+def published_number(metric: Metric, published: Any) -> float | None:
+    """A published value as one number (active units "a+b" summed, as claims.value does)."""
+    if published in (None, ""):
+        return None
+    if metric.kind == "units":
+        return float(sum(parse_units(published)))
+    return float(published)
+
+
+def reproduced(
+    spec: TableSpec, tier: str, records: dict[str, Record], cell: Cell, metric: Metric
+) -> tuple[bool, Tolerance] | None:
+    """Whether a full-tier cell reproduces its published number: the mean of its ok records
+    (seeds pooled; active units summed) within the spec's `[reproduce]` tolerance. None means no
+    verdict: a CPU tier (it does not train as the paper did), no tolerance, no published number
+    or nothing measured."""
+    tolerance = spec.tolerance_for(cell, metric.name) if tier == REPRODUCE_TIER else None
+    published = published_number(metric, spec.published_for(cell).get(metric.name))
+    if tolerance is None or published is None:
+        return None
+    runs = replicates(spec, tier, records, cell)
+    measured = [v for v in (value(r, metric.name) for r in runs) if v is not None]
+    if not measured:
+        return None
+    return tolerance.holds(published, statistics.fmean(measured)), tolerance
+
+
+def verdict_text(judged: tuple[bool, Tolerance] | None) -> str:
+    if judged is None:
+        return ""
+    ok, tolerance = judged
+    return "reproduced" if ok else f"not reproduced: Δ beyond {tolerance.text}"
 
 
 def measured_text(metric: Metric, record: Record | None) -> str:
@@ -94,18 +128,24 @@ def seeds_text(metric: Metric, seeds: list[Record], planned: int) -> tuple[Any, 
 
 
 def compact_text(
-    metric: Metric, published: Any, measured: Any, text: str, derived: bool = False
+    metric: Metric,
+    published: Any,
+    measured: Any,
+    text: str,
+    derived: bool = False,
+    verdict: str = "",
 ) -> str:
-    """One cell a reader can scan: "measured (published, Δ)"; "not run; published P" without a
-    measurement; the measured text alone where the paper gives no number. A published value
-    converted here from another one reads "P derived"."""
+    """One cell a reader can scan: "measured (published, Δ)", and at the full tier "measured
+    (published, Δ, reproduced)"; "not run; published P" without a measurement; the measured text
+    alone where the paper gives no number. A published value converted here from another one
+    reads "P derived"."""
     if published in (None, ""):
         return text
     shown = fmt_value(metric, published) + (" derived" if derived else "")
     if measured in (None, ""):
         return f"{text}; published {shown}"
     delta = fmt_delta(metric, published, measured).split(" (")[0]  # the header says which way
-    return f"{text} ({shown}, {delta})"
+    return f"{text} ({shown}, {delta}{', ' + verdict if verdict else ''})"
 
 
 def frame(
@@ -129,6 +169,7 @@ def frame(
         seeds = [records[i] for i in ids if i in records]
         published = spec.published_for(cell)
         for m in spec.metrics:
+            judged = verdict_text(reproduced(spec, tier, records, cell, m))
             ours = record.metrics.get(m.name) if record and record.status == "ok" else None
             name = f"{prefix} {m.title}".strip()
             text = measured_text(m, record)
@@ -141,17 +182,37 @@ def frame(
                 row[name] = text
             elif not wide:
                 derived = spec.derived_for(cell, m.name) is not None
-                row[name] = compact_text(m, published.get(m.name), ours, text, derived)
+                row[name] = compact_text(m, published.get(m.name), ours, text, derived, judged)
             else:
                 derived = " (derived)" if spec.derived_for(cell, m.name) else ""
                 row[f"{name} published"] = fmt_value(m, published.get(m.name)) + derived
                 row[f"{name} measured"] = text
                 row[f"{name} Δ"] = fmt_delta(m, published.get(m.name), ours)
+                if _judging(spec, tier, m):
+                    row[f"{name} verdict"] = judged or "—"
     index = pd.MultiIndex.from_tuples(list(table), names=list(spec.layout_rows))
     df = pd.DataFrame(list(table.values()), index=index).fillna("—")
     if not wide:
         df = df[[f"{p} {m.title}".strip() for m in spec.metrics for p in prefixes]]
     return df.reset_index()
+
+
+def _judging(spec: TableSpec, tier: str, metric: Metric | None = None) -> bool:
+    """Whether this tier's table says reproduced / not reproduced (for `metric`, or any)."""
+    return tier == REPRODUCE_TIER and any(
+        metric is None or t.metric == metric.name for t in spec.reproduce
+    )
+
+
+def tolerance_lines(spec: TableSpec) -> list[str]:
+    """The footer that states each `[reproduce]` tolerance and where it comes from."""
+    lines = []
+    for t in spec.reproduce:
+        metric = next(m for m in spec.metrics if m.name == t.metric)
+        cells = f", {', '.join(f'{k} = {v}' for k, v in t.where.items())}" if t.where else ""
+        source = t.source + ("" if t.source.endswith(".") else ".")
+        lines.append(f"- {metric.title}{cells}: {t.text}. {t.reason} Source: {source}")
+    return lines
 
 
 def render(
@@ -179,6 +240,11 @@ def render(
         + (f"; {better}" if better else "")
         + ". `bench table --wide` gives published, measured and Δ columns of their own."
     )
+    if _judging(spec, tier):
+        legend += (
+            " A compared cell with a tolerance also says reproduced (|Δ| within it)"
+            " or not reproduced; the tolerances and their sources are listed below."
+        )
     if not compared:  # measured columns only
         legend = ""
     ok = [r for r in records.values() if r.status == "ok"]
@@ -220,6 +286,13 @@ def render(
         lines += ["## Sources of the published numbers", ""]
         lines += [f"- {_where(cell)}: {source}" for cell, source in spec.sources]
         lines.append("")
+    if _judging(spec, tier):
+        lines += [f"## When a published number counts as reproduced (tier `{tier}`)", "",
+                  "Reproduced: |measured − published| within the metric's tolerance (a % is of"
+                  " the published value), taken from how close independent reproductions came"
+                  " to the paper; a cell's seeds are pooled into their mean and active units"
+                  " summed over layers.", "",
+                  *tolerance_lines(spec), ""]  # fmt: skip
     outside = {r.plugin["model"]: r.plugin for r in records.values() if r.plugin}
     if outside:
         lines += ["## Models from outside this repository (rows added by the user)", ""]

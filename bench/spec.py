@@ -30,7 +30,7 @@ MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
     "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
     "ratios", "plot", "defaults", "tiers", "check", "claims", "derived", "models",
-    "model_arguments",
+    "model_arguments", "reproduce",
 }  # fmt: skip
 _PLUGIN_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
@@ -182,6 +182,39 @@ class CheckTier:
     subset: str | None = None
 
 
+REPRODUCE_TIER = "full"  # the only tier that trains as the paper did, so the only one judged
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a full-tier measurement may sit from its published number and still count as
+    the paper reproduced (`[reproduce]`): |measured - published| <= abs_tol + rel * |published|.
+    The band comes from how close independent reproductions came (`source`), not from this
+    suite's own runs, so that "reproduced" means what it means for anyone else."""
+
+    metric: str
+    source: str  # where the band comes from: arXiv id or repository + table, file or issue
+    reason: str
+    abs_tol: float = 0.0
+    rel: float = 0.0
+    where: dict[str, Any] = field(default_factory=dict)  # the cells it is for (default: all)
+
+    def band(self, published: float) -> float:
+        return self.abs_tol + self.rel * abs(published)
+
+    def holds(self, published: float, measured: float) -> bool:
+        # The slack absorbs float noise only: 26.70 - 25.40 is 1.2999999999999972.
+        slack = 1e-9 * max(1.0, abs(published))
+        return abs(measured - published) <= self.band(published) + slack
+
+    @property
+    def text(self) -> str:
+        """ "± 0.5", "± 1%" or "± (0.5 + 1%)": the band as a reader compares it with a Δ."""
+        parts = [f"{self.abs_tol:g}"] if self.abs_tol else []
+        parts += [f"{self.rel * 100:g}%"] if self.rel else []
+        return f"± {parts[0]}" if len(parts) == 1 else f"± ({' + '.join(parts)})"
+
+
 PLOT_KINDS = ("lines", "bars")
 
 
@@ -226,6 +259,9 @@ class TableSpec:
     derived: tuple[Derived, ...] = ()  # published values converted here (also in `published`)
     # Models from outside this repository, name -> "package.module:Constructor" (models.register)
     plugins: tuple[tuple[str, str], ...] = ()
+    # `[reproduce]`: per published metric, how close a full-tier run must come to count as the
+    # paper reproduced; the first whose `where` matches a cell applies to it
+    reproduce: tuple[Tolerance, ...] = ()
     path: Path = field(default=Path(), compare=False)
 
     def with_models(self, added: dict[str, str]) -> TableSpec:
@@ -280,6 +316,11 @@ class TableSpec:
 
     def settings(self, tier: str) -> dict[str, Any]:
         return dict(self.tiers[tier].settings)
+
+    def tolerance_for(self, cell: Cell, metric: str) -> Tolerance | None:
+        """The `[reproduce]` band of `metric` for `cell`, or None (the cell gets no verdict)."""
+        return next((t for t in self.reproduce
+                     if t.metric == metric and cell.matches(t.where)), None)  # fmt: skip
 
     def derived_for(self, cell: Cell, metric: str) -> Derived | None:
         """How the published `metric` of `cell` was derived, or None where the paper prints it."""
@@ -670,6 +711,7 @@ def load_spec(path: str | Path) -> TableSpec:
         checks=_checks(data.get("check", {}), path, metrics, tiers),
         derived=derived,
         plugins=tuple(plugins.items()),
+        reproduce=_reproduce(data.get("reproduce"), path, metrics, published, grid, tiers),
         path=path,
     )
 
@@ -750,6 +792,77 @@ def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[
         if not found:
             raise _fail(path, f"{where}.where", f"no published entry with {entry['from']} matches")
     return tuple(out)
+
+
+_TOLERANCE_FORM = "{ abs and/or rel = a number > 0, source = '...', reason = '...' }"
+_TOLERANCE_KEYS = {"abs": "abs_tol", "rel": "rel", "source": "source", "reason": "reason",
+                   "where": "where"}  # fmt: skip
+
+
+def _reproduce(
+    raw: Any, path: Path, metrics: tuple[Metric, ...], published: list, grid: dict, tiers: dict
+) -> tuple[Tolerance, ...]:
+    """`[reproduce]`: metric = one band for every cell, or a list of bands each for the cells
+    matching its `where` (e.g. one per data set). Each needs the source it was taken from."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise _fail(path, "reproduce", f"expected metric = {_TOLERANCE_FORM} under [reproduce]")
+    if raw and REPRODUCE_TIER not in tiers:
+        raise _fail(path, "reproduce", f"the verdict is for tier `{REPRODUCE_TIER}`, which"
+                    " [tiers] does not have; add [tiers.full] or drop [reproduce]")  # fmt: skip
+    names = {m.name for m in metrics}
+    fields = _any_tier(grid, tiers)
+    out = []
+    for name, entries in raw.items():
+        where = f"reproduce.{name}"
+        if name not in names:
+            raise _fail(path, where, f"not a metric ({', '.join(sorted(names))})")
+        having = [cell for cell, values in published if name in values]
+        if not having:
+            raise _fail(path, where, f"no published entry gives {name}: a tolerance is for a"
+                        " published number")  # fmt: skip
+        many = isinstance(entries, list)
+        if many and not entries:
+            raise _fail(path, where, f"an empty list; give {_TOLERANCE_FORM} or a list of them")
+        for i, entry in enumerate(entries if many else [entries]):
+            at = f"{where}[{i}]" if many else where
+            out.append(_tolerance(entry, name, path, at, fields, having))
+    return tuple(out)
+
+
+def _tolerance(
+    entry: Any, metric: str, path: Path, at: str, fields: dict, having: list[Cell]
+) -> Tolerance:
+    if not isinstance(entry, dict):
+        raise _fail(path, at, f"expected {_TOLERANCE_FORM}")
+    for key, value in entry.items():
+        if key not in _TOLERANCE_KEYS:
+            raise _fail(path, f"{at}.{key}", f"unknown field; expected {_TOLERANCE_FORM},"
+                        " optional where = { grid field = value }")  # fmt: skip
+        if key in ("abs", "rel") and (
+            not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        ):
+            raise _fail(path, f"{at}.{key}", f"a tolerance is a number > 0, got {value!r}")
+    if not set(entry) & {"abs", "rel"}:
+        raise _fail(path, at, "no tolerance given; add abs = ... and/or rel = ... (a fraction"
+                    " of the published value)")  # fmt: skip
+    for key, what in (
+        ("source", "cite where the tolerance comes from (arXiv id or repository + table, file or"
+                   " issue), or say that no independent reproduction was found"),
+        ("reason", "say why this tolerance (what the reproductions or the paper show)"),
+    ):  # fmt: skip
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise _fail(path, f"{at}.{key}", f"missing; {what}")
+    cells = entry.get("where", {})
+    if not isinstance(cells, dict):
+        raise _fail(path, f"{at}.where", "expected { grid field = value }")
+    for key, value in cells.items():
+        if key not in fields or value not in fields[key]:
+            raise _fail(path, f"{at}.where.{key}", f"{value!r} is not in grid.{key}")
+    if not any(matches(c.as_dict(), cells) for c in having):
+        raise _fail(path, f"{at}.where", f"matches no published entry that gives {metric}")
+    return Tolerance(metric=metric, **{_TOLERANCE_KEYS[k]: v for k, v in entry.items()})
 
 
 def _claims(raw: Any, path: Path, grid: dict, metric_names: set) -> tuple[Claim, ...]:

@@ -13,19 +13,10 @@ from pathlib import Path
 
 from .claims import _ok, compare, replicates, value
 from .records import RESULTS_DIR, Record, atomic_write_text, read_perf_records, read_records
-from .render import TABLES_DIR, fmt_value, parse_units
-from .spec import SPEC_DIR, TIERS, SpecError, TableSpec, load_spec, registry
+from .render import TABLES_DIR, fmt_value, published_number, reproduced
+from .spec import REPRODUCE_TIER, SPEC_DIR, TIERS, SpecError, TableSpec, load_spec, registry
 
 VERDICTS = ("holds", "inconclusive", "does not hold")
-
-
-def _number(metric, published) -> float | None:
-    """A published value as one number (active units "a+b" summed, as claims.value does)."""
-    if published in (None, ""):
-        return None
-    if metric.kind == "units":
-        return float(sum(parse_units(published)))
-    return float(published)
 
 
 def _fmt(metric, v: float) -> str:
@@ -40,7 +31,7 @@ def deltas(spec: TableSpec, tier: str, records: dict[str, Record]) -> list[str]:
     for m in spec.metrics:
         diffs, derived = [], False
         for cell in spec.table_cells(tier):
-            published = _number(m, spec.published_for(cell).get(m.name))
+            published = published_number(m, spec.published_for(cell).get(m.name))
             runs = _ok(replicates(spec, tier, records, cell))
             measured = [v for r in runs if (v := value(r, m.name)) is not None]
             if published is None or not measured:
@@ -64,6 +55,30 @@ def claim_counts(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
     if len(judged) < len(found):
         text += f" ({len(found) - len(judged)} not run)"
     return text + (" (pipeline only)" if tier == "smoke" else "")
+
+
+def reproduce_counts(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
+    """Full tier: how many published numbers with a `[reproduce]` tolerance the records
+    reproduce / do not; "—" for a CPU tier (no verdict there) or a spec without tolerances."""
+    if tier != REPRODUCE_TIER or not spec.reproduce:
+        return "—"
+    judged, unrun = [], 0
+    for cell in dict.fromkeys(c.replicate_of for c in spec.cells(tier)):  # not reference rows
+        for m in spec.metrics:
+            if (
+                spec.tolerance_for(cell, m.name) is None
+                or published_number(m, spec.published_for(cell).get(m.name)) is None
+            ):
+                continue
+            verdict = reproduced(spec, tier, records, cell, m)
+            if verdict is None:
+                unrun += 1
+            else:
+                judged.append(verdict[0])
+    if not judged:
+        return f"not run ({unrun})"
+    text = f"{sum(judged)} / {len(judged) - sum(judged)}"
+    return text + (f" ({unrun} not run)" if unrun else "")
 
 
 def _span(dates: list[str]) -> str:
@@ -109,6 +124,7 @@ def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[
             "cells run": f"{ok} / {len(runs)}",
             "off the published number: median / worst": off,
             "claims: holds / inconclusive / does not hold": claim_counts(spec, tier, records),
+            "full tier: reproduced / not reproduced": reproduce_counts(spec, tier, records),
             "records: commit; date": provenance(current),
             "table and figures": links(spec.id, tier, tables_dir),
         })  # fmt: skip
@@ -148,7 +164,10 @@ def render_summary(
         " cell's seeds pooled into their mean; active units summed over layers); a published"
         " value converted by the spec is marked derived. *claims*: the comparisons behind the"
         " spec's claims of the paper (bench/claims.py); the smoke tier's test the pipeline"
-        " only. The paper, schedule and departures of each tier are in its table.",
+        " only. *reproduced*: at the full tier only, the published numbers whose |measured −"
+        " published| is within the tolerance the spec takes from independent reproductions"
+        " (`[reproduce]`; each table lists them), and those beyond it. The paper, schedule and"
+        " departures of each tier are in its table.",
         "",
         pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
         "",
