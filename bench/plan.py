@@ -37,7 +37,7 @@ from .activations import measure_step
 from .contracts import has
 from .data.catalog import DATASETS
 from .data.prep import PREPS
-from .probe import MIB, logits_of
+from .probe import MIB, logits_of, peak_mib
 from .records import atomic_write_text, device_name, provenance
 from .spec import SEED, Cell, TableSpec, register_plugins, settings_for
 from .tasks import get_task
@@ -259,10 +259,26 @@ def _schedule_sizes(cell: dict, s, opts: PlanOptions, cell_id: str) -> tuple[int
     return s.n_train or n_train, s.n_test or n_test
 
 
-def _steps(n_train: int, batch: int, epochs: int, cap: int | None) -> tuple[int, int]:
+def _schedule(n_train: int, n_test: int, batch: int, epochs: int, cap: int | None, **extra) -> dict:
+    """A training cell's schedule: epochs, steps (per epoch capped at `cap`), batch, images."""
     per_epoch = math.ceil(n_train / batch)
     per_epoch = min(per_epoch, cap) if cap else per_epoch
-    return per_epoch, per_epoch * epochs
+    return {
+        "epochs": epochs,
+        "steps": per_epoch * epochs,
+        "steps_per_epoch": per_epoch,
+        "batch": batch,
+        "train_images": n_train,
+        "test_images": n_test,
+        **extra,
+    }
+
+
+def _process_start(cache: dict, device: torch.device) -> float:
+    """A fresh process's start, measured once per plan (a CUDA plan does not count it)."""
+    if PROCESS_START_S not in cache:
+        cache[PROCESS_START_S] = process_start_s() if device.type == "cpu" else 0.0
+    return cache[PROCESS_START_S]
 
 
 def _load_seconds(cell: dict, s, opts: PlanOptions, seed: int) -> float | None:
@@ -308,7 +324,8 @@ def plan_likelihood(
     key = _config(cell, s, shape)
     n_train, n_test = _schedule_sizes(cell, s, opts, cell_id)
     epochs = sum(stage_epochs(s))
-    per_epoch, steps = _steps(n_train, s.batch_size, epochs, s.max_steps_per_epoch)
+    schedule = _schedule(n_train, n_test, s.batch_size, epochs, s.max_steps_per_epoch)
+    steps = schedule["steps"]
     torch.manual_seed(seed)
     from .tasks.likelihood import build, optimizer_for
 
@@ -397,18 +414,10 @@ def plan_likelihood(
     phases["setup"] = (load or 0.0) + init_s
     if load is None:
         notes.append("data loading not measured (data absent or streamed)")
+    schedule.update(k=s.nll_k if bound else None, samples=s.samples if has(model, "sample") else 0)
     return CellPlan(
         cell=cell_id,
-        schedule={
-            "epochs": epochs,
-            "steps": steps,
-            "steps_per_epoch": per_epoch,
-            "batch": s.batch_size,
-            "train_images": n_train,
-            "test_images": n_test,
-            "k": s.nll_k if bound else None,
-            "samples": s.samples if has(model, "sample") else 0,
-        },
+        schedule=schedule,
         params=models.count_parameters(model),
         phases=phases,
         units=units,
@@ -464,10 +473,10 @@ def _sampling(model, s, device, opts: PlanOptions, units: dict, naive: bool, x1=
 
 
 def _memory(report: dict, scale: float, checkpoint_mib: float) -> dict:
-    peak = report["cuda_peak_bytes"] or report["rss_step_peak_bytes"]
+    peak = peak_mib(report)
     return {
         "saved_mib": report["saved_bytes"] * scale / MIB,
-        "peak_mib": None if peak is None else peak * scale / MIB,
+        "peak_mib": None if peak is None else peak * scale,
         "peak_kind": "cuda max_memory_allocated" if report["cuda_peak_bytes"] else "RSS growth",
         "nvml_mib": None
         if report["nvml_process_bytes"] is None
@@ -522,7 +531,8 @@ def plan_classify(
     shape = info.shape if not s.image_size else (info.shape[0], s.image_size, s.image_size)
     n_train, n_test = _schedule_sizes(cell, s, opts, cell_id)
     epochs = s.epochs if s.train else 0
-    per_epoch, steps = _steps(n_train, s.batch_size, epochs, s.max_steps_per_epoch)
+    schedule = _schedule(n_train, n_test, s.batch_size, epochs, s.max_steps_per_epoch)
+    steps = schedule["steps"]
     kwargs = model_arguments(cell)
     torch.manual_seed(seed)
     model, optimizer, make = _classifier_step(
@@ -549,9 +559,9 @@ def plan_classify(
         if s.memory_batch == s.batch_size
         else calibrate(make, s.memory_batch, device, opts).seconds
     )
-    if PROCESS_START_S not in cache:
-        cache[PROCESS_START_S] = process_start_s() if device.type == "cpu" else 0.0
-    phases = {"setup + memory probe": cache[PROCESS_START_S] + probe_step * (s.timing_steps + 2)}
+    phases = {
+        "setup + memory probe": _process_start(cache, device) + probe_step * (s.timing_steps + 2)
+    }
     phases["train"] = step.seconds * steps
     model.eval()
     eb = min(s.eval_batch, n_test)
@@ -572,14 +582,7 @@ def plan_classify(
         notes.append("JPEG decoding of a streamed data set is not in the step time")
     return CellPlan(
         cell=cell_id,
-        schedule={
-            "epochs": epochs,
-            "steps": steps,
-            "steps_per_epoch": per_epoch,
-            "batch": s.batch_size,
-            "train_images": n_train,
-            "test_images": n_test,
-        },
+        schedule=schedule,
         params=models.count_parameters(model),
         phases=phases,
         units=units,
@@ -606,10 +609,8 @@ def plan_memory(
     memory = measure_step(
         lambda: F.cross_entropy(logits_of(model(x)), y), model.parameters(), device
     )
-    if PROCESS_START_S not in cache:
-        cache[PROCESS_START_S] = process_start_s() if device.type == "cpu" else 0.0
     phases = {
-        "memory probe": cache[PROCESS_START_S] + 2 * step.seconds,
+        "memory probe": _process_start(cache, device) + 2 * step.seconds,
         "timed steps": step.seconds * (s.timing_steps + 1),
     }
     units = {"train step": {**asdict(step), "unit": f"batch of {s.batch_size}"}}
@@ -629,7 +630,8 @@ def plan_memory(
             cell["model"], kwargs, s.num_classes, shape, device, "cifar10", False
         )
         model64.double()
-        xd, yd = torch.randn(g, *shape, device=device, dtype=torch.float64), y[:g]
+        xd = torch.randn(g, *shape, device=device, dtype=torch.float64)
+        yd = torch.randint(0, s.num_classes, (g,), device=device)
         f64 = time_call(
             lambda: F.cross_entropy(logits_of(model64(xd)), yd).backward(),
             device,

@@ -149,3 +149,17 @@ def test_seed_replicates_are_planned_without_passing_the_seed_to_the_model(tmp_p
     opts = P.PlanOptions(tier="smoke", min_total_s=0.0)
     record = P.plan_table(load_spec(path), opts, log=lambda *_: None)
     assert [c["error"] for c in record["cells"]] == ["", ""]
+
+
+@pytest.mark.parametrize(
+    "table, cell",
+    [("revnet-cifar", "resnet32-cifar10"), ("revnet-memory", "revnet_cifar-basic-units1")],
+)
+def test_a_classifier_and_a_memory_cell_are_planned(table, cell):
+    from bench.spec import get_spec
+
+    opts = P.PlanOptions(tier="smoke", cells=cell, min_total_s=0.0, unit_budget_s=5.0)
+    (plan,) = P.plan_table(get_spec(table), opts, log=lambda *_: None)["cells"]
+    assert not plan["error"], plan["error"]
+    assert plan["phases"]["train" if table == "revnet-cifar" else "timed steps"] > 0
+    assert plan["units"]["train step"]["seconds"] > 0 and plan["memory"]["saved_mib"] > 0
