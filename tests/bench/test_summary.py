@@ -24,9 +24,10 @@ b = { model = "vae" }
 """
 
 
-def tiny_results(tmp_path):
-    """The shrunk IWAE spec with a claim, two smoke records, a leftover record of a cell the grid
-    no longer has, and the table and figure `bench table` / `bench plot` would have written."""
+def tiny_results(tmp_path, tier="small"):
+    """The shrunk IWAE spec with a claim, two records of `tier`, a leftover record of a cell the
+    grid no longer has, and the table and figure `bench table` / `bench plot` would have
+    written."""
     specs, results, tables = tmp_path / "specs", tmp_path / "results", tmp_path / "tables"
     path = write_spec(specs)
     path.write_text(path.read_text().replace("[metrics.nll]", CLAIM + "\n[metrics.nll]"))
@@ -37,12 +38,12 @@ def tiny_results(tmp_path):
         ("mnist-layers1-k5-vae", "vae", 500.0, [500.0, 500.0, 500.0], "cccccccc33"),
     ]:
         write_record(results, Record(
-            table="tiny", tier="smoke", cell=cell, params={"model": model}, status="ok",
+            table="tiny", tier=tier, cell=cell, params={"model": model}, status="ok",
             metrics={"nll": nll, "nll_per_image": per_image}, data=data, commit=commit,
             started="2026-12-0" + commit[-1] + "T10:00:00+00:00",
         ))  # fmt: skip
     tables.mkdir()
-    for name in ("tiny-smoke.md", "tiny-smoke.png", "tiny-smoke-unrelated.png"):
+    for name in (f"tiny-{tier}.md", f"tiny-{tier}.png", f"tiny-{tier}-unrelated.png"):
         (tables / name).write_text("")
     return specs, results, tables
 
@@ -50,15 +51,26 @@ def tiny_results(tmp_path):
 def test_one_row_per_tier_from_records_only(tmp_path):
     specs, results, tables = tiny_results(tmp_path)
     smoke, small = markdown_rows(render_summary(results, specs, tables))
-    assert (smoke["table"], smoke["tier"], smoke["cells run"]) == ("tiny", "smoke", "2 / 2")
+    assert (small["table"], small["tier"], small["cells run"]) == ("tiny", "small", "2 / 2")
     # |90 - 86.76| = 3.24 and |88 - 86.76| = 1.24: median 2.24; the leftover k = 5 cell is not
     # in the grid, so neither its 500 nats nor its commit count.
-    assert smoke["off the published number: median / worst"] == "NLL (nats): 2.24 / 3.24 (2 cells)"
-    assert smoke["claims: holds / inconclusive / does not hold"] == "1 / 0 / 0 (pipeline only)"
-    assert smoke["records: commit; date"] == "aaaaaaaa (1), bbbbbbbb (1); 2026-12-01 – 2026-12-02"
-    assert smoke["table and figures"] == "[table](tiny-smoke.md), [figure](tiny-smoke.png)"
-    assert (small["cells run"], small["records: commit; date"]) == ("0 / 2", "—")
+    assert small["off the published number: median / worst"] == "NLL (nats): 2.24 / 3.24 (2 cells)"
+    assert small["claims: holds / inconclusive / does not hold"] == "1 / 0 / 0"
+    assert small["what it can decide"] == "1 of 1 claim comparisons decided at a CPU budget"
+    assert small["records: commit; date"] == "aaaaaaaa (1), bbbbbbbb (1); 2026-12-01 – 2026-12-02"
+    assert small["table and figures"] == "[table](tiny-small.md), [figure](tiny-small.png)"
+    assert (smoke["cells run"], smoke["records: commit; date"]) == ("0 / 2", "—")
+
+
+def test_the_smoke_tier_is_pipeline_only_with_no_distance_or_verdict(tmp_path):
+    specs, results, tables = tiny_results(tmp_path, tier="smoke")
+    smoke, small = markdown_rows(render_summary(results, specs, tables))
+    assert smoke["cells run"] == "2 / 2"
+    assert smoke["off the published number: median / worst"] == "pipeline only: no distance shown"
+    assert smoke["claims: holds / inconclusive / does not hold"] == "pipeline only: not judged"
+    assert smoke["what it can decide"].startswith("nothing about the paper")
     assert small["claims: holds / inconclusive / does not hold"] == "not run (1)"
+    assert small["what it can decide"] == "not run"
 
 
 def test_bench_summary_writes_tables_readme(tmp_path, capsys):
