@@ -251,6 +251,12 @@ def _parser() -> argparse.ArgumentParser:
         help="price compute from FLOPs at X TFLOP/s (a device not here), labelled as assumed",
     )
     pl.add_argument(
+        "--reprice",
+        action="store_true",
+        help="with --assume-tflops: reprice the committed CPU plan from its FLOPs, calibrate"
+        " nothing",
+    )
+    pl.add_argument(
         "--against-records",
         action="store_true",
         help="plan each small and medium tier that has records, at their threads and"
@@ -433,7 +439,7 @@ def _sized_from_plan(spec, args, slurm):
 def _rehearse(spec, args) -> int:
     """Each selected cell rehearsed in fresh processes (bench/rehearse.py); exit 1 if any
     failed."""
-    from .rehearse import SCRATCH, rehearse_table, write_report
+    from .rehearse import SCRATCH, available_bytes, rehearse_table, write_report
     from .runner import resolve_device
     from .tasks import TASKS
 
@@ -456,10 +462,11 @@ def _rehearse(spec, args) -> int:
     trains = spec.task != "memory" and getattr(
         settings_for(TASKS[spec.task].settings_class(), spec, args.tier), "train", True
     )
-    done = rehearse_table(spec, args.tier, cells, common, scratch, trains)
+    limit = available_bytes() if device.type == "cpu" else None  # a GPU's host side: no cap
+    done = rehearse_table(spec, args.tier, cells, common, scratch, trains, limit=limit)
     tables = TABLES_DIR if args.tables == scratch / "tables" else args.tables
-    print(write_report(spec, args.tier, done, args.command_line, device, RESULTS_DIR
-                       if scratch == SCRATCH else scratch, tables))  # fmt: skip
+    reports = RESULTS_DIR if scratch == SCRATCH else scratch
+    print(write_report(spec, args.tier, done, args.command_line, device, reports, tables, limit))
     return 0 if all(r.passed for r in done) else 1
 
 
@@ -670,6 +677,8 @@ def cmd_plan(args) -> int:
                 f"table '{specs[0].id}' has no tier '{args.tier}'; it has:"
                 f" {', '.join(specs[0].tiers)}"
             )
+    if args.reprice:
+        return _reprice(specs, args)
     opts = PlanOptions(
         tier=args.tier,
         cells=_cells(args),
@@ -683,6 +692,29 @@ def cmd_plan(args) -> int:
         record = plan_table(spec, opts, log=lambda line: print(line, file=sys.stderr))
         record["command"] = args.command_line
         for path in write_plan(record, args.results, args.tables):
+            print(path)
+    return 0
+
+
+def _reprice(specs, args) -> int:
+    from .plan import read_plan, reprice, write_plan
+
+    if args.assume_tflops is None:
+        raise UsageError("--reprice needs --assume-tflops X (the rate to price the FLOPs at)")
+    writable_folder(args.tables, "--tables")
+    for spec in specs:
+        record = read_plan(args.results, spec.id, args.tier)
+        if record is None:
+            missing = (
+                f"{args.results}/plans/{spec.id}/{args.tier}.cpu.json: no committed plan to"
+                f" reprice; run `bench plan {spec.id} --tier {args.tier}` first"
+            )
+            if not args.all:
+                raise UsageError(missing)
+            print(f"skipped: {missing}", file=sys.stderr)
+            continue
+        repriced = reprice(record, args.assume_tflops, args.command_line)
+        for path in write_plan(repriced, args.results, args.tables):
             print(path)
     return 0
 

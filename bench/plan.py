@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
@@ -695,7 +695,33 @@ def _assumed(plan: CellPlan, tflops: float) -> CellPlan:
         f"compute priced at an assumed {tflops:g} TFLOP/s (not measured);"
         " other phases as measured here",
     ]
-    return replace(plan, phases=phases, units=units, notes=notes)
+    return replace(plan, phases=phases, units=units, notes=notes, matmul_fraction=None)
+
+
+def _cell_plan(d: dict) -> CellPlan:
+    """A CellPlan back from its dict in a plan record."""
+    names = {f.name for f in fields(CellPlan)}
+    return CellPlan(**{k: v for k, v in d.items() if k in names})
+
+
+def reprice(record: dict, tflops: float, command: str) -> dict:
+    """A committed plan with its compute phases priced from FLOPs at an assumed rate, nothing
+    calibrated again: a device that is not here, from what was measured here. The record keeps
+    the measuring run's provenance and names the repricing beside it."""
+    plans = [_cell_plan(c) for c in record["cells"]]
+    plans = [p if p.error else _assumed(p, tflops) for p in plans]
+    return {
+        **record,
+        "assume_tflops": tflops,
+        "repriced": {
+            "command": command,
+            "from": f"{record['tier']}.{device_tag(record)}.json",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance(),
+        },
+        "cells": [_as_dict(p) for p in plans],
+        "totals": totals(plans, "assumed", 1),
+    }
 
 
 def plan_table(spec: TableSpec, opts: PlanOptions, log=print) -> dict:
@@ -747,7 +773,9 @@ def plan_table(spec: TableSpec, opts: PlanOptions, log=print) -> dict:
         "command": opts.command,
         **provenance(),
         "cells": [_as_dict(p) for p in plans],
-        "totals": totals(plans, device.type, torch.get_num_threads()),
+        "totals": totals(
+            plans, "assumed" if opts.assume_tflops else device.type, torch.get_num_threads()
+        ),
     }
 
 
@@ -759,7 +787,8 @@ def _as_dict(plan: CellPlan) -> dict:
 
 
 def totals(plans: list[CellPlan], device_type: str, threads: int) -> dict:
-    """Cells, device-hours (CPU: core-hours at the plan's threads) and the longest cell."""
+    """Cells, device-hours (CPU: core-hours at the plan's threads; "assumed": hours of the
+    device priced from FLOPs) and the longest cell."""
     ok = [p for p in plans if not p.error]
     seconds = sum(p.predicted_s for p in ok)
     longest = max(ok, key=lambda p: p.predicted_s, default=None)
@@ -769,7 +798,9 @@ def totals(plans: list[CellPlan], device_type: str, threads: int) -> dict:
         "failed": len(plans) - len(ok),
         "hours": seconds / 3600,
         "device_hours": seconds * per / 3600,
-        "unit": "core-hours" if device_type == "cpu" else "GPU-hours",
+        "unit": {"cpu": "core-hours", "assumed": "device-hours at the assumed rate"}.get(
+            device_type, "GPU-hours"
+        ),
         "longest": None
         if longest is None
         else {"cell": longest.cell, "hours": longest.predicted_s / 3600},
@@ -879,6 +910,14 @@ def render_plan(record: dict) -> str:
         f" {record['matmul_tflops'] * 1e3:.0f} GFLOP/s; calibration took"
         f" {record['plan_s']:.0f} s."
     )
+    if record.get("repriced"):
+        r = record["repriced"]
+        lines.append(
+            f"\nCompute repriced at an assumed {record['assume_tflops']:g} TFLOP/s (not measured)"
+            f" from that plan's FLOPs ({r['from']}) by `{r['command']}` at {r['commit'][:8]},"
+            f" {r['created']}; the phases without FLOPs (setup, sampling, probes) stay as"
+            " measured there."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -55,11 +55,35 @@ def _peak_children_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _run(args: list[str], log) -> tuple[int, str, float]:
+def available_bytes() -> int:
+    """MemAvailable (Linux), else the physical memory: what a rehearsal may take on a CPU."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _limited(limit: int | None):
+    """A child's data-segment limit: a step that does not fit fails with PyTorch's one-line
+    allocation error instead of waking the kernel's OOM killer, which may kill anything."""
+    if limit is None:
+        return None
+    return lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _run(args: list[str], log, limit: int | None = None) -> tuple[int, str, float]:
     env = {**os.environ, "DGM_BENCH_BARS": "0"}
     before = _peak_children_mib()
     out = subprocess.run(
-        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        preexec_fn=_limited(limit),
     )
     peak = _peak_children_mib()
     for line in out.stdout.splitlines():
@@ -69,10 +93,19 @@ def _run(args: list[str], log) -> tuple[int, str, float]:
     return out.returncode, tail, peak if peak > before else before
 
 
-def _failure(code: int, tail: str) -> str:
+def _failure(code: int, tail: str, limit: int | None = None) -> str:
     if code in (-9, 137):
         return "killed (SIGKILL: out of memory?)"
-    return tail[:300] or f"exit status {code}"
+    return _out_of_memory(tail, limit) or tail[:300] or f"exit status {code}"
+
+
+def _out_of_memory(reason: str, limit: int | None) -> str:
+    """A failure that is the memory limit, said as such ('' for any other failure)."""
+    if limit is None or "can't allocate memory" not in reason:
+        return ""
+    asked = reason.split("you tried to allocate ")[-1].split(" bytes")[0]
+    more = f" (one allocation of {int(asked) / 2**30:.1f} GiB)" if asked.isdigit() else ""
+    return f"does not fit: over the {limit / 2**30:.1f} GiB of memory available here{more}"
 
 
 def rehearse_cell(
@@ -84,8 +117,10 @@ def rehearse_cell(
     trains: bool,
     log,
     real: bool = True,
+    limit: int | None = None,
 ) -> Rehearsal:
-    """Rehearse one cell in two processes (one where the task does not train)."""
+    """Rehearse one cell in two processes (one where the task does not train), each held to
+    `limit` bytes of data segment (None: no limit)."""
     base = [
         "run",
         spec.id,
@@ -105,12 +140,12 @@ def rehearse_cell(
     t0 = time.perf_counter()
     ckpt_mib = None
     if trains:
-        code, tail, _ = _run([*base, "--fresh", "--stop-after-epochs", "1"], log)
+        code, tail, _ = _run([*base, "--fresh", "--stop-after-epochs", "1"], log, limit)
         if code != STOPPED:
             return Rehearsal(
                 cell,
                 False,
-                "first process: " + _failure(code, tail),
+                "first process: " + _failure(code, tail, limit),
                 wall_s=time.perf_counter() - t0,
             )
         ckpts = sorted((scratch / "checkpoints" / spec.id / tier).glob(f"{cell}.*.pt"))
@@ -125,12 +160,13 @@ def rehearse_cell(
         second = base
     else:
         second = [*base, "--fresh"]
-    code, tail, peak = _run(second, log)
+    code, tail, peak = _run(second, log, limit)
     wall = time.perf_counter() - t0
     try:
         record = read_record(record_path(scratch, spec.id, tier, cell))
     except (RecordError, OSError):
-        return Rehearsal(cell, False, "second process: " + _failure(code, tail), wall_s=wall)
+        failure = _failure(code, tail, limit)
+        return Rehearsal(cell, False, "second process: " + failure, wall_s=wall)
     train_s = sum(h.get("seconds", 0.0) for h in record.history)
     steps = record.settings.get("max_steps_per_epoch") or 0
     result = Rehearsal(
@@ -145,7 +181,7 @@ def rehearse_cell(
         on_sample=real and record.settings.get("data") == "sample",
     )
     if record.status != "ok":
-        result.failure = f"{record.status}: {record.reason}"
+        result.failure = _out_of_memory(record.reason, limit) or f"{record.status}: {record.reason}"
     elif trains and not (record.resumed and record.segments == 2):
         result.passed = False
         result.failure = f"not resumed from the checkpoint ({record.segments} segments)"
@@ -161,11 +197,12 @@ def rehearse_table(
     trains: bool,
     log=print,
     real: bool = True,
+    limit: int | None = None,
 ) -> list[Rehearsal]:
     out = []
     for i, cell in enumerate(cells, 1):
         log(f"[{i}/{len(cells)}] {cell}: rehearsing")
-        r = rehearse_cell(spec, tier, cell, common, scratch, trains, log, real)
+        r = rehearse_cell(spec, tier, cell, common, scratch, trains, log, real, limit)
         log(
             f"[{i}/{len(cells)}] {cell}: "
             + ("passed" if r.passed else f"FAILED: {r.failure}")
@@ -219,7 +256,14 @@ def render_report(report: dict) -> str:
         "",
         "s/step: the rehearsal's training steps (the first steps of a run, warm-up included)."
         " Peak RSS: the larger of the two processes' peak resident sets. '(sample)': the data set"
-        " is not on this machine, so the exact models ran on the committed sample.",
+        " is not on this machine, so the exact models ran on the committed sample."
+        + (
+            f" Each process was held to {report['memory_limit_gib']:.1f} GiB of data segment"
+            " (the memory available when the rehearsal started), so a step that does not fit"
+            " fails with its allocation instead of the kernel's OOM killer."
+            if report.get("memory_limit_gib")
+            else ""
+        ),
         "",
         f"Made by `{report['command']}` at {report['commit'][:8]}"
         f"{' (uncommitted changes)' if report['dirty'] else ''} on {report['device']}, torch"
@@ -237,6 +281,7 @@ def write_report(
     device,
     results_dir: Path,
     tables: Path,
+    limit: int | None = None,
 ) -> Path:
     from dataclasses import asdict
     from datetime import UTC, datetime
@@ -248,6 +293,7 @@ def write_report(
         "device": device_name(device),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **provenance(),
+        "memory_limit_gib": None if limit is None else limit / 2**30,
         "cells": [asdict(r) for r in results],
     }
     atomic_write_text(

@@ -74,6 +74,40 @@ def test_an_assumed_rate_prices_compute_from_flops_and_is_labelled_as_assumed():
     assert not _plan("b").estimated
 
 
+def test_a_committed_plan_is_repriced_from_its_flops_without_calibrating(tmp_path, capsys):
+    measured = {
+        "table": "t",
+        "tier": "full",
+        "device": "cpu: AMD EPYC, 1 threads",
+        "threads": 1,
+        "assume_tflops": None,
+        "matmul_tflops": 0.1,
+        "created": "2026-12-01T00:00:00+00:00",
+        "plan_s": 5.0,
+        "command": "bench plan t --tier full",
+        "commit": "0123456789",
+        "dirty": False,
+        "versions": {"torch": "2.14.1"},
+        "cells": [P._as_dict(_plan("a", steps=100, flops=2e12))],
+    }
+    measured["cells"][0]["matmul_fraction"] = 0.5
+    record = P.reprice(measured, 4.0, "bench plan t --reprice --assume-tflops 4")
+    (cell,) = record["cells"]
+    assert cell["phases"]["train"] == pytest.approx(50.0) and cell["estimated"]
+    assert cell["matmul_fraction"] is None  # a fraction of this CPU's rate says nothing there
+    assert record["totals"]["device_hours"] == pytest.approx(55.0 / 3600)
+    assert record["totals"]["unit"] == "device-hours at the assumed rate"
+    assert record["commit"] == "0123456789" and record["repriced"]["from"] == "full.cpu.json"
+    json_path, md = P.write_plan(record, tmp_path / "results", tmp_path / "tables")
+    assert json_path.name == "full.assumed-4tflops.json"
+    assert "repriced at an assumed 4 TFLOP/s (not measured)" in md.read_text()
+    assert main(["plan", "iwae-table", "--reprice", "--results", str(tmp_path / "x")]) == 2
+    assert "--reprice needs --assume-tflops" in capsys.readouterr().err
+    args = ["plan", "iwae-table", "--reprice", "--assume-tflops", "4", "--results", str(tmp_path)]
+    assert main(args) == 2
+    assert "no committed plan to reprice" in capsys.readouterr().err
+
+
 def test_the_comparison_with_records_and_its_band():
     record = {
         "table": "t",

@@ -4,13 +4,17 @@ a rendered measurement or a bench check reference."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 
+from bench.cell import _finished
 from bench.cli import main
 from bench.records import read_records, record_path, write_record
-from bench.runner import _finished, run_table
+from bench.rehearse import _limited, _out_of_memory, available_bytes
+from bench.runner import run_table
 from bench.tasks.settings import ClassifySettings, LikelihoodSettings, rehearsal
 
 from .conftest import VAE, options, write_spec
@@ -25,6 +29,8 @@ def test_rehearsal_settings_keep_the_model_and_cross_every_stage():
     c = rehearsal(ClassifySettings(epochs=160, lr_milestones=[80, 120], batch_size=100))
     assert (c.epochs, c.lr_milestones, c.batch_size) == (3, [1, 2], 100)
     assert rehearsal(s, sample=True).data == "sample"
+    timed = rehearsal(LikelihoodSettings(samples=16, time_naive_sampler=True))
+    assert (timed.samples, timed.time_naive_sampler) == (1, False)  # the run's sampler, once
 
 
 @pytest.fixture
@@ -126,3 +132,21 @@ def test_a_rehearsal_written_into_results_is_left_out_of_the_table(tmp_path, reh
     write_record(opts.results, replace(record, rehearsal=True))
     records, _ = read_records(opts.results, tiny.id, "smoke")
     assert records == {}
+
+
+def test_a_step_that_does_not_fit_fails_with_its_allocation_not_the_oom_killer():
+    limit = 512 * 2**20
+    grab = "bytearray(2**31)"  # 2 GiB: over the limit, far under the machine
+    child = [sys.executable, "-c", grab]
+    done = subprocess.run(child, capture_output=True, text=True, preexec_fn=_limited(limit))
+    assert done.returncode == 1 and "MemoryError" in done.stderr
+    reason = (
+        "RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't"
+        " allocate memory: you tried to allocate 12884901888 bytes. Error code 12"
+    )
+    assert _out_of_memory(reason, 20 * 2**30) == (
+        "does not fit: over the 20.0 GiB of memory available here (one allocation of 12.0 GiB)"
+    )
+    assert _out_of_memory("ValueError: nan", 20 * 2**30) == ""
+    assert _out_of_memory(reason, None) == ""  # no limit: a plain failure
+    assert available_bytes() > 0

@@ -1,4 +1,4 @@
-"""tools/gpu-check: its plan (the CPU dry run) and its memory report, without a GPU."""
+"""tools/gpu-check: what it runs (the CPU dry run) and its memory report, without a GPU."""
 
 from __future__ import annotations
 
@@ -28,7 +28,16 @@ def test_the_dry_run_lists_a_cuda_check_of_every_smoke_tier():
     lines = done.stdout.splitlines()
     expected = "$ bench check iwae-table --tier smoke --device cuda --work <scratch>/iwae-table"
     assert expected in lines
-    assert len(lines) == 9  # every table has [check.smoke]
+    assert sum(line.startswith("$ bench check") for line in lines) == 9  # all have [check.smoke]
+    plans = [line for line in lines if line.startswith("$ bench plan")]
+    rehearsals = [line for line in lines if "--rehearse --cells" in line]
+    assert len(plans) == len(rehearsals) == 8  # every table with a full tier (not factorised)
+    assert "$ bench plan iwae-table --tier full --device cuda" in plans[1]
+    # i-RevNet's rehearsal is its largest cell by the committed plan's step peak
+    assert (
+        "bench run irevnet-imagenet --tier full --rehearse --cells irevnet_a-imagenet"
+        in (rehearsals[0])
+    )
 
 
 def test_unknown_tables_are_one_line():
