@@ -457,6 +457,8 @@ def _rehearse(spec, args) -> int:
     common = ["--device", args.device, "--seed", str(args.seed), "--specs", str(args.specs)]
     if args.data_dir is not None:
         common += ["--data-dir", str(args.data_dir)]
+    if args.threads_per_cell is not None:
+        common += ["--threads-per-cell", str(args.threads_per_cell)]
     for item in args.add_model:
         common += ["--add-model", item]
     trains = spec.task != "memory" and getattr(
