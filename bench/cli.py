@@ -251,6 +251,12 @@ def _parser() -> argparse.ArgumentParser:
         help="price compute from FLOPs at X TFLOP/s (a device not here), labelled as assumed",
     )
     pl.add_argument(
+        "--render-only",
+        action="store_true",
+        help="with --against-records: re-render tables/plan-accuracy.md from the committed"
+        " comparisons, calibrate nothing",
+    )
+    pl.add_argument(
         "--reprice",
         action="store_true",
         help="with --assume-tflops: reprice the committed CPU plan from its FLOPs, calibrate"
@@ -650,10 +656,15 @@ def cmd_perf(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import PlanOptions, plan_accuracy, plan_table, write_plan
+    from .plan import PlanOptions, plan_accuracy, plan_table, write_accuracy, write_plan
 
     if args.assume_tflops is not None and not args.assume_tflops > 0:
         raise UsageError(f"--assume-tflops {args.assume_tflops}: expected a rate > 0 (TFLOP/s)")
+    if args.render_only:
+        if not args.against_records:
+            raise UsageError("--render-only goes with --against-records")
+        print(write_accuracy(args.results, args.tables))
+        return 0
     if args.against_records:
         if args.all or args.cells:
             raise UsageError("--against-records plans every tier with records; drop --all and"

@@ -980,20 +980,82 @@ def compare(record: dict, records: dict) -> list[dict]:
     return rows
 
 
+def _epoch_work(r) -> tuple | None:
+    """What one training epoch of a record computes, to tell identical epochs: the cell, the
+    model's arguments, the batch, the images an epoch reads and the image size."""
+    n = r.data.get("n_train")
+    batch = r.settings.get("batch_size")
+    if not n or not batch:
+        return None
+    cap = r.settings.get("max_steps_per_epoch")
+    images = min(int(n), cap * batch) if cap else int(n)
+    kwargs = json.dumps(r.settings.get("model_kwargs", {}), sort_keys=True)
+    return (
+        json.dumps(r.params, sort_keys=True),
+        kwargs,
+        batch,
+        images,
+        r.settings.get("image_size"),
+    )
+
+
+def timing_evidence(results: Path, rows: list[dict], band: float = 0.25) -> dict[tuple, dict]:
+    """How reproducible each record's own timing is, independent of any plan: the spread of its
+    epochs (max / min; every epoch the same work) and its median epoch against the same cell's
+    in the other CPU tier when that epoch is the same work. A record whose identical epochs
+    differ by more than `band` was made at a load no calibration can know: per (table, tier,
+    cell), {"spread", "other_tier", "unsteady"}."""
+    from .records import read_records
+
+    cache: dict[tuple, dict] = {}
+
+    def records(table: str, tier: str) -> dict:
+        if (table, tier) not in cache:
+            cache[table, tier] = read_records(results, table, tier)[0]
+        return cache[table, tier]
+
+    out = {}
+    for row in rows:
+        table, tier, cell = row["table"], row["tier"], row["cell"]
+        r = records(table, tier).get(cell)
+        seconds = [h["seconds"] for h in (r.history if r else []) if h.get("seconds")]
+        if not seconds:
+            continue
+        spread = max(seconds) / min(seconds) if len(seconds) > 1 else None
+        other = records(table, "medium" if tier == "small" else "small").get(cell)
+        other_s = [h["seconds"] for h in (other.history if other else []) if h.get("seconds")]
+        same = other_s and other.status == "ok" and _epoch_work(other) == _epoch_work(r)
+        cross = median(seconds) / median(other_s) if same else None
+        unsteady = (spread is not None and spread > 1 + band) or (
+            cross is not None and not 1 / (1 + band) <= cross <= 1 + band
+        )
+        out[table, tier, cell] = {"spread": spread, "other_tier": cross, "unsteady": unsteady}
+    return out
+
+
 def within(rows: list[dict], band: float = 0.25) -> tuple[int, int]:
     """How many rows predict the recorded wall time within +-band (ratio in [1-band, 1+band])."""
     good = sum(1 for r in rows if r["ratio"] is not None and abs(r["ratio"] - 1) <= band)
     return good, len(rows)
 
 
-def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
+def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = None) -> str:
     """The comparison as markdown: per cell predicted and recorded wall time and, to tell a
     wrong step time from a wrong evaluation or overhead, the training phase alone (the record's
-    epoch seconds)."""
+    epoch seconds); with `evidence` (timing_evidence), how reproducible each record's own
+    timing is, and how many misses that accounts for."""
     from tabulate import tabulate
+
+    evidence = evidence or {}
 
     def ratio(a, b):
         return f"{a / b:.2f}" if a and b else ""
+
+    def key(r):
+        return (r["table"], r["tier"], r["cell"])
+
+    def num(value):
+        return "" if value is None else f"{value:.2f}"
 
     good, n = within(rows)
     body = [
@@ -1005,6 +1067,8 @@ def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
             _duration(r["recorded_s"]),
             f"{r['ratio']:.2f}",
             ratio(r.get("predicted_train_s"), r.get("recorded_train_s")),
+            num(evidence.get(key(r), {}).get("spread")),
+            num(evidence.get(key(r), {}).get("other_tier")),
         ]
         for r in rows
     ]
@@ -1022,6 +1086,21 @@ def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
         )
         if train:
             head += f"; the training phase alone: median {median(train):.2f}"
+    steady = [r for r in rows if not evidence.get(key(r), {}).get("unsteady")]
+    missed = [r for r in rows if not within([r])[0]]
+    unsteady_misses = [r for r in missed if evidence.get(key(r), {}).get("unsteady")]
+    explained = ""
+    if evidence and missed:
+        good_steady, n_steady = within(steady)
+        explained = (
+            f"\n\nHow much of the miss the records' load explains: {len(unsteady_misses)} of the"
+            f" {len(missed)} cells outside +-25% come from records whose own identical epochs"
+            " differ by more than 25% (the 'epochs max / min' of the record, or its median epoch"
+            " against the same cell's in the other CPU tier, 'vs other tier'): the same work took"
+            " that much more or less time at the load of the moment, which no calibration can"
+            f" know. Over the {n_steady} cells whose records are steady by both measures,"
+            f" {good_steady} ({100 * good_steady / max(n_steady, 1):.0f}%) are within +-25%."
+        )
     made = sorted({f"`{r['command']}` at {r['commit'][:8]}" for r in runs})
     return "\n".join(
         [
@@ -1029,7 +1108,7 @@ def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
             "",
             "`bench plan --against-records`: the plan of each small and medium tier with committed"
             " records, at the records' threads per cell and data sizes, against each record's"
-            f" `wall_s`: {head}.",
+            f" `wall_s`: {head}.{explained}",
             "",
             tabulate(
                 body,
@@ -1041,12 +1120,17 @@ def render_accuracy(rows: list[dict], runs: list[dict]) -> str:
                     "recorded",
                     "ratio",
                     "training ratio",
+                    "epochs max / min",
+                    "vs other tier",
                 ],
                 tablefmt="github",
                 disable_numparse=True,
             ),
             "",
-            "'training ratio': the plan's training phase over the record's epoch seconds. The"
+            "'training ratio': the plan's training phase over the record's epoch seconds."
+            " 'epochs max / min': the record's slowest epoch over its fastest (every epoch is the"
+            " same work). 'vs other tier': the record's median epoch over the same cell's in the"
+            " other CPU tier, where an epoch there is the same work (model, batch, images). The"
             " records were made by runs of 2-3 cells at once on 2 cores at other commits and loads;"
             " the plans were calibrated by " + "; ".join(made) + ".",
             "",
@@ -1104,11 +1188,18 @@ def plan_accuracy(
         if table_rows:
             path = results / "plans" / "accuracy" / f"{spec.id}.json"
             atomic_write_text(path, json.dumps({**meta, "rows": table_rows}, indent=1) + "\n")
+    return write_accuracy(results, tables)
+
+
+def write_accuracy(results: Path, tables: Path) -> Path:
+    """tables/plan-accuracy.md from every table's comparison (results/plans/accuracy/*.json)
+    and the records' own timing evidence; calibrates nothing."""
     every = []
     for path in sorted((results / "plans" / "accuracy").glob("*.json")):
         every.append(json.loads(path.read_text()))
+    rows = [r for e in every for r in e["rows"]]
     md = tables / "plan-accuracy.md"
-    atomic_write_text(md, render_accuracy([r for e in every for r in e["rows"]], every))
+    atomic_write_text(md, render_accuracy(rows, every, timing_evidence(results, rows)))
     return md
 
 

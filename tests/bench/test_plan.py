@@ -11,7 +11,7 @@ import torch
 
 from bench import plan as P
 from bench.cli import main
-from bench.records import Record
+from bench.records import Record, write_record
 
 
 def test_line_through_extrapolates_and_never_falls():
@@ -126,6 +126,41 @@ def test_the_comparison_with_records_and_its_band():
     assert P.threads_of("cuda: NVIDIA H100") is None
 
 
+def _timed(tier, cell, epochs, n_train=1000):
+    history = [{"epoch": i, "seconds": s} for i, s in enumerate(epochs)]
+    data, settings = {"n_train": n_train}, {"batch_size": 10}
+    return Record(
+        "t", tier, cell, {"model": "m"}, "ok", data=data, settings=settings, history=history
+    )
+
+
+def test_a_record_whose_identical_epochs_disagree_is_named_unsteady(tmp_path):
+    for record in [
+        _timed("small", "steady", [10.0]),
+        _timed("medium", "steady", [11.0, 12.0]),  # same work as small's epoch: 11.5 / 10
+        _timed("medium", "wobbly", [10.0, 14.0]),  # 1.4x between two identical epochs
+        _timed("small", "loaded", [20.0]),
+        _timed("medium", "loaded", [10.0, 10.0]),  # small's epoch took 2x the same work
+        _timed("small", "other-work", [20.0], n_train=2000),
+        _timed("medium", "other-work", [10.0]),  # not the same work: no cross-tier ratio
+    ]:
+        write_record(tmp_path, record)
+    cells = ["small steady", "medium steady", "medium wobbly", "small loaded", "small other-work"]
+    one = {"table": "t", "ratio": 1.0, "predicted_s": 1.0, "recorded_s": 1.0}
+    rows = [{**one, "tier": c.split()[0], "cell": c.split()[1]} for c in cells]
+    found = P.timing_evidence(tmp_path, rows)
+    steady = found["t", "small", "steady"]
+    assert steady["spread"] is None and not steady["unsteady"]
+    assert steady["other_tier"] == pytest.approx(10 / 11.5)
+    assert found["t", "medium", "steady"]["spread"] == pytest.approx(12 / 11)
+    assert found["t", "medium", "wobbly"]["unsteady"] and found["t", "small", "loaded"]["unsteady"]
+    assert found["t", "small", "other-work"]["other_tier"] is None
+    rows[3]["ratio"] = 0.5  # the loaded record is the one miss
+    text = P.render_accuracy(rows, [{"command": "bench plan", "commit": "abcdef1234"}], found)
+    assert "1 of the 1 cells outside +-25% come from records whose own identical epochs" in text
+    assert "Over the 3 cells whose records are steady by both measures, 3 (100%)" in text
+
+
 def test_a_plan_of_a_real_tier_writes_its_record_and_table(tmp_path, tiny):
     opts = P.PlanOptions(tier="smoke", cells="*-vae", min_total_s=0.05, command="bench plan")
     record = P.plan_table(tiny, opts, log=lambda *_: None)
@@ -146,6 +181,8 @@ def test_plan_refuses_bad_requests_in_one_line(capsys):
     assert "give one table or --all" in capsys.readouterr().err
     assert main(["plan", "iwae-table", "--assume-tflops", "-1"]) == 2
     assert "--assume-tflops" in capsys.readouterr().err
+    assert main(["plan", "--render-only"]) == 2
+    assert "--render-only goes with --against-records" in capsys.readouterr().err
 
 
 def test_slurm_takes_time_and_memory_from_the_plan_with_a_margin_and_a_cap():
