@@ -1033,6 +1033,25 @@ def timing_evidence(results: Path, rows: list[dict], band: float = 0.25) -> dict
     return out
 
 
+RUN_MIN_CELLS = 3  # a run's speed factor is fitted only where it has this many cells
+
+
+def run_factors(rows: list[dict]) -> dict[tuple, float]:
+    """Per recorded run (table, tier, the records' commit), the median of its cells'
+    predicted / recorded ratios: the run's speed level against the calibration's, which the
+    load at the time sets and no calibration can know. Runs of fewer than RUN_MIN_CELLS cells
+    get none (one factor per cell would fit anything)."""
+    runs: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r["ratio"] is not None:
+            runs.setdefault(_run_of(r), []).append(r["ratio"])
+    return {k: median(v) for k, v in runs.items() if len(v) >= RUN_MIN_CELLS}
+
+
+def _run_of(row: dict) -> tuple:
+    return (row["table"], row["tier"], row.get("recorded_commit", ""))
+
+
 def within(rows: list[dict], band: float = 0.25) -> tuple[int, int]:
     """How many rows predict the recorded wall time within +-band (ratio in [1-band, 1+band])."""
     good = sum(1 for r in rows if r["ratio"] is not None and abs(r["ratio"] - 1) <= band)
@@ -1047,6 +1066,7 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
     from tabulate import tabulate
 
     evidence = evidence or {}
+    factors = run_factors(rows)
 
     def ratio(a, b):
         return f"{a / b:.2f}" if a and b else ""
@@ -1069,6 +1089,8 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
             ratio(r.get("predicted_train_s"), r.get("recorded_train_s")),
             num(evidence.get(key(r), {}).get("spread")),
             num(evidence.get(key(r), {}).get("other_tier")),
+            num(factors.get(_run_of(r))),
+            num(r["ratio"] / factors[_run_of(r)] if _run_of(r) in factors else None),
         ]
         for r in rows
     ]
@@ -1099,7 +1121,24 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
             " against the same cell's in the other CPU tier, 'vs other tier'): the same work took"
             " that much more or less time at the load of the moment, which no calibration can"
             f" know. Over the {n_steady} cells whose records are steady by both measures,"
-            f" {good_steady} ({100 * good_steady / max(n_steady, 1):.0f}%) are within +-25%."
+            f" {good_steady} ({100 * good_steady / max(n_steady, 1):.0f}%) are within +-25%:"
+            " steady within itself, a run can still have gone at another speed than the"
+            " calibration, as its run factor says."
+        )
+    scaled = [{"ratio": r["ratio"] / factors[_run_of(r)]} for r in rows if _run_of(r) in factors]
+    if scaled:
+        good_scaled, n_scaled = within(scaled)
+        levels = sorted(factors.values())
+        explained += (
+            f"\n\nWhat is left once each recorded run's speed level is known: the median ratio of"
+            f" a run's cells (its 'run factor', {levels[0]:.2f}-{levels[-1]:.2f} over the"
+            f" {len(factors)} runs of at least {RUN_MIN_CELLS} cells) is that run's load against"
+            " the calibration's. Divided by it, "
+            f"{good_scaled} of those runs' {n_scaled} cells"
+            f" ({100 * good_scaled / n_scaled:.0f}%) are within +-25% ('ratio / run factor'):"
+            " the plan's costs of the cells relative to each other hold, and its absolute level"
+            " is the load of the machine it was calibrated on. Plan on a quiet machine, or on"
+            " the machine and at the load the cells will run at."
         )
     made = sorted({f"`{r['command']}` at {r['commit'][:8]}" for r in runs})
     return "\n".join(
@@ -1122,6 +1161,8 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
                     "training ratio",
                     "epochs max / min",
                     "vs other tier",
+                    "run factor",
+                    "ratio / run factor",
                 ],
                 tablefmt="github",
                 disable_numparse=True,
@@ -1130,7 +1171,9 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
             "'training ratio': the plan's training phase over the record's epoch seconds."
             " 'epochs max / min': the record's slowest epoch over its fastest (every epoch is the"
             " same work). 'vs other tier': the record's median epoch over the same cell's in the"
-            " other CPU tier, where an epoch there is the same work (model, batch, images). The"
+            " other CPU tier, where an epoch there is the same work (model, batch, images). 'run"
+            " factor': the median ratio of the cells recorded at the same commit in this tier."
+            " The"
             " records were made by runs of 2-3 cells at once on 2 cores at other commits and loads;"
             " the plans were calibrated by " + "; ".join(made) + ".",
             "",

@@ -161,6 +161,19 @@ def test_a_record_whose_identical_epochs_disagree_is_named_unsteady(tmp_path):
     assert "Over the 3 cells whose records are steady by both measures, 3 (100%)" in text
 
 
+def test_a_runs_speed_factor_is_the_median_of_its_cells_and_needs_three_of_them():
+    def row(cell, ratio, commit):
+        one = {"table": "t", "tier": "small", "predicted_s": ratio, "recorded_s": 1.0}
+        return {**one, "cell": cell, "ratio": ratio, "recorded_commit": commit}
+
+    rows = [row("a", 0.5, "c1"), row("b", 0.6, "c1"), row("c", 0.4, "c1"), row("d", 2.0, "c2")]
+    factors = P.run_factors(rows)
+    assert factors == {("t", "small", "c1"): 0.5}  # c2 has one cell: no factor
+    text = P.render_accuracy(rows, [{"command": "bench plan", "commit": "abcdef1234"}], {})
+    assert "0 of 4 cells (0%) within +-25%" in text
+    assert "Divided by it, 3 of those runs' 3 cells (100%) are within +-25%" in text
+
+
 def test_a_plan_of_a_real_tier_writes_its_record_and_table(tmp_path, tiny):
     opts = P.PlanOptions(tier="smoke", cells="*-vae", min_total_s=0.05, command="bench plan")
     record = P.plan_table(tiny, opts, log=lambda *_: None)
