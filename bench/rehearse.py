@@ -48,6 +48,7 @@ class Rehearsal:
     wall_s: float = 0.0  # both processes, start to end
     segments: int = 0
     on_sample: bool = False
+    ran: bool = True  # False: the cell could not start here (its data set is absent)
 
 
 def _peak_children_mib() -> float:
@@ -91,6 +92,18 @@ def _run(args: list[str], log, limit: int | None = None) -> tuple[int, str, floa
     errors = [line for line in out.stderr.splitlines() if line.startswith("error")]
     tail = errors[-1] if errors else (out.stderr.strip().splitlines() or [""])[-1]
     return out.returncode, tail, peak if peak > before else before
+
+
+def _skipped(scratch: Path, table: str, tier: str, cell: str) -> str:
+    """Why the worker did not start the cell ('' if it did): a data set that is neither here
+    nor committed as a sample (CIFAR-100)."""
+    try:
+        record = read_record(record_path(scratch, table, tier, cell))
+    except (RecordError, OSError):
+        return ""
+    if record.status != "skipped":
+        return ""
+    return f"not run: {record.reason} (and no committed sample)"
 
 
 def _failure(code: int, tail: str, limit: int | None = None) -> str:
@@ -141,6 +154,8 @@ def rehearse_cell(
     ckpt_mib = None
     if trains:
         code, tail, _ = _run([*base, "--fresh", "--stop-after-epochs", "1"], log, limit)
+        if code != STOPPED and (skipped := _skipped(scratch, spec.id, tier, cell)):
+            return Rehearsal(cell, False, skipped, wall_s=time.perf_counter() - t0, ran=False)
         if code != STOPPED:
             return Rehearsal(
                 cell,
@@ -205,7 +220,7 @@ def rehearse_table(
         r = rehearse_cell(spec, tier, cell, common, scratch, trains, log, real, limit)
         log(
             f"[{i}/{len(cells)}] {cell}: "
-            + ("passed" if r.passed else f"FAILED: {r.failure}")
+            + ("passed" if r.passed else r.failure if not r.ran else f"FAILED: {r.failure}")
             + f" ({r.wall_s:.0f} s)"
         )
         out.append(r)
@@ -222,7 +237,11 @@ def render_report(report: dict) -> str:
     rows = [
         [
             r["cell"],
-            "passed" if r["passed"] else f"FAILED: {r['failure']}",
+            "passed"
+            if r["passed"]
+            else r["failure"]
+            if not r.get("ran", True)
+            else f"FAILED: {r['failure']}",
             _num(r["step_s"], ".3g"),
             _num(r["peak_rss_mib"], ",.0f"),
             _num(r["checkpoint_mib"], ".1f"),
@@ -232,10 +251,15 @@ def render_report(report: dict) -> str:
         for r in report["cells"]
     ]
     passed = sum(r["passed"] for r in report["cells"])
+    unrun = sum(not r.get("ran", True) for r in report["cells"])
+    failed = len(rows) - passed - unrun
     lines = [
         f"# Rehearsal: {report['table']}, {report['tier']} tier",
         "",
-        f"{passed} of {len(rows)} cells passed: built at the tier's exact configuration, trained"
+        f"{passed} of {len(rows)} cells passed"
+        + (f", {failed} failed" if failed else "")
+        + (f", {unrun} not run (data absent here)" if unrun else "")
+        + ": built at the tier's exact configuration, trained"
         " two steps an epoch through every learning-rate stage, checkpointed, stopped, resumed in"
         " a fresh process, scored on a few test images and sampled once (bench/rehearse.py).",
         "",

@@ -6,14 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
 from bench.cell import _finished
 from bench.cli import main
-from bench.records import read_records, record_path, write_record
-from bench.rehearse import _limited, _out_of_memory, available_bytes
+from bench.records import Record, read_records, record_path, write_record
+from bench.rehearse import (
+    Rehearsal,
+    _limited,
+    _out_of_memory,
+    _skipped,
+    available_bytes,
+    render_report,
+)
 from bench.runner import run_table
 from bench.tasks.settings import ClassifySettings, LikelihoodSettings, rehearsal
 
@@ -150,3 +157,19 @@ def test_a_step_that_does_not_fit_fails_with_its_allocation_not_the_oom_killer()
     assert _out_of_memory("ValueError: nan", 20 * 2**30) == ""
     assert _out_of_memory(reason, None) == ""  # no limit: a plain failure
     assert available_bytes() > 0
+
+
+def test_a_cell_whose_data_is_absent_and_has_no_sample_is_not_run_not_failed(tmp_path):
+    reason = "CIFAR100 not found: expected /data/cifar100; place the python batches there"
+    write_record(tmp_path, Record("t", "full", "c100", {}, "skipped", reason=reason))
+    write_record(tmp_path, Record("t", "full", "c10", {}, "failed", reason="boom"))
+    assert _skipped(tmp_path, "t", "full", "c100") == f"not run: {reason} (and no committed sample)"
+    assert _skipped(tmp_path, "t", "full", "c10") == "" == _skipped(tmp_path, "t", "full", "none")
+    not_run = Rehearsal("c100", False, _skipped(tmp_path, "t", "full", "c100"), ran=False)
+    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
+    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
+    cells = [asdict(Rehearsal("c10", True)), asdict(not_run)]
+    report = {"table": "t", "tier": "full", **made, **code, "cells": cells}
+    text = render_report(report)
+    assert "1 of 2 cells passed, 1 not run (data absent here):" in text
+    assert "| not run: CIFAR100 not found" in text and "FAILED" not in text
