@@ -1,5 +1,6 @@
 """Figures from records: the claim figure a spec's `[plot]` declares, measured vs published for
-any table, training curves, and the sample grids of generative models.
+any table, training curves, the sample grids of generative models, and the distance to each
+paper against the training budget across tiers (the series from bench/budget.py).
 
 Like tables, figures are drawn from records only, so they can be redrawn at any time. Each
 `*_figure` builder returns the Figure, its axes and series named by gid (so tests can check what
@@ -22,9 +23,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
-from .records import Record  # noqa: E402
+from . import budget  # noqa: E402
+from .records import RESULTS_DIR, TABLES_DIR, Record  # noqa: E402
 from .render import fmt_value, parse_units  # noqa: E402
-from .spec import Cell, Metric, TableSpec  # noqa: E402
+from .spec import SPEC_DIR, Cell, Metric, TableSpec, load_spec, registry  # noqa: E402
 
 MARKERS = "os^Dv<>PX*"
 MAX_LABELS = 3  # outliers named in a measured-vs-published panel
@@ -569,3 +571,268 @@ def plot_curves(spec: TableSpec, records: dict[str, Record], path: Path) -> Path
 def plot_samples(spec: TableSpec, records: dict[str, Record], path: Path) -> Path | None:
     """The sample grids, read from the folder `samples/` beside `path`."""
     return _save(samples_figure(spec, records, path.parent), path)
+
+
+# --- the gap to the paper against the training budget (bench/budget.py computes the series) ---
+
+
+def _gap_label(metric: Metric) -> str:
+    """The y axis of a signed gap: its unit (percentage points for a % metric) and which side
+    is worse than the paper."""
+    unit = "percentage points" if metric.unit == "%" else metric.unit
+    worse = {"lower": "> 0", "higher": "< 0"}.get(metric.better)
+    text = f"{metric.label}: measured − published" + (f" ({unit})" if unit else "")
+    return text + (f"\n{worse}: worse than the paper" if worse else "")
+
+
+def _budget_axis(ax, ticks: dict[float, str] | None, lo: float, hi: float) -> None:
+    """Log x from `lo` to `hi` images, and a top axis naming each tier's budget and the paper's."""
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 2, hi * 2)
+    ax.set_xlabel("images seen in training (training images per epoch × epochs)")
+    if not ticks:
+        return
+    top = ax.secondary_xaxis("top")
+    top.xaxis.set_minor_locator(NullLocator())
+    top.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)], fontsize=7)
+
+
+def gap_budget_figure(gaps: budget.Gaps) -> Figure | None:
+    """One table's headline cells: measured - published (signed, the metric's unit) against the
+    images each tier's training saw (log), one line per cell, the paper's schedule a dashed
+    vertical line with its epochs and images, each tier's budget named on the top axis with its
+    fraction of the paper's. Several seeds: their mean, each a dot; one record: ± its standard
+    error where the task reports one. Panels split the cells by data set (whose size sets the
+    budget) and the spec's `[plot]` panels; colour and marker tell the cells of a panel apart.
+    Nothing is drawn past the largest tier that ran."""
+    if gaps is None or not gaps.drawable:
+        return None
+    spec, metric = gaps.spec, gaps.metric
+    params = [s.cell.as_dict() for s in gaps.series]
+    fields = list(dict.fromkeys(f for p in params for f in p))
+    varying = [f for f in fields if len({p.get(f) for p in params}) > 1]
+    # The data set always names a panel (its size sets the budget), other panel fields if they vary.
+    panel_fields = tuple(
+        f
+        for f in dict.fromkeys(("dataset", *(spec.plot.panels if spec.plot else ())))
+        if f in varying or (f == "dataset" and f in fields)
+    )
+    series_first = (*(spec.plot.series if spec.plot else ()), *fields)
+    line_fields = tuple(
+        f for f in dict.fromkeys(series_first) if f in varying and f not in panel_fields
+    )
+    panels = _sorted(spec, panel_fields, [_key(p, panel_fields) for p in params])
+    colour_values = _sorted(spec, line_fields[:1], [_key(p, line_fields[:1]) for p in params])
+    marker_values = _sorted(spec, line_fields[1:], [_key(p, line_fields[1:]) for p in params])
+    colours = {v: f"C{i % 10}" for i, v in enumerate(colour_values)}
+    markers = {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(marker_values)}
+    ncol = 2 if len(panels) == 4 else min(len(panels), 3)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(max(5.2 * ncol, 8.0), 3.9 * nrow + 1.6),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    drew_error = drew_seeds = False
+    for ax, panel in zip(axes.flat, panels):
+        in_panel = [s for s in gaps.series if _key(s.cell.as_dict(), panel_fields) == panel]
+        ax.set_gid(f"gap | {_name(panel_fields, panel)}" if panel_fields else "gap")
+        ax.axhline(0, color="k", lw=0.8, gid="published")
+        ticks, xs_all = {}, []
+        for s in in_panel:
+            p = s.cell.as_dict()
+            colour = colours[_key(p, line_fields[:1])]
+            marker = markers[_key(p, line_fields[1:])]
+            xs, ys = [pt.images for pt in s.points], [pt.gap for pt in s.points]
+            xs_all += xs
+            ax.plot(xs, ys, "-", marker=marker, color=colour, lw=1.4, ms=5, gid=f"gap {s.cell.id}")
+            for pt in s.points:
+                if len(pt.gaps) > 1:
+                    drew_seeds = True
+                    ax.plot(
+                        [pt.images] * len(pt.gaps),
+                        pt.gaps,
+                        ".",
+                        color=colour,
+                        alpha=0.6,
+                        gid=f"seeds {s.cell.id} {pt.tier}",
+                    )
+                elif pt.stderr:
+                    drew_error = True
+                    ax.errorbar(
+                        pt.images,
+                        pt.gap,
+                        yerr=pt.stderr,
+                        fmt="none",
+                        ecolor=colour,
+                        capsize=3,
+                        lw=1,
+                    )
+            for pt in s.points:
+                if s.paper:
+                    ticks[pt.images] = f"{pt.tier}\n{budget.ratio_text(pt.images, s.paper.images)}"
+                else:
+                    ticks[pt.images] = pt.tier
+        papers = sorted({s.paper for s in in_panel if s.paper}, key=lambda b: b.images)
+        for b in papers:
+            ax.axvline(b.images, color="0.3", ls="--", lw=1.2, gid=f"paper {b.images}")
+            ticks[b.images] = "paper"
+            below = mean(pt.gap for s in in_panel for pt in s.points) < 0
+            ax.annotate(  # away from the zero line: at the top where the gaps are above it
+                f"paper's schedule:\n{b.epochs:,} epochs\n× {b.per_epoch:,} images",
+                (b.images, 0 if below else 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(-4, 4 if below else -4),
+                textcoords="offset points",
+                ha="right",
+                va="bottom" if below else "top",
+                fontsize=7,
+                color="0.3",
+            )
+        xs_all += [b.images for b in papers]
+        _budget_axis(ax, ticks, min(xs_all), max(xs_all))
+        ax.set_ylabel(_gap_label(metric), fontsize=8)
+        ax.grid(alpha=0.3)
+        if panel_fields:
+            ax.set_title(_name(panel_fields, panel), fontsize=9)
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colours[c],
+            marker=markers[m],
+            lw=1.4,
+            ms=5,
+            label=_cell_label(line_fields, c + m),
+        )
+        for c in colour_values
+        for m in marker_values
+        if any(_key(p, line_fields) == c + m for p in params)
+    ]
+    handles.append(Line2D([], [], color="k", lw=0.8, label="= published"))
+    handles.append(
+        Line2D(
+            [], [], color="0.3", ls="--", lw=1.2, label="the paper's schedule (spec's full tier)"
+        )
+    )
+    if drew_seeds:
+        handles.append(
+            Line2D([], [], color="0.3", marker=".", ls="none", label="one dot per seed; line: mean")
+        )
+    if drew_error:
+        handles.append(
+            Line2D([], [], color="0.3", marker="|", ls="none", ms=10, label="± 1 standard error")
+        )
+    _legend(fig, handles)
+    width = int(fig.get_figwidth() * 15)  # characters of a 9-point line
+    title = (
+        f"{spec.id} (arXiv {spec.paper.get('arxiv', '—')}): distance to the published"
+        f" {metric.label} against the training budget",
+        f"tiers {', '.join(gaps.tiers)} (smoke, a pipeline check, left out); top axis: each"
+        " tier's budget as a fraction of the paper's; no extrapolation to the paper's budget",
+    )
+    fig.suptitle("\n".join(textwrap.fill(t, width) for t in title), fontsize=9)
+    return fig
+
+
+def _cell_label(fields: tuple[str, ...], key: tuple) -> str:
+    """A line's legend entry: a model or data set by its name, any other field with its name."""
+    return (
+        ", ".join(v if f in ("model", "dataset") else f"{f} {v}" for f, v in zip(fields, key))
+        or "measured"
+    )
+
+
+def scoreboard_gap_figure(all_gaps: list[budget.Gaps]) -> Figure | None:
+    """The scoreboard's compact view: a panel per table, a line per data set, the median
+    |measured - published| of its headline cells (those run at every tier drawn, so each tier's
+    median is over the same cells) against images seen, the paper's schedule a dashed line of
+    the same colour."""
+    drawn = []
+    for gaps in all_gaps:
+        if gaps is None or not gaps.drawable:
+            continue
+        datasets = list(dict.fromkeys(s.cell.as_dict().get("dataset") for s in gaps.series))
+        lines = [(d, budget.median_abs_gap(gaps, d)) for d in datasets]
+        lines = [(d, pts) for d, pts in lines if len(pts) > 1]
+        if lines:
+            drawn.append((gaps, lines))
+    if not drawn:
+        return None
+    ncol = min(len(drawn), 3)
+    nrow = -(-len(drawn) // ncol)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(4.3 * ncol, 3.3 * nrow + 0.8), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[len(drawn) :]:
+        ax.axis("off")
+    for ax, (gaps, lines) in zip(axes.flat, drawn):
+        ax.set_gid(f"gap | {gaps.spec.id}")
+        xs_all, top = [], max(p[2] for _, pts in lines for p in pts)
+        for i, (dataset, pts) in enumerate(lines):
+            colour = f"C{i % 10}"
+            paper = next(
+                (s.paper for s in gaps.series if s.cell.as_dict().get("dataset") == dataset), None
+            )
+            xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+            label = f"{dataset} ({pts[0][3]} cells)"
+            ax.plot(xs, ys, "o-", color=colour, lw=1.4, ms=4, gid=f"median {dataset}", label=label)
+            for tier, x, y, _ in pts:
+                ratio = f" {budget.ratio_text(x, paper.images)}" if paper else ""
+                ax.annotate(
+                    f"{tier}{ratio}",
+                    (x, y),
+                    xytext=(5, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=colour,
+                )
+            xs_all += xs
+            if paper:
+                ax.axvline(paper.images, color=colour, ls="--", lw=1, gid=f"paper {dataset}")
+                xs_all.append(paper.images)
+        _budget_axis(ax, None, min(xs_all), max(xs_all))
+        ax.set_xlabel("images seen in training", fontsize=8)
+        unit = "percentage points" if gaps.metric.unit == "%" else gaps.metric.unit
+        ax.set_ylabel("median |measured − published|" + (f"\n({unit})" if unit else ""), fontsize=8)
+        ax.set_ylim(0, top * 1.15)  # room for the tier names above the highest point
+        ax.set_title(f"{gaps.spec.id}: {gaps.metric.label}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    title = (
+        "Distance to the published number against the training budget, per table: the median"
+        " over the headline cells run at every tier (smoke left out); each tier's budget as a"
+        " fraction of the paper's; dashed, same colour: the paper's schedule; no extrapolation"
+    )
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 15)), fontsize=9)
+    return fig
+
+
+def plot_gap_vs_budget(spec: TableSpec, results: Path, path: Path) -> Path | None:
+    """tables/<table>-gap-vs-budget.png, from the records of every tier."""
+    return _save(gap_budget_figure(budget.gap_series(spec, results)), path)
+
+
+def plot_scoreboard_gap(specs: list[TableSpec], results: Path, path: Path) -> Path | None:
+    """tables/gap-vs-budget.png: the scoreboard's compact figure."""
+    return _save(scoreboard_gap_figure([budget.gap_series(s, results) for s in specs]), path)
+
+
+def write_gap_figures(
+    results: Path = RESULTS_DIR, spec_dir: Path = SPEC_DIR, tables_dir: Path = TABLES_DIR
+) -> list[Path]:
+    """Every table's gap-vs-budget figure that can be drawn, and the scoreboard's."""
+    specs = [load_spec(p) for p in registry(spec_dir).values()]
+    drawn = [
+        plot_gap_vs_budget(s, results, tables_dir / f"{s.id}-gap-vs-budget.png") for s in specs
+    ]
+    drawn.append(plot_scoreboard_gap(specs, results, tables_dir / "gap-vs-budget.png"))
+    return [p for p in drawn if p]
+
+
+if __name__ == "__main__":
+    print("\n".join(str(p) for p in write_gap_figures()))

@@ -10,18 +10,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from bench.budget import gap_series
 from bench.plot import (
     claim_figure,
+    gap_budget_figure,
     outliers,
     plot_curves,
+    plot_gap_vs_budget,
     plot_metrics,
     plot_published_vs_measured,
     plot_samples,
+    plot_scoreboard_gap,
     scatter_figure,
+    scoreboard_gap_figure,
 )
 from bench.records import Record
 from bench.render import parse_units
 from bench.spec import get_spec
+
+from .test_budget import write_iwae
 
 PNG = b"\x89PNG"
 
@@ -197,3 +204,44 @@ def test_measured_vs_published_and_curves(tmp_path):
     assert plot_published_vs_measured(spec, {}, tmp_path / "none.png") is None
     assert plot_curves(spec, {}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_gap_vs_budget_figure_puts_each_cell_at_its_images_seen_beside_the_papers(tmp_path):
+    spec, results = get_spec("iwae-table"), tmp_path / "results"
+    vae, iwae = write_iwae(results, spec)
+    path = tmp_path / "tables" / "iwae-table-gap-vs-budget.png"
+    assert plot_gap_vs_budget(spec, results, path) == path
+    assert path.read_bytes().startswith(PNG)
+    fig = gap_budget_figure(gap_series(spec, results))
+    ax = axes(fig, "gap | mnist")  # layers does not vary here: one panel per data set
+    assert ax.get_xscale() == "log"
+    xs, ys = line(ax, f"gap {vae.id}")
+    assert xs == [160_000, 960_000] and ys == pytest.approx([26.0, 10.0])
+    xs, ys = line(ax, f"gap {iwae.id}")
+    assert ys == pytest.approx([24.0, 8.5])
+    assert line(ax, "paper 196800000")[0] == [196_800_000] * 2
+    assert line(ax, "published")[1] == [0, 0]
+    assert "measured − published (nats)" in ax.get_ylabel()
+    assert "> 0: worse than the paper" in ax.get_ylabel()
+    assert ax.get_xlim()[1] >= 196_800_000
+
+
+def test_no_gap_figure_from_one_tier(tmp_path):
+    spec, results = get_spec("iwae-table"), tmp_path / "results"
+    write_iwae(results, spec, tiers=("small",))
+    path = tmp_path / "tables" / "iwae-table-gap-vs-budget.png"
+    assert plot_gap_vs_budget(spec, results, path) is None and not path.exists()
+    assert plot_scoreboard_gap([spec], results, tmp_path / "gap-vs-budget.png") is None
+
+
+def test_scoreboard_gap_figure_draws_the_median_per_data_set(tmp_path):
+    spec, results = get_spec("iwae-table"), tmp_path / "results"
+    write_iwae(results, spec)
+    path = tmp_path / "tables" / "gap-vs-budget.png"
+    assert plot_scoreboard_gap([spec, get_spec("revnet-memory")], results, path) == path
+    assert path.read_bytes().startswith(PNG)
+    fig = scoreboard_gap_figure([gap_series(spec, results)])
+    ax = axes(fig, "gap | iwae-table")
+    assert line(ax, "median mnist") == ([160_000, 960_000], pytest.approx([25.0, 9.25]))
+    assert line(ax, "paper mnist")[0] == [196_800_000] * 2
+    assert ax.get_ylim()[0] == 0
