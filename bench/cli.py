@@ -251,6 +251,12 @@ def _parser() -> argparse.ArgumentParser:
         help="price compute from FLOPs at X TFLOP/s (a device not here), labelled as assumed",
     )
     pl.add_argument(
+        "--shares",
+        action="store_true",
+        help="where the tier's time goes, per table, from the committed plans"
+        " (tables/plan-shares-TIER.md); calibrates nothing",
+    )
+    pl.add_argument(
         "--render-only",
         action="store_true",
         help="with --against-records: re-render tables/plan-accuracy.md from the committed"
@@ -656,10 +662,20 @@ def cmd_perf(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .plan import PlanOptions, plan_accuracy, plan_table, write_accuracy, write_plan
+    from .plan import (
+        PlanOptions,
+        plan_accuracy,
+        plan_table,
+        write_accuracy,
+        write_plan,
+        write_shares,
+    )
 
     if args.assume_tflops is not None and not args.assume_tflops > 0:
         raise UsageError(f"--assume-tflops {args.assume_tflops}: expected a rate > 0 (TFLOP/s)")
+    if args.shares:
+        print(write_shares(args.results, args.tables, args.tier))
+        return 0
     if args.render_only:
         if not args.against_records:
             raise UsageError("--render-only goes with --against-records")

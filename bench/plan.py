@@ -937,6 +937,81 @@ def read_plan(results: Path, table: str, tier: str, tag: str = "cpu") -> dict | 
         return None
 
 
+# --- where the time goes ---------------------------------------------------------------------
+
+SHARES = {  # a plan's phases, grouped the way a user waits for them
+    "training": ("train",),
+    "evaluation": ("eval", "active units", "ELBO terms", "reconstruction"),
+    "sampling": ("sample", "sample (naive)"),
+    "setup and data": ("setup", "setup + memory probe"),
+    "probes": ("memory probe", "timed steps", "gradient checks"),
+}
+
+
+def shares(record: dict) -> dict:
+    """A plan's predicted hours and each phase group's share of them, and the training step's
+    fraction of the matmul rate weighted by each cell's training time."""
+    cells = [c for c in record["cells"] if not c["error"]]
+    total = sum(sum(c["phases"].values()) for c in cells)
+    out = {"cells": len(cells), "hours": total / 3600}
+    for group, phases in SHARES.items():
+        seconds = sum(v for c in cells for k, v in c["phases"].items() if k in phases)
+        out[group] = seconds / total if total else None
+    known = {k for c in cells for k in c["phases"]} - {p for ps in SHARES.values() for p in ps}
+    if known:
+        raise ValueError(f"phases with no group in plan.SHARES: {', '.join(sorted(known))}")
+    timed = [(c["phases"].get("train", 0), c["matmul_fraction"]) for c in cells]
+    weight = sum(t for t, f in timed if f is not None)
+    out["train_of_matmul"] = (
+        sum(t * f for t, f in timed if f is not None) / weight if weight else None
+    )
+    return out
+
+
+def render_shares(results: Path, tier: str) -> str:
+    """tables/plan-shares-<tier>.md: per table, where the predicted hours of the tier go."""
+    from tabulate import tabulate
+
+    rows, made = [], set()
+    for path in sorted((results / "plans").glob(f"*/{tier}.cpu.json")):
+        record = json.loads(path.read_text())
+        share = shares(record)
+        made.add(f"{record['commit'][:8]}")
+        frac = share["train_of_matmul"]
+        rows.append(
+            [record["table"], share["cells"], _duration(share["hours"] * 3600)]
+            + ["" if share[g] is None else f"{100 * share[g]:.1f}%" for g in SHARES]
+            + ["" if frac is None else f"{100 * frac:.0f}%"]
+        )
+    return "\n".join(
+        [
+            f"# Where the time goes: the {tier} tier",
+            "",
+            f"From the committed plans (`results/plans/*/{tier}.cpu.json`, calibrated at"
+            f" {', '.join(sorted(made)) or 'no commit'}; `bench plan TABLE --tier {tier}`"
+            " remakes one): each table's predicted wall time on this CPU at one thread per cell,"
+            " and the share of it each phase takes. 'training of matmul': the training step's"
+            " FLOPs per second over the float32 matmul rate measured in the same plan, weighted"
+            " by each cell's training time. Re-rendered by `bench plan --shares --tier"
+            f" {tier}`.",
+            "",
+            tabulate(
+                rows,
+                headers=["table", "cells", "predicted", *SHARES, "training of matmul"],
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+        ]
+    )
+
+
+def write_shares(results: Path, tables: Path, tier: str) -> Path:
+    path = tables / f"plan-shares-{tier}.md"
+    atomic_write_text(path, render_shares(results, tier))
+    return path
+
+
 # --- the plan against what ran -------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@ tier, and the comparison with what ran."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -172,6 +173,31 @@ def test_a_runs_speed_factor_is_the_median_of_its_cells_and_needs_three_of_them(
     text = P.render_accuracy(rows, [{"command": "bench plan", "commit": "abcdef1234"}], {})
     assert "0 of 4 cells (0%) within +-25%" in text
     assert "Divided by it, 3 of those runs' 3 cells (100%) are within +-25%" in text
+
+
+def test_where_the_time_goes_groups_the_phases_and_weights_the_matmul_fraction(tmp_path):
+    a, b = _plan("a", steps=100, step_s=0.5), _plan("b", steps=300, step_s=0.5)
+    a.phases["sample"] = 40.0  # a: 50 s training, 10 s evaluation, 40 s sampling
+    a.matmul_fraction, b.matmul_fraction = 0.2, 0.6
+    failed = P.CellPlan("c", {}, 0, {}, {}, {}, {}, error="x")
+    record = {"table": "t", "commit": "abcdef12", "cells": [P._as_dict(p) for p in (a, b, failed)]}
+    got = P.shares(record)
+    assert got["cells"] == 2 and got["hours"] == pytest.approx(260 / 3600)
+    assert got["training"] == pytest.approx(200 / 260) and got["sampling"] == pytest.approx(
+        40 / 260
+    )
+    assert got["evaluation"] == pytest.approx(20 / 260) and got["probes"] == 0
+    assert got["train_of_matmul"] == pytest.approx((50 * 0.2 + 150 * 0.6) / 200)
+    record["cells"][0]["phases"]["new phase"] = 1.0
+    with pytest.raises(ValueError, match="new phase"):
+        P.shares(record)  # a phase no group names fails loudly, not as a missing share
+    del record["cells"][0]["phases"]["new phase"]
+    path = tmp_path / "plans" / "t" / "medium.cpu.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    row = P.render_shares(tmp_path, "medium").splitlines()[-1]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells == ["t", "2", "4 min", "76.9%", "7.7%", "15.4%", "0.0%", "0.0%", "50%"]
 
 
 def test_a_plan_of_a_real_tier_writes_its_record_and_table(tmp_path, tiny):
