@@ -529,7 +529,13 @@ def cmd_table(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_curves, plot_metrics, plot_published_vs_measured, plot_samples
+    from .plot import (
+        plot_curves,
+        plot_gap_vs_budget,
+        plot_metrics,
+        plot_published_vs_measured,
+        plot_samples,
+    )
 
     spec = get_spec(args.table, args.specs)
     records, _ = read_records(args.results, spec.id, args.tier)
@@ -543,6 +549,9 @@ def cmd_plot(args) -> int:
             plot_metrics(spec, records, stem.with_name(stem.name + ".png")),
             plot_samples(spec, records, stem.with_name(stem.name + "-samples.png")),
         ]
+        if records:  # every tier's records: the same figure from any tier's command
+            gap = args.tables / f"{spec.id}-gap-vs-budget.png"
+            drawn.append(plot_gap_vs_budget(spec, args.results, gap))
     except OSError as e:
         raise UsageError(f"{args.tables}: cannot write a figure ({e.strerror or e}); fix its"
                          " permissions or pass --tables DIR") from None  # fmt: skip

@@ -126,6 +126,8 @@ def links(table: str, tier: str, tables_dir: Path) -> str:
     """The rendered table and the figures `bench plot` drew for it, relative to tables/."""
     stem = f"{table}-{tier}"
     found = [(label, stem + suffix) for suffix, label in _FILES.items()]
+    if tier != PIPELINE_ONLY:  # the figure spans the tiers; smoke is not on it
+        found.append(("gap vs budget", f"{table}-gap-vs-budget.png"))
     return ", ".join(f"[{label}]({name})" for label, name in found
                      if (tables_dir / name).is_file()) or "—"  # fmt: skip
 
@@ -201,6 +203,13 @@ def render_summary(
         pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
         "",
     ]
+    if (tables_dir / "gap-vs-budget.png").is_file():
+        lines += [
+            "[The distance to each published number against the training budget]"
+            "(gap-vs-budget.png) (`python -m bench.plot`; per table, the 'gap vs budget' links):"
+            " the smoke tier left out, the paper's schedules dashed, nothing extrapolated.",
+            "",
+        ]
     perf = _perf_line(results, tables_dir)
     if perf:
         lines += [perf, ""]
