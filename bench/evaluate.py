@@ -20,8 +20,15 @@ from typing import Any
 
 import torch
 
-import models
-
+from .cell import (
+    RunOptions,
+    cell_key,
+    cell_record,
+    describe_crash,
+    resolve_device,
+    summary_line,
+    worker_name,
+)
 from .errors import CheckpointError, DataError, UsageError
 from .lease import Lease, campaign, lease_path
 from .records import (
@@ -29,7 +36,6 @@ from .records import (
     Record,
     RecordError,
     command_line,
-    device_name,
     provenance,
     read_record,
     read_records,
@@ -38,19 +44,10 @@ from .records import (
     write_record,
 )
 from .render import TABLES_DIR, write_table
-from .runner import (
-    RunOptions,
-    _crash,
-    _determinism,
-    _summary,
-    cell_key,
-    resolve_device,
-    worker_name,
-)
 from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import get_task
 from .tasks.common import Context
-from .train import Checkpoint, _why
+from .train import Checkpoint, why
 
 WHAT = "pass a file written by `bench run --save-weights` or a training checkpoint"
 
@@ -98,11 +95,11 @@ def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
             raise
         except Exception as e:  # the model's code raised or scored NaN: nothing is written
             raise UsageError(f"cell {cell.id}: cannot score --checkpoint {opts.checkpoint}"
-                             f" ({_crash(e)}); nothing written") from None  # fmt: skip
+                             f" ({describe_crash(e)}); nothing written") from None  # fmt: skip
         write_record(opts.results, record)
     finally:
         lease.release()
-    sha, summary = record.evaluated_from["sha256"], _summary(spec, record)
+    sha, summary = record.evaluated_from["sha256"], summary_line(spec, record)
     log(f"{cell.id}: evaluated from {opts.checkpoint} (sha256 {sha[:12]}): {summary}")
     records, warnings = read_records(opts.results, spec.id, opts.tier)
     try:
@@ -145,7 +142,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         content = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load's errors: an unsafe pickle, a truncated or foreign file
         raise CheckpointError(
-            f"--checkpoint {path}: cannot load ({type(e).__name__}: {_why(e)}); {WHAT}"
+            f"--checkpoint {path}: cannot load ({type(e).__name__}: {why(e)}); {WHAT}"
         ) from None
     state, kind = content, "weights"
     if isinstance(content, dict) and {"model", "optimizer", "epoch"} <= content.keys():
@@ -222,12 +219,17 @@ def _score(
     prepared.has_weights = True
     result = task.score(cell.model_params, settings, ctx, prepared)
     made_from["_campaign"] = campaign(opts.results)
-    return Record(
-        table=spec.id, tier=opts.tier, cell=cell.id, params=cell.as_dict(), status="ok",
-        metrics=result.metrics, memory=result.memory, data=result.data, settings=made_from,
-        seed=seed, device=device_name(device), started=started,
+    return cell_record(
+        spec,
+        opts.tier,
+        cell,
+        result,
+        settings=made_from,
+        seed=seed,
+        device=device,
         command=opts.command or command_line(),
-        wall_s=round(clock.wall_s(), 2), deterministic=_determinism(device),
-        plugin=models.provenance(cell.as_dict()["model"]) if "model" in cell.as_dict() else {},
-        evaluated_from=source, **origin,
-    )  # fmt: skip
+        started=started,
+        clock=clock,
+        origin=origin,
+        evaluated_from=source,
+    )

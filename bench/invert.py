@@ -25,7 +25,7 @@ from .data.catalog import DATASETS  # noqa: E402
 from .errors import UsageError  # noqa: E402
 from .plot import save_figure  # noqa: E402
 from .tasks.classify import normalise  # noqa: E402
-from .train import _why  # noqa: E402
+from .train import why  # noqa: E402
 
 # The classifiers whose forward returns (logits, z) and whose inverse(z) gives x back: i-RevNets.
 INVERTIBLE = tuple(n for n, target in models.MODELS.items() if target.startswith("models.irevnet:"))
@@ -126,7 +126,7 @@ def _load_weights(model: torch.nn.Module, model_name: str, weights: Path) -> Non
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as e:  # a torch.load or load_state_dict failure: name the file, not the trace
         # A refused pickle names the global it asked for, never torch's unsafe-loading advice.
-        why = _why(e) if isinstance(e, pickle.UnpicklingError) else " ".join(str(e).split())[:160]
+        gist = why(e) if isinstance(e, pickle.UnpicklingError) else " ".join(str(e).split())[:160]
         raise UsageError(
-            f"--weights {weights}: not a state_dict of {model_name} ({type(e).__name__}: {why})"
+            f"--weights {weights}: not a state_dict of {model_name} ({type(e).__name__}: {gist})"
         ) from None

@@ -3,7 +3,7 @@
 Local workers come from `concurrent.futures.ProcessPoolExecutor` with the *spawn* start method:
 the standard library's pool, and spawn because a forked child would inherit torch's thread pool
 and OpenMP state from a parent that already imported torch. Each worker runs
-`runner.execute(job)`, the same function a serial run calls, at a fixed thread count, so a cell's
+`cell.execute(job)`, the same function a serial run calls, at a fixed thread count, so a cell's
 numbers do not depend on how many cells run beside it.
 
 Slurm goes through submitit (the `slurm` extra): one array job per table run, one task per cell,
@@ -25,10 +25,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
 from pathlib import Path
 
+from .cell import CellJob, Outcome, RunOptions, SlurmOptions, execute, others_first
 from .errors import UsageError
 from .lease import lease_path, read_lease
 from .records import record_path
-from .runner import CellJob, Outcome, RunOptions, SlurmOptions, execute, others_first
 
 CONFIG_ENV = "DGM_BENCH_SLURM_CONFIG"
 CONFIG_PATH = Path("~/.config/dgm-bench/slurm.toml")

@@ -89,7 +89,7 @@ def save_atomic(obj, path: Path) -> None:
             tmp.unlink(missing_ok=True)
         if isinstance(e, OSError | RuntimeError):  # torch.save's write errors are RuntimeErrors
             raise CheckpointError(
-                f"{path}: cannot save ({type(e).__name__}: {_why(e)}); free some space or pass"
+                f"{path}: cannot save ({type(e).__name__}: {why(e)}); free some space or pass"
                 " --checkpoints DIR"
             ) from None
         raise
@@ -158,7 +158,7 @@ class Checkpoint:
             random.setstate((3, tuple(state["rng_python"].tolist()), state["rng_python_gauss"]))
         except Exception as e:
             raise CheckpointError(
-                f"{self.path}: cannot resume ({type(e).__name__}: {_why(e)}); "
+                f"{self.path}: cannot resume ({type(e).__name__}: {why(e)}); "
                 "delete it or rerun with --fresh"
             ) from None
         self.earlier = {k: v for k, v in state.get("segments", {}).items() if k != self.token}
@@ -170,7 +170,7 @@ class Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
-def _why(error: BaseException) -> str:
+def why(error: BaseException) -> str:
     """The gist of a load or save error in one line. For a weights-only refusal: the global the
     file asked for (refused: nothing from the file ran), never torch's advice to load it with
     weights_only=False, which would run that code."""

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.cell import RunOptions, cell_key
 from bench.cli import COMMANDS, main
 from bench.data import DataError
 from bench.records import record_path
-from bench.runner import RunOptions, cell_key
 from bench.spec import SPEC_DIR, load_spec, settings_for
 from bench.tasks import get_task
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from bench import fingerprint
-from bench.runner import cell_key
+from bench.cell import cell_key
 from bench.spec import get_spec, settings_for
 from bench.tasks import TASKS, get_task
 

@@ -15,10 +15,11 @@ from dataclasses import replace
 import pytest
 
 from bench import lease
+from bench.cell import SlurmOptions
 from bench.lease import CAMPAIGN_FILE, lease_path, read_lease
 from bench.parallel import CellTask, slurm_options, submit
 from bench.records import read_record, record_path
-from bench.runner import SlurmOptions, UsageError, plan, run_table
+from bench.runner import UsageError, plan, run_table
 
 from .conftest import IWAE, VAE, model_metrics, options, write_spec
 

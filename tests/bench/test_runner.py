@@ -1,12 +1,12 @@
-"""bench.runner: finished cells are skipped, changed settings rerun, a cell another worker holds
-is waited for, and a missing data set gives a `skipped` record instead of a crash."""
+"""bench.runner and bench.cell: finished cells are skipped, changed settings rerun, a cell another
+worker holds is waited for, and a missing data set gives a `skipped` record instead of a crash."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench import runner
+from bench import cell
 from bench.data import DataError
 from bench.fingerprint import run_key
 from bench.lease import Lease, lease_path
@@ -128,7 +128,7 @@ def test_a_cell_leased_by_another_worker_comes_last_and_is_waited_for(tmp_path, 
         waited.append(lease_file)
         other.release()
 
-    monkeypatch.setattr(runner, "wait_for", other_finishes)
+    monkeypatch.setattr(cell, "wait_for", other_finishes)
     lines = []
     records = run_table(tiny, opts, log=lines.append)
     assert [r.cell for r in records] == [IWAE, VAE]  # the free cell first
@@ -245,7 +245,7 @@ def test_a_failed_write_keeps_the_old_record_and_the_checkpoint(tmp_path, tiny, 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "write_record", disk_full)
+    monkeypatch.setattr(cell, "write_record", disk_full)
     lines = []
     (record,) = run_table(tiny, options(tmp_path, cells=VAE, seed=1), log=lines.append)
     (ckpt,) = opts.checkpoints.rglob("*.pt")
@@ -320,13 +320,13 @@ def test_a_cell_finished_by_another_worker_just_before_our_lease_is_not_retraine
 ):
     opts = options(tmp_path, cells=VAE)
     run_table(tiny, opts, log=quiet)
-    finished, looks = runner._finished, []
+    finished, looks = cell._finished, []
 
     def too_early_then_finished(*args):  # the first look precedes the other worker's record
         looks.append(args)
         return len(looks) > 1 and finished(*args)
 
-    monkeypatch.setattr(runner, "_finished", too_early_then_finished)
+    monkeypatch.setattr(cell, "_finished", too_early_then_finished)
     lines = []
     assert run_table(tiny, opts, log=lines.append) == []
     assert "done already" in lines[0] and len(looks) == 3

@@ -22,8 +22,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from bench import train
+from bench.cell import cell_key
 from bench.records import read_record, record_path
-from bench.runner import cell_key, run_table
+from bench.runner import run_table
 from bench.spec import load_spec, settings_for
 from bench.tasks import get_task
 from bench.train import Checkpoint, CheckpointError, Fit, NonFiniteLoss, epoch_batches, fit
