@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import records
 from .errors import CheckpointError, DataError, Stopped, UsageError
+from .lease import check_environment
 from .records import RESULTS_DIR, TABLES_DIR, read_records, writable_folder
 from .spec import (
     SEED_LIMIT,
@@ -816,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         args.command_line = records.command_line(argv)  # what records say ran them
         args.tables = _tables_folder(args)
+        if args.command in ("run", "eval", "status", "check"):  # the commands that hold leases
+            check_environment()
         return COMMANDS[args.command](args)
     except (SpecError, UsageError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
