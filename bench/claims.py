@@ -14,6 +14,7 @@ difference lies within the claim's margin.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -159,7 +160,9 @@ def _tier_cells(spec: TableSpec, tier: str) -> list[Cell]:
     return list(dict.fromkeys(c.replicate_of for c in spec.cells(tier)))
 
 
-def _ok(rs: list[Record]) -> list[Record]:
+def ok_runs(rs: Iterable[Record]) -> list[Record]:
+    """The ok records among a cell's replicates (a table's, a figure's): failed and not-run
+    ones count nowhere."""
     return [r for r in rs if r.status == "ok"]
 
 
@@ -172,7 +175,7 @@ def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim
     out = []
     for cell in cells:
         twin = Cell(tuple({**cell.as_dict(), **claim.b}.items()))
-        a_rs, b_rs = (_ok(replicates(spec, tier, records, c)) for c in (cell, twin))
+        a_rs, b_rs = (ok_runs(replicates(spec, tier, records, c)) for c in (cell, twin))
         group = _group(cell.as_dict(), set(claim.a))
         (va, se_a), (vb, se_b) = pooled(a_rs, claim.metric), pooled(b_rs, claim.metric)
         if va is None or vb is None:
@@ -204,7 +207,9 @@ def _rising(spec, tier, records, claim, cells) -> list:
     out = []
     for group, members in groups.items():
         members.sort(key=lambda c: order.index(c.as_dict()[claim.along]))
-        values = [pooled(_ok(replicates(spec, tier, records, c)), claim.metric)[0] for c in members]
+        values = [
+            pooled(ok_runs(replicates(spec, tier, records, c)), claim.metric)[0] for c in members
+        ]
         if any(v is None for v in values) or len(values) < 2:
             out.append(Comparison(claim, group, None, None, None, None, False, "not run"))
             continue

@@ -100,7 +100,7 @@ class _Empty(UsageError):
     """An empty campaign file: being written right now, or left by a crash."""
 
 
-def _kind(mode: int) -> str:
+def path_kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a folder"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -120,7 +120,7 @@ def _read_small(path: Path, limit: int, follow: bool) -> tuple[bytes, os.stat_re
     never ends, and opening some devices acts on them."""
     st = os.stat(path) if follow else os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
-        raise _NotAFile(_kind(st.st_mode))
+        raise _NotAFile(path_kind(st.st_mode))
     if st.st_size > limit:
         raise _NotAFile(f"{st.st_size} bytes, too large")
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
@@ -128,7 +128,7 @@ def _read_small(path: Path, limit: int, follow: bool) -> tuple[bytes, os.stat_re
     try:
         st = os.fstat(fd)  # what was opened, should the path have changed since
         if not stat.S_ISREG(st.st_mode):
-            raise _NotAFile(_kind(st.st_mode))
+            raise _NotAFile(path_kind(st.st_mode))
         chunks, size = [], 0
         while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
             chunks.append(chunk)
@@ -384,7 +384,7 @@ def probe(path: Path) -> LeaseInfo | Unreadable | None:
         what = "a folder with files in it" if has_files else "a folder"
         return unreadable(what, has_files=has_files)
     if not stat.S_ISREG(st.st_mode):
-        return unreadable(f"{_kind(st.st_mode)}, not a lease file")
+        return unreadable(f"{path_kind(st.st_mode)}, not a lease file")
     try:
         data, st = _read_small(path, LEASE_BYTES, follow=False)
     except FileNotFoundError:

@@ -24,6 +24,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 from . import budget  # noqa: E402
+from .claims import ok_runs  # noqa: E402
 from .records import RESULTS_DIR, TABLES_DIR, Record  # noqa: E402
 from .render import fmt_value, parse_units  # noqa: E402
 from .spec import SPEC_DIR, Cell, Metric, TableSpec, load_spec, registry  # noqa: E402
@@ -54,10 +55,6 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
 
 def _save(fig: Figure | None, path: Path) -> Path | None:
     return save_figure(fig, path) if fig is not None else None
-
-
-def _ok(records: dict[str, Record]) -> list[Record]:
-    return [r for r in records.values() if r.status == "ok"]
 
 
 def _key(params: dict[str, Any], fields: tuple[str, ...]) -> tuple:
@@ -131,7 +128,7 @@ def _legend(fig: Figure, handles: list) -> None:
 
 def claim_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
     """The figure of the spec's `[plot]`: what the table claims, at a glance."""
-    if spec.plot is None or not _ok(records):
+    if spec.plot is None or not ok_runs(records.values()):
         return None
     return _lines(spec, records) if spec.plot.kind == "lines" else _bars(spec, records)
 
@@ -139,7 +136,7 @@ def claim_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
 def _lines(spec: TableSpec, records: dict[str, Record]) -> Figure:
     """Each y against x, a line per series: measured solid (± standard error where the spec names
     one), published dashed in the same colour; several records at one x are averaged, each shown."""
-    plot, ok = spec.plot, _ok(records)
+    plot, ok = spec.plot, ok_runs(records.values())
     metrics = {m.name: m for m in spec.metrics}
     x_metric = metrics.get(plot.x)
     cells = _cells(spec, ok)
@@ -274,7 +271,7 @@ def _lines(spec: TableSpec, records: dict[str, Record]) -> Figure:
 def _bars(spec: TableSpec, records: dict[str, Record]) -> Figure:
     """Per x (a model), the measured bar beside the published one: its records' mean, each record
     a dot and their range a whisker where there are several (seeds), else ± its standard error."""
-    plot, ok = spec.plot, _ok(records)
+    plot, ok = spec.plot, ok_runs(records.values())
     metrics = {m.name: m for m in spec.metrics}
     cells = _cells(spec, ok)
     panels = _sorted(spec, plot.panels, [_key(r.params, plot.panels) for r in ok])
@@ -404,7 +401,7 @@ def scatter_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None
     """Measured against published for every metric with both, any table: the diagonal is
     agreement, colour and marker name the cell's fields in a legend, and only outliers (far from
     the panel's typical offset) are labelled, so no text piles up."""
-    ok = _ok(records)
+    ok = ok_runs(records.values())
     panels = []
     for m in spec.metrics:
         points = []
@@ -530,7 +527,10 @@ def samples_figure(spec: TableSpec, records: dict[str, Record], tables_dir: Path
     if spec.plot is None or not spec.plot.samples:
         return None
     metric = next(m for m in spec.metrics if m.name == spec.plot.y[0])
-    found = [(r, tables_dir / "samples" / f"{spec.id}-{r.tier}-{r.cell}.png") for r in _ok(records)]
+    found = [
+        (r, tables_dir / "samples" / f"{spec.id}-{r.tier}-{r.cell}.png")
+        for r in ok_runs(records.values())
+    ]
     found = [(r, p) for r, p in found if p.is_file()]
     if not found:
         return None
@@ -549,7 +549,7 @@ def samples_figure(spec: TableSpec, records: dict[str, Record], tables_dir: Path
         caption = f"\n{metric.title} {fmt_value(metric, value)}" if value is not None else ""
         ax.set_title(f"{r.cell}{caption}", fontsize=8)
         ax.set_gid(f"samples {r.cell}")
-    _suptitle(fig, spec, _ok(records), ": samples")
+    _suptitle(fig, spec, ok_runs(records.values()), ": samples")
     return fig
 
 

@@ -132,7 +132,7 @@ def _record(path: Path):
         except OSError as e:
             return None, f"{path}: a symbolic link to nothing readable ({e.strerror or e})"
     if not stat.S_ISREG(mode):
-        return None, f"{path}: {leases._kind(mode)}, not a record; remove it and rerun its cell"
+        return None, f"{path}: {leases.path_kind(mode)}, not a record; remove it and rerun its cell"
     try:
         return read_record(path), None
     except RecordError as e:

@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from .claims import _ok, compare, replicates, value
+from .claims import compare, ok_runs, replicates, value
 from .records import RESULTS_DIR, Record, atomic_write_text, read_perf_records, read_records
 from .render import TABLES_DIR, fmt_value, published_number, reproduced
 from .spec import REPRODUCE_TIER, SPEC_DIR, TIERS, SpecError, TableSpec, load_spec, registry
@@ -32,7 +32,7 @@ def deltas(spec: TableSpec, tier: str, records: dict[str, Record]) -> list[str]:
         diffs, derived = [], False
         for cell in spec.table_cells(tier):
             published = published_number(m, spec.published_for(cell).get(m.name))
-            runs = _ok(replicates(spec, tier, records, cell))
+            runs = ok_runs(replicates(spec, tier, records, cell))
             measured = [v for r in runs if (v := value(r, m.name)) is not None]
             if published is None or not measured:
                 continue
