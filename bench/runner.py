@@ -73,7 +73,8 @@ def _data_absent(cells: list[Cell], settings, data_dir: Path | None) -> bool:
         return False
     for name in {c.as_dict().get("dataset") for c in cells} - {None}:
         try:
-            datasets.fingerprint(name, data_dir)
+            if not datasets.fingerprint(name, data_dir):  # empty: no file of it here
+                return True
         except datasets.DataError:
             return True
     return False

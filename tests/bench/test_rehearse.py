@@ -173,3 +173,16 @@ def test_a_cell_whose_data_is_absent_and_has_no_sample_is_not_run_not_failed(tmp
     text = render_report(report)
     assert "1 of 2 cells passed, 1 not run (data absent here):" in text
     assert "| not run: CIFAR100 not found" in text and "FAILED" not in text
+
+
+def test_a_folder_data_set_that_is_absent_counts_as_absent(tmp_path):
+    """ImageNet and CIFAR-100 are folders: their fingerprint is empty, not an error, when they
+    are not there, and the rehearsal must then fall back to the committed sample."""
+    from bench.runner import _data_absent
+    from bench.spec import Cell
+
+    real = ClassifySettings(data="real")
+    for name in ("imagenet", "cifar100", "mnist"):
+        cells = [Cell((("model", "resnet32"), ("dataset", name)))]
+        assert _data_absent(cells, real, tmp_path), name
+    assert not _data_absent(cells, ClassifySettings(data="sample"), tmp_path)
