@@ -1,5 +1,8 @@
 """Fixtures shared by every test."""
 
+import shutil
+import subprocess
+
 import pytest
 import torch
 
@@ -26,11 +29,40 @@ def no_plugins_left():
     models._PLUGINS.update(before)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slurm: needs a Slurm that answers (scripts/slurm-local start); skipped elsewhere",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` run only where PyTorch sees a GPU (tools/gpu-check runs them there)."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+    """Tests marked `cuda` run only where PyTorch sees a GPU (tools/gpu-check runs them there),
+    those marked `slurm` only where `sinfo` answers (scripts/slurm-local starts a cluster)."""
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)
+    slurm = [item for item in items if item.get_closest_marker("slurm")]
+    missing = slurm and slurm_missing()
+    if missing:
+        for item in slurm:
+            item.add_marker(pytest.mark.skip(reason=missing))
+
+
+def slurm_missing() -> str | None:
+    """Why no Slurm answers here, or None: asked once per session, by `sinfo`, within 15 s."""
+    hint = "; scripts/slurm-local start runs one here"
+    if shutil.which("sinfo") is None:
+        return f"no Slurm here (no sinfo on PATH){hint}"
+    try:
+        answer = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15
+        )
+    except subprocess.TimeoutExpired:
+        return f"no Slurm answers here (sinfo: no answer in 15 s){hint}"
+    if answer.returncode != 0:
+        why = (answer.stderr.strip().splitlines() or [f"exit status {answer.returncode}"])[-1]
+        return f"no Slurm answers here (sinfo: {why}){hint}"
+    return None
