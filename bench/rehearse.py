@@ -103,6 +103,8 @@ def _skipped(scratch: Path, table: str, tier: str, cell: str) -> str:
         return ""
     if record.status != "skipped":
         return ""
+    if "sample" in record.reason:
+        return f"not run: {record.reason}"
     return f"not run: {record.reason} (and no committed sample)"
 
 
