@@ -32,6 +32,8 @@ from .records import record_path
 
 CONFIG_ENV = "DGM_BENCH_SLURM_CONFIG"
 CONFIG_PATH = Path("~/.config/dgm-bench/slurm.toml")
+MAX_TIMEOUTS = 3  # submitit's requeues after a time-out (its default), then the task ends
+MIN_TIME_MIN = 3  # submitit's sbatch asks for USR2 90 s before the limit: under 3 min, no cell ends
 
 
 def run_jobs(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outcome]:
@@ -114,9 +116,19 @@ def _run_in(pool, jobs: list[CellJob]) -> list[tuple[CellJob, Outcome]]:
 # --- Slurm, through submitit ----------------------------------------------------------------
 
 
+class TimedOutTooOften(BaseException):
+    """submitit's last time-out, raised from its USR2 handler mid-training. A BaseException, so
+    that the cell's `except Exception` neither writes a failed record nor, finding the lease
+    that `checkpoint` gave up, claims a take-over: the checkpoint stays for a longer rerun."""
+
+
 class CellTask:
     """What a Slurm task runs: one cell. submitit calls `checkpoint` on preemption or time-out
-    and requeues the returned submission, which resumes from the cell's checkpoint."""
+    and requeues the returned submission, which resumes from the cell's checkpoint; after
+    `max_timeouts` requeues the next time-out ends the task, reported as timed out."""
+
+    def __init__(self, max_timeouts: int = 3):
+        self.max_timeouts = max_timeouts
 
     def __call__(self, job: CellJob) -> Outcome:
         import submitit
@@ -125,7 +137,16 @@ class CellTask:
         if env.num_tasks > 1:  # one task per GPU: join torch.distributed like torchrun would
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         os.environ["DGM_BENCH_BARS"] = "0"
-        return execute(job)
+        _end_on_the_last_time_out()
+        try:
+            return execute(job)
+        except TimedOutTooOften:
+            times = self.max_timeouts + 1
+            return Outcome(
+                job.cell.id,
+                f"timed out {times} time{'s' * (times > 1)} (limit {job.opts.slurm.time_min}"
+                " min); its checkpoint is kept: rerun with a longer --time-min",
+            )
 
     def checkpoint(self, job: CellJob):
         import submitit
@@ -135,6 +156,24 @@ class CellTask:
         if held is not None and held.pid == os.getpid() and held.host == socket.gethostname():
             path.unlink(missing_ok=True)  # let the requeued task take the cell at once
         return submitit.helpers.DelayedSubmission(self, job)
+
+
+def _end_on_the_last_time_out() -> None:
+    """Wrap submitit's preemption handler (set before the task runs): the UncompletedJobError it
+    raises once the time-outs are spent becomes TimedOutTooOften (see there)."""
+    from submitit.core.utils import UncompletedJobError
+
+    handler = signal.getsignal(signal.SIGUSR2)
+    if not callable(handler):
+        return
+
+    def on_usr2(signum, frame):
+        try:
+            handler(signum, frame)
+        except UncompletedJobError as e:
+            raise TimedOutTooOften(str(e)) from None
+
+    signal.signal(signal.SIGUSR2, on_usr2)
 
 
 def slurm_options(config: Path | None = None, **given) -> SlurmOptions:
@@ -174,7 +213,9 @@ def make_executor(opts: RunOptions, n_cells: int, name: str):
     s = opts.slurm
     cluster = "slurm" if opts.executor == "slurm" else "local"
     try:
-        executor = submitit.AutoExecutor(folder=s.folder / "%j", cluster=cluster)
+        executor = submitit.AutoExecutor(
+            folder=s.folder / "%j", cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS
+        )
     except RuntimeError as e:  # submitit looks for `srun` as the executor is made
         raise UsageError(f"--executor slurm: no Slurm client here ({e}); run on a machine with"
                          " one (a login node), or use --executor submitit-local to try it here"
@@ -198,11 +239,17 @@ def make_executor(opts: RunOptions, n_cells: int, name: str):
 def submit(jobs: list[CellJob], opts: RunOptions):
     """Submit one array job (one task per cell); returns submitit's jobs, in the order given."""
     spec = jobs[0].spec
+    if opts.executor == "slurm" and opts.slurm.time_min < MIN_TIME_MIN:
+        raise UsageError(
+            f"--time-min {opts.slurm.time_min}: a cell never finishes under a limit of 2 minutes"
+            " or less (submitit's USR2 comes 90 s before it and requeues the task);"
+            f" pass --time-min {MIN_TIME_MIN} or more"
+        )
     executor = make_executor(opts, len(jobs), f"bench-{spec.id}-{opts.tier}")
     jobs = [replace(j, wait=True, threads=opts.threads_per_cell or opts.slurm.cpus_per_cell)
             for j in jobs]  # fmt: skip
     try:
-        return executor.map_array(CellTask(), jobs)
+        return executor.map_array(CellTask(MAX_TIMEOUTS), jobs)
     except FileNotFoundError as e:
         raise UsageError(
             f"--executor slurm: {e.filename or 'sbatch'} not found; run on a machine with the"
@@ -222,10 +269,21 @@ def run_submitit(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outco
         try:
             outcome = task.result()
         except Exception as e:  # submitit's error: the task's traceback is in its log
-            first_line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            log(f"{job.prefix}: job {task.job_id} failed: {first_line[:200]}"
-                f" (log: {task.paths.stderr})")  # fmt: skip
+            log(f"{job.prefix}: job {task.job_id}{_failure(task, e)}")
             continue
         log(f"{job.prefix}: job {task.job_id}: {outcome.state}")
         outcomes.append(outcome)
     return outcomes
+
+
+def _failure(task, error: Exception) -> str:
+    """How a task without a result ended: cancelled, by Slurm's state (sacct), since the last
+    line of submitit's error is then only the tail of its stderr; else that line."""
+    try:
+        state = task.state
+    except Exception:  # accounting unreachable: the error is all there is
+        state = ""
+    if state.startswith("CANCELLED"):
+        return f": cancelled ({state}); log: {task.paths.stderr}"
+    last = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    return f" failed: {last[:200]} (log: {task.paths.stderr})"

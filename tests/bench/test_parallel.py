@@ -194,6 +194,32 @@ def test_slurm_without_a_slurm_client_is_one_usage_error(tmp_path, tiny, monkeyp
         submit(plan(tiny, opts), opts)
 
 
+def test_a_time_limit_of_2_minutes_or_less_is_refused_before_sbatch(tmp_path, tiny, fake_slurm):
+    slurm = SlurmOptions(time_min=2, folder=tmp_path / "logs")
+    opts = options(tmp_path, executor="slurm", slurm=slurm)
+    refused = "^--time-min 2: a cell never finishes under a limit of 2 minutes or less .*90 s"
+    with pytest.raises(UsageError, match=refused + " before.*; pass --time-min 3 or more$"):
+        submit(plan(tiny, opts), opts)
+    assert not (fake_slurm / "calls").exists()
+    opts = replace(opts, slurm=replace(slurm, time_min=3))
+    assert [j.job_id for j in submit(plan(tiny, opts), opts)] == ["4242_0", "4242_1"]
+
+
+def test_a_cancelled_task_is_reported_by_its_state_and_log(tmp_path):
+    from bench.parallel import _failure
+
+    class Task:
+        state = "CANCELLED by 0"
+        paths = type("Paths", (), {"stderr": tmp_path / "7_0_log.err"})
+
+    error = RuntimeError("Job (task=0) failed\nsrun: Force Terminated StepId=7.0")
+    assert _failure(Task(), error) == f": cancelled (CANCELLED by 0); log: {tmp_path}/7_0_log.err"
+    Task.state = "FAILED"
+    assert _failure(Task(), error) == (
+        f" failed: srun: Force Terminated StepId=7.0 (log: {tmp_path}/7_0_log.err)"
+    )
+
+
 def _wait_for(path, seconds=120):
     start = time.monotonic()
     while not path.exists():

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from bench import parallel
 from bench.cell import SlurmOptions
 from bench.lease import lease_path
 from bench.parallel import submit
@@ -178,3 +180,60 @@ def test_a_preempted_task_gives_up_its_lease_is_requeued_and_resumes(tmp_path, s
         load_spec(spec), options(tmp_path / "local", cells=VAE, threads_per_cell=1), quiet
     )
     assert numbers(record) == numbers(whole)
+
+
+def test_a_cancelled_task_is_reported_as_cancelled_with_its_log(tmp_path, spec_dir):
+    write_spec(spec_dir, name="slurm-cancel", epochs_per_stage=[5000])  # never done in time
+    root = tmp_path / "slurm"
+    ran = bench_run(run_args("slurm-cancel", spec_dir, root, "--cells", VAE), tmp_path)
+    try:
+        wait_until("the first checkpoint", lambda: first_checkpoint(root, "slurm-cancel"))
+        task = wait_until("a running task", lambda: task_of("bench-slurm-cancel-smoke"))
+        slurm("scancel", task)
+        out, err = ran.communicate(timeout=120)
+    finally:
+        ran.kill()
+        subprocess.run(["scancel", "-n", "bench-slurm-cancel-smoke"], timeout=30)
+    assert ran.returncode == 1, out + err[-3000:]
+    head = f"[1/1] {VAE}: job {task}: cancelled (CANCELLED by 0); log: "
+    (line,) = [line for line in out.splitlines() if line.startswith(head)] or [out]
+    log = Path(line.removeprefix(head))
+    assert log.is_relative_to(root / "logs") and "Bypassing signal SIGTERM" in log.read_text()
+
+
+def test_the_last_time_out_is_reported_as_one_and_keeps_the_checkpoint(
+    tmp_path, spec_dir, monkeypatch
+):
+    monkeypatch.setattr(parallel, "MAX_TIMEOUTS", 0)  # the first time-out is the last
+    spec = load_spec(write_spec(spec_dir, name="slurm-timeout", epochs_per_stage=[5000]))
+    limits = SlurmOptions(time_min=3, mem_gb=1, cpus_per_cell=1, folder=tmp_path / "logs")
+    opts = options(tmp_path, executor="slurm", slurm=limits, cells=VAE, threads_per_cell=1)
+    name, failed = "bench-slurm-timeout-smoke", []
+
+    def time_out():  # under a limit of 10 min or less, submitit counts any USR2 as a time-out
+        try:
+            wait_until("the first checkpoint", lambda: first_checkpoint(tmp_path, "slurm-timeout"))
+            slurm("scancel", "--signal=USR2", wait_until("a running task", lambda: task_of(name)))
+        except BaseException as e:
+            failed.append(e)
+            subprocess.run(["scancel", "-n", name], timeout=30)
+
+    signaller = threading.Thread(target=time_out, daemon=True)
+    signaller.start()
+    lines = []
+    try:
+        parallel.run_submitit(plan(spec, opts), opts, lines.append)
+    finally:
+        subprocess.run(["scancel", "-n", name], timeout=30)
+    signaller.join(30)
+    assert not failed, failed
+    (line,) = [line for line in lines if line.startswith(f"[1/1] {VAE}: job ")] or [lines]
+    assert line.endswith(
+        ": timed out 1 time (limit 3 min); its checkpoint is kept: rerun with a longer --time-min"
+    ), lines
+    path = record_path(opts.results, "slurm-timeout", "smoke", VAE)
+    assert not path.exists() and not lease_path(path).exists()
+    assert first_checkpoint(tmp_path, "slurm-timeout") is not None
+    task = line.split()[3].rstrip(":")
+    said = "".join(p.read_text() for p in (tmp_path / "logs" / task).glob("*_log.*"))
+    assert "timed-out too many times" in said and "took the cell over" not in said
