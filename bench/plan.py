@@ -916,7 +916,9 @@ def render_plan(record: dict) -> str:
             f"\nCompute repriced at an assumed {record['assume_tflops']:g} TFLOP/s (not measured)"
             f" from that plan's FLOPs ({r['from']}) by `{r['command']}` at {r['commit'][:8]},"
             f" {r['created']}; the phases without FLOPs (setup, sampling, probes) stay as"
-            " measured there."
+            " measured there. A step priced from FLOPs is a floor, not a forecast: it takes at"
+            " least its FLOPs at the rate, and a small model's step is bound by kernel launches"
+            " (microseconds each) instead; `bench plan --device cuda` on the GPU measures it."
         )
     return "\n".join(lines) + "\n"
 
