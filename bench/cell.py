@@ -47,6 +47,7 @@ from .records import (
 from .spec import SEED, Cell, TableSpec, register_plugins
 from .tasks import TASKS, get_task
 from .tasks.common import CellResult, Context
+from .tasks.settings import REHEARSAL_SAMPLE_S
 from .train import Checkpoint, CheckpointError, NonFiniteLoss, NonFiniteMetric, world
 
 
@@ -306,6 +307,7 @@ def _run_cell(
         download=opts.download,
         weights=weights,
         samples=opts.tables / "samples" / f"{spec.id}-{opts.tier}-{cell.id}.png",
+        sample_budget_s=REHEARSAL_SAMPLE_S if opts.rehearse else None,
     )
     task = get_task(spec.task)
     started = datetime.now(UTC).isoformat(timespec="seconds")

@@ -31,6 +31,7 @@ from .records import (
     record_path,
 )
 from .spec import TableSpec
+from .tasks.settings import REHEARSAL_SAMPLE_S
 
 SCRATCH = Path("rehearsals")
 STOPPED = 3  # the exit status of a run stopped by --stop-after-epochs
@@ -49,6 +50,7 @@ class Rehearsal:
     segments: int = 0
     on_sample: bool = False
     ran: bool = True  # False: the cell could not start here (its data set is absent)
+    sample_bounded_s: float | None = None  # the sampler ran this long and was stopped there
 
 
 def _peak_children_mib() -> float:
@@ -196,6 +198,7 @@ def rehearse_cell(
         other_s=record.wall_s - train_s,
         segments=record.segments,
         on_sample=real and record.settings.get("data") == "sample",
+        sample_bounded_s=record.metrics.get("sample_bounded_s"),
     )
     if record.status != "ok":
         result.failure = _out_of_memory(record.reason, limit) or f"{record.status}: {record.reason}"
@@ -233,17 +236,22 @@ def _num(value: float | None, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
+def _verdict(r: dict) -> str:
+    if not r.get("ran", True):
+        return r["failure"]
+    if not r["passed"]:
+        return f"FAILED: {r['failure']}"
+    bounded = r.get("sample_bounded_s")
+    return "passed" + (f" (sampler stopped at its {bounded:.0f} s bound)" if bounded else "")
+
+
 def render_report(report: dict) -> str:
     from tabulate import tabulate
 
     rows = [
         [
             r["cell"],
-            "passed"
-            if r["passed"]
-            else r["failure"]
-            if not r.get("ran", True)
-            else f"FAILED: {r['failure']}",
+            _verdict(r),
             _num(r["step_s"], ".3g"),
             _num(r["peak_rss_mib"], ",.0f"),
             _num(r["checkpoint_mib"], ".1f"),
@@ -263,7 +271,8 @@ def render_report(report: dict) -> str:
         + (f", {unrun} not run (data absent here)" if unrun else "")
         + ": built at the tier's exact configuration, trained"
         " two steps an epoch through every learning-rate stage, checkpointed, stopped, resumed in"
-        " a fresh process, scored on a few test images and sampled once (bench/rehearse.py).",
+        " a fresh process, scored on a few test images and sampled once, the sampler given at most"
+        f" {REHEARSAL_SAMPLE_S:.0f} s (bench/rehearse.py).",
         "",
         tabulate(
             rows,

@@ -27,6 +27,7 @@ class Context:
     download: bool = False
     weights: Path | None = None  # where to save the trained state_dict, if anywhere
     samples: Path | None = None  # where a generative model saves its PNG grid of samples
+    sample_budget_s: float | None = None  # a rehearsal's bound on drawing its sample (None: none)
 
 
 @dataclass

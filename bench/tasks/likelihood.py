@@ -11,8 +11,11 @@ Cell fields: dataset, model (a name in models.MODELS); every other field, and th
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -220,13 +223,44 @@ def evaluate(
     return metrics
 
 
+class SampleBudget(Exception):
+    """A rehearsal's bound on drawing its sample ran out."""
+
+
+@contextmanager
+def bounded(seconds: float | None) -> Iterator[None]:
+    """Raise SampleBudget after `seconds` of wall time (the main thread only: a timer signal);
+    no bound for None. A paper-sized autoregressive sampler takes hours for one image on a CPU,
+    so a rehearsal shows that it runs at the exact configuration without drawing all of it."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SampleBudget
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @torch.no_grad()
 def draw_samples(model, s: Settings, ctx: Context, shape: tuple, kind: str) -> dict:
     """Seconds per sample and, when the runner asks for one, a PNG grid of the samples. The
-    naive sampler, where timed, draws the same batch from the same seed: the same work."""
+    naive sampler, where timed, draws the same batch from the same seed: the same work. Under
+    a rehearsal's budget (`ctx.sample_budget_s`) a sampler still drawing when it runs out is
+    stopped and the record says so (`sample_bounded_s`), with no sample time."""
     t0 = time.perf_counter()
     generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
-    x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
+    try:
+        with bounded(ctx.sample_budget_s):
+            x = model.sample(s.samples, generator=generator).reshape(s.samples, *shape)
+    except SampleBudget:
+        return {"sample_s": None, "sample_bounded_s": ctx.sample_budget_s}
     out = {"sample_s": (time.perf_counter() - t0) / s.samples}
     if s.time_naive_sampler and has(model, "naive_sampler"):
         t0 = time.perf_counter()

@@ -162,6 +162,9 @@ class MemorySettings:
 
 REHEARSAL_STEPS = 2  # training steps per epoch of a rehearsal
 REHEARSAL_TEST_IMAGES = 4
+REHEARSAL_SAMPLE_S = (
+    60.0  # the longest a rehearsal draws its one sample (a paper-sized sampler: hours)
+)
 
 
 def rehearsal(s, sample: bool = False):

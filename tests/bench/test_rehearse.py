@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict, replace
 
 import pytest
+import torch
 
 from bench.cell import _finished
 from bench.cli import main
@@ -186,3 +187,26 @@ def test_a_folder_data_set_that_is_absent_counts_as_absent(tmp_path):
         cells = [Cell((("model", "resnet32"), ("dataset", name)))]
         assert _data_absent(cells, real, tmp_path), name
     assert not _data_absent(cells, ClassifySettings(data="sample"), tmp_path)
+
+
+def test_a_rehearsals_sampler_is_stopped_at_its_bound_and_the_record_says_so():
+    import time
+
+    from bench.tasks.common import Context
+    from bench.tasks.likelihood import draw_samples
+
+    class Slow:
+        def sample(self, n, generator=None):
+            while True:  # a paper-sized sampler on a CPU: hours for one image
+                time.sleep(0.01)
+
+    ctx = Context(None, torch.device("cpu"), 0, "full", None, sample_budget_s=0.2)
+    t0 = time.perf_counter()
+    out = draw_samples(Slow(), LikelihoodSettings(samples=1), ctx, (1, 2, 2), "binary")
+    assert out == {"sample_s": None, "sample_bounded_s": 0.2}
+    assert time.perf_counter() - t0 < 5
+    done = Rehearsal("c", True, sample_bounded_s=0.2)
+    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
+    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
+    report = {"table": "t", "tier": "full", **made, **code, "cells": [asdict(done)]}
+    assert "| passed (sampler stopped at its 0 s bound)" in render_report(report)
