@@ -172,6 +172,7 @@ def test_a_preempted_task_gives_up_its_lease_is_requeued_and_resumes(tmp_path, s
         out, err = ran.communicate(timeout=240)
     finally:
         ran.kill()
+        subprocess.run(["scancel", "-n", "bench-slurm-preempt-smoke"], timeout=30)
     assert ran.returncode == 0, err[-3000:]
     assert f"[1/1] {VAE}: job {task}: ran" in out.splitlines(), out
     record = read_record(path)
