@@ -508,16 +508,59 @@ def outliers(points: list[tuple]) -> list[tuple]:
 
 
 def curves_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None:
-    """Training loss per epoch of every cell with a logged history."""
+    """Training loss per epoch of every cell with a logged history; where the histories log
+    active units (new likelihood records), a second panel draws them per layer."""
     curves = [(r.cell, r.history) for r in records.values() if r.history]
     if not curves:
         return None
+    if any("active_units" in h for _, history in curves for h in history):
+        return _curves_with_units(spec, sorted(curves))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, history in sorted(curves):
         ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
     ax.set(xlabel="epoch", ylabel="training loss")
     ax.set_title(textwrap.fill(f"{spec.title}: training curves", 70), fontsize=10)
     ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+LAYER_STYLES = ("-", "--", ":", "-.")
+
+
+def layer_style(layer: int) -> str:
+    """The line style of stochastic layer `layer` (from 0) in the units panel."""
+    return LAYER_STYLES[layer % len(LAYER_STYLES)]
+
+
+def _curves_with_units(spec: TableSpec, curves: list[tuple[str, list[dict]]]) -> Figure:
+    """The loss panel beside each epoch's active units (one colour per cell, one line style per
+    stochastic layer), so a reader sees whether a count moves with training or sits at its
+    value at initialisation. Records made before the units were logged draw no units line."""
+    fig, (ax, au) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    ax.set_gid("loss")
+    au.set_gid("units")
+    layers = 0
+    for i, (name, history) in enumerate(curves):
+        colour, epochs = f"C{i % 10}", [h["epoch"] for h in history]
+        ax.plot(epochs, [h["loss"] for h in history], label=name, lw=1, color=colour)
+        logged = [h for h in history if "active_units" in h]
+        for layer in range(len(logged[-1]["active_units"]) if logged else 0):
+            x, y = [h["epoch"] for h in logged], [h["active_units"][layer] for h in logged]
+            au.plot(
+                x, y, lw=1, color=colour, ls=layer_style(layer), gid=f"units {name} {layer + 1}"
+            )
+            layers = max(layers, layer + 1)
+    ax.set(xlabel="epoch", ylabel="training loss")
+    ax.set_title("training loss", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    au.set(xlabel="epoch", ylabel="active units (a fixed subset of the test images)")
+    au.set_title("active units after each epoch, per stochastic layer", fontsize=9)
+    styles = [
+        Line2D([], [], color="0.3", lw=1, ls=layer_style(n), label=f"layer {n + 1}")
+        for n in range(layers)
+    ]
+    au.legend(handles=styles, fontsize=7)
+    fig.suptitle(textwrap.fill(f"{spec.title}: training curves", 120), fontsize=10)
     return fig
 
 

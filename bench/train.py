@@ -246,6 +246,10 @@ class Fit:
     seed: int
     desc: str = ""
     max_steps_per_epoch: int | None = None
+    # After each epoch's training (0-based epoch): fields for that epoch's history entry, e.g. a
+    # statistic of the model. It must leave every generator as it found it, or a resumed run
+    # would draw other training noise than an uninterrupted one.
+    on_epoch: Callable[[int], dict] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -310,6 +314,8 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
             total, count = sums.tolist()
         mean = total / max(count, 1)
         history.append({"epoch": epoch + 1, "loss": mean, "lr": lr, "seconds": seconds})
+        if job.on_epoch is not None:  # after `seconds`: its cost is not the training's
+            history[-1].update(job.on_epoch(epoch))
         stop = checkpoint.stop_after == epoch + 1 and epoch + 1 < job.epochs
         if (epoch + 1) % checkpoint.every == 0 or epoch + 1 == job.epochs or stop:
             checkpoint.save(epoch + 1, job.model, job.optimizer, history)

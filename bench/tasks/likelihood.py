@@ -133,14 +133,49 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
                     data=data)  # fmt: skip
 
 
+def epoch_units(model, x: torch.Tensor, s: Settings, seed: int) -> Callable[[int], dict]:
+    """`fit`'s epoch hook: the active units of every layer on the first `au_epoch_images` test
+    images, so the history shows whether they move. The same draws every epoch (one seed): a
+    change between epochs is the model's, not the Monte Carlo's. Under a forked generator, so
+    the training draws, the final metrics and a resumed run are those of a run without it."""
+    x = x[: s.au_epoch_images]
+    cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+
+    def units(epoch: int) -> dict:
+        training = model.training
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            torch.manual_seed(seed + 3)  # seed, +1 and +2: the model, the test NLL, the data start
+            model.eval()
+            found = model.active_units(x, n_samples=s.au_samples)
+        model.train(training)
+        return {"active_units": [int(u) for u in found]}
+
+    return units
+
+
 def train(cell: dict, s: Settings, ctx: Context) -> Prepared:
-    """`setup`, then Adam on the schedule; the weights are saved where the runner asks."""
+    """`setup`, then Adam on the schedule; the weights are saved where the runner asks. The
+    history logs each epoch's active units where the model has them (`epoch_units`)."""
     t = setup(cell, s, ctx)
     model = t.model
     optimizer = optimizer_for(model, s)
     lr_at, epochs = lr_schedule(s)
-    job = Fit(model, optimizer, t.loss, TensorDataset(t.x_train), s.batch_size, epochs, lr_at,
-              ctx.seed, desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch)  # fmt: skip
+    hook = None
+    if has(model, "active_units") and s.au_epoch_images:
+        hook = epoch_units(model, t.x_test, s, ctx.seed)
+    job = Fit(
+        model,
+        optimizer,
+        t.loss,
+        TensorDataset(t.x_train),
+        s.batch_size,
+        epochs,
+        lr_at,
+        ctx.seed,
+        desc=ctx.desc,
+        max_steps_per_epoch=s.max_steps_per_epoch,
+        on_epoch=hook,
+    )
     t.history = fit(job, ctx.checkpoint)
     t.images_per_epoch, t.has_weights = job.images_per_epoch, True
     if ctx.weights is not None:

@@ -72,6 +72,8 @@ class LikelihoodSettings:
     nll_chunk: int = 1000  # samples per chunk of the bound; memory ~ chunk x nll_batch
     nll_batch: int = 100  # test images per call of nll
     au_samples: int = 100  # samples of the top layer's posterior mean (active units)
+    # The first N test images of the active units logged after every epoch (0: not logged).
+    au_epoch_images: int = 500
     max_steps_per_epoch: int | None = None
     samples: int = 16  # images in the PNG grid of samples (0: none)
     time_naive_sampler: bool = False  # also time `sample(samples, naive=True)` where a model has it
@@ -88,6 +90,11 @@ class LikelihoodSettings:
                              f" {self.adam_beta2}")  # fmt: skip
         for name in ("n_train", "n_test", "max_steps_per_epoch", "image_size"):
             positive(name, getattr(self, name), allow_none=True)
+        if isinstance(self.au_epoch_images, bool) or not isinstance(self.au_epoch_images, int):
+            raise ValueError(
+                f"au_epoch_images must be an integer >= 0, got {self.au_epoch_images!r}"
+            )
+        non_negative("au_epoch_images", self.au_epoch_images)
         if not all(isinstance(v, dict) for v in self.model_kwargs.values()):
             raise ValueError("model_kwargs maps a model name to a table of its arguments")
         if self.samples < 0:

@@ -13,6 +13,7 @@ import pytest
 from bench.budget import gap_series
 from bench.plot import (
     claim_figure,
+    curves_figure,
     gap_budget_figure,
     outliers,
     plot_curves,
@@ -245,3 +246,31 @@ def test_scoreboard_gap_figure_draws_the_median_per_data_set(tmp_path):
     assert line(ax, "median mnist") == ([160_000, 960_000], pytest.approx([25.0, 9.25]))
     assert line(ax, "paper mnist")[0] == [196_800_000] * 2
     assert ax.get_ylim()[0] == 0
+
+
+def test_curves_draw_each_epochs_active_units_per_layer_beside_the_loss(tmp_path):
+    """A history that logs active units gets a second panel: one line per cell and layer, at
+    the logged epochs; a record without them (made earlier) draws its loss alone."""
+    spec = get_spec("iwae-table")
+    two, one, old = spec.cells("full")[:3]
+    logged = [
+        {"epoch": e, "loss": 120.0 - e, "active_units": [u, v]}
+        for e, u, v in ((1, 90, 4), (2, 70, 6))
+    ]
+    records = {
+        two.id: record(spec, two, {"nll": 100.0}, logged),
+        one.id: record(spec, one, {"nll": 101.0}, [{**h, "active_units": [30]} for h in logged]),
+        old.id: record(spec, old, {"nll": 102.0}, [{"epoch": 1, "loss": 130.0}]),
+    }
+    fig = curves_figure(spec, records)
+    units = axes(fig, "units")
+    assert line(units, f"units {two.id} 1") == ([1, 2], [90, 70])
+    assert line(units, f"units {two.id} 2") == ([1, 2], [4, 6])
+    assert line(units, f"units {one.id} 1") == ([1, 2], [30, 30])
+    assert len(units.get_lines()) == 3  # none for the record without units
+    assert len(axes(fig, "loss").get_lines()) == 3
+    assert [t.get_text() for t in units.get_legend().get_texts()] == ["layer 1", "layer 2"]
+    # Without logged units the figure is the loss panel alone, as before.
+    records[two.id].history = records[one.id].history = [{"epoch": 1, "loss": 1.0}]
+    assert len(curves_figure(spec, records).axes) == 1
+    assert plot_curves(spec, records, tmp_path / "c.png").read_bytes().startswith(PNG)

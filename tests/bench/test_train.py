@@ -223,9 +223,14 @@ def metrics_and_losses(record):
     return model_metrics(record.metrics), without_times(record.history)
 
 
-def test_run_table_resumes_an_interrupted_cell_exactly(tmp_path, monkeypatch):
-    spec = load_spec(write_spec(tmp_path / "specs", epochs_per_stage=[3]))
-    (whole,) = run_table(spec, options(tmp_path / "a", cells=VAE), log=lambda line: None)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_run_table_resumes_an_interrupted_cell_exactly(tmp_path, monkeypatch, layers):
+    """Two layers: the top layer's active units, logged after every epoch, draw samples; the
+    resumed run logs the same units and trains on the same draws."""
+    grid = {"dataset": ["mnist"], "layers": [layers], "k": [1], "model": ["vae"]}
+    spec = load_spec(write_spec(tmp_path / "specs", epochs_per_stage=[3], grid=grid))
+    cell = f"mnist-layers{layers}-k1-vae"
+    (whole,) = run_table(spec, options(tmp_path / "a", cells=cell), log=lambda line: None)
 
     save = Checkpoint.save
 
@@ -235,7 +240,7 @@ def test_run_table_resumes_an_interrupted_cell_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Checkpoint, "save", save_then_stop)
-    opts = options(tmp_path / "b", cells=VAE)
+    opts = options(tmp_path / "b", cells=cell)
     with pytest.raises(KeyboardInterrupt):
         run_table(spec, opts, log=lambda line: None)
     monkeypatch.setattr(Checkpoint, "save", save)
@@ -247,6 +252,7 @@ def test_run_table_resumes_an_interrupted_cell_exactly(tmp_path, monkeypatch):
     assert resumed.status == whole.status == "ok"
     assert metrics_and_losses(resumed) == metrics_and_losses(whole)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert all(len(h["active_units"]) == layers for h in resumed.history)
     assert not ckpt.exists()  # a finished cell's checkpoint is removed
     assert (whole.resumed, whole.segments, resumed.resumed, resumed.segments) == (False, 1, True, 2)
 

@@ -14,14 +14,22 @@ from bench.data import DATASETS, load
 from bench.runner import run_table
 from bench.spec import SPEC_DIR, SpecError, get_spec, load_spec
 from bench.tasks.common import Context
-from bench.tasks.likelihood import Settings, draw_samples, evaluate, optimizer_for, preflight
+from bench.tasks.likelihood import (
+    Settings,
+    draw_samples,
+    epoch_units,
+    evaluate,
+    optimizer_for,
+    preflight,
+)
 from bench.train import Checkpoint, Fit, fit
 from bench.units import bits_per_dim, dequantization_nats
 from models.factorised import Factorised
+from models.iwae import IWAE as IWAEModel
 from models.nice import NICE
 from models.pixelcnn import PixelCNN
 
-from ..conftest import options
+from ..conftest import model_metrics, options, write_spec
 
 
 def entropy_bits_per_dim(x: np.ndarray, levels: int) -> float:
@@ -187,3 +195,43 @@ def test_a_models_lr_scale_applies_to_its_group_alone():
     assert moved.pop("s") == pytest.approx(1e-2, rel=1e-3)
     assert max(moved.values()) == pytest.approx(1e-3, rel=1e-3)
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-2]
+
+
+def test_the_epoch_hook_counts_on_the_subset_with_its_own_draws_and_leaves_the_rest():
+    """epoch_units: the model's own count on the first au_epoch_images images with the draws of
+    seed + 3, the same every epoch; the global generator and the model's mode as they were."""
+    torch.manual_seed(0)
+    model = IWAEModel(layers=2, x_dim=12).train()
+    x = torch.bernoulli(torch.full((40, 12), 0.4))
+    hook = epoch_units(model, x, Settings(au_epoch_images=30, au_samples=6), seed=5)
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    found = hook(0)
+    assert torch.equal(torch.get_rng_state(), state) and model.training
+    assert found == hook(3)  # one seed: a change between epochs is the model's
+    torch.manual_seed(5 + 3)
+    with torch.no_grad():
+        assert found == {"active_units": model.active_units(x[:30], n_samples=6)}
+
+
+def test_every_epoch_logs_its_active_units_and_changes_no_metric(tmp_path):
+    """A two-layer cell (whose top-layer count draws samples) with the per-epoch pass has the
+    metrics and losses of the same cell without it, and each epoch's units in its history."""
+    grid = {"dataset": ["mnist"], "layers": [2], "k": [1], "model": ["vae"]}
+    runs = {}
+    for n in (8, 0):
+        path = write_spec(
+            tmp_path / f"specs{n}", grid=grid, epochs_per_stage=[3], au_epoch_images=n
+        )
+        (runs[n],) = run_table(load_spec(path), options(tmp_path / str(n)), log=lambda line: None)
+    logged, plain = runs[8], runs[0]
+    assert logged.status == plain.status == "ok"
+    assert model_metrics(logged.metrics) == model_metrics(plain.metrics)
+    drop = ("seconds", "active_units")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in logged.history] == [
+        {k: v for k, v in h.items() if k != "seconds"} for h in plain.history
+    ]
+    units = [h["active_units"] for h in logged.history]
+    assert len(units) == 3
+    assert all(len(u) == 2 and 0 <= u[0] <= 100 and 0 <= u[1] <= 50 for u in units)
+    assert all("active_units" not in h for h in plain.history)
