@@ -351,3 +351,66 @@ def test_active_units_from_halves_is_free_of_the_monte_carlo_noise():
     assert active_units_from_means(draws.mean(0)) == 30  # the noise makes every unit "active"
     assert active_units_from_halves(draws[:50].mean(0), draws[50:].mean(0)) == 0
     assert active_units_from_halves(draws[:50].mean(0) * 2, draws[50:].mean(0) * 2) == 30
+
+
+@torch.no_grad()
+def sampled_posterior_means(model: IWAE, x: torch.Tensor, n: int, chunk: int = 250):
+    """E_q[z1|x] and E_q[z2|x] of a two-layer model estimated a second way: the average of n
+    ancestral draws z1 ~ q(z1|x), z2 ~ q(z2|z1) (samples, not means), in two independent halves
+    of n/2 draws each; and Var_{q(z1|x)}(mean of q(z2|z1)) per image and unit."""
+    mu1, sigma1 = model.q_z1(x)
+    halves, moments = [], torch.zeros(2, len(x), 50, dtype=torch.float64)
+    for _ in range(2):
+        sums = [torch.zeros(len(x), d, dtype=torch.float64) for d in (100, 50)]
+        for _ in range(n // 2 // chunk):
+            z1 = mu1 + sigma1 * torch.randn(chunk, *mu1.shape)
+            mu2, sigma2 = model.q_z2(z1)
+            z2 = mu2 + sigma2 * torch.randn_like(mu2)
+            sums[0] += z1.double().sum(0)
+            sums[1] += z2.double().sum(0)
+            moments += torch.stack([mu2.double().sum(0), mu2.double().pow(2).sum(0)])
+        halves.append([s / (n // 2) for s in sums])
+    first, second = moments / n
+    return halves, second - first**2
+
+
+def covariance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # Cov_x(a, b) per unit, over the N images of the rows
+    return ((a - a.mean(0)) * (b - b.mean(0))).mean(0)
+
+
+def test_active_units_agree_with_monte_carlo_over_q_and_differ_from_the_authors_top_layer():
+    """A second computation of Cov_x(E_q[z_u|x]) (Section 5.2): E_q[z|x] as the mean of 4,000
+    ancestral samples of q(z1, z2|x), Cov_x between two independent halves. Our count takes
+    every unit clearly above 0.01 and none clearly below, in both layers of a two-layer model
+    whose units are scaled to straddle the threshold. The authors' get_units_variances (yburda/
+    iwae) takes, for the top layer, np.var over images of the mean of q(z2|z1) at ONE sample of
+    z1: by the law of total variance that is Cov_x(E_q[z2|x]) + E_x Var_{q(z1|x)}(mean of
+    q(z2|z1)), so it counts more top-layer units; for z1 it is our formula (the mean of
+    q(z1|x)), on 500 training images rather than test images."""
+    model = make_model(2, x_dim=64)
+    x = binary_data(400, 64)
+    with torch.no_grad():  # per-unit scales from 1/30 to 3: units on both sides of 0.01
+        model.q_z1.mu.weight.mul_(torch.logspace(-1.5, 0.5, 100)[:, None])
+        model.q_z2.mu.weight.mul_(torch.logspace(-1.0, 1.0, 50)[:, None])
+    torch.manual_seed(1)
+    ours = model.active_units(x, n_samples=200)
+    torch.manual_seed(2)
+    (a, b), within = sampled_posterior_means(model, x, n=4000)
+    activity = [covariance(a[layer], b[layer]) for layer in range(2)]
+    with torch.no_grad():
+        exact_z1 = model.q_z1(x)[0].double().var(0, correction=0)
+    torch.testing.assert_close(activity[0], exact_z1, atol=2e-3, rtol=0.05)
+    for layer, units in enumerate(ours):
+        clearly_above = int((activity[layer] > 0.013).sum())
+        not_clearly_below = int((activity[layer] > 0.007).sum())
+        assert 0 < clearly_above <= units <= not_clearly_below < len(activity[layer]), layer
+    # The authors' top layer: one z1 per image, the first 500 images (here all 400).
+    torch.manual_seed(3)
+    with torch.no_grad():
+        mu1, sigma1 = model.q_z1(x)
+        theirs = model.q_z2(mu1 + sigma1 * torch.randn_like(mu1))[0].double().var(0, correction=0)
+    inflated = activity[1] + within.mean(0)
+    assert (theirs.mean() - inflated.mean()).abs() < 0.1 * inflated.mean()
+    # Here: ours and the Monte Carlo 43 + 27 units, the authors' top layer 44 of 50.
+    assert int((theirs > 0.01).sum()) > ours[1] + 10
