@@ -235,3 +235,10 @@ def test_every_epoch_logs_its_active_units_and_changes_no_metric(tmp_path):
     assert len(units) == 3
     assert all(len(u) == 2 and 0 <= u[0] <= 100 and 0 <= u[1] <= 50 for u in units)
     assert all("active_units" not in h for h in plain.history)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, None])
+def test_the_per_epoch_subset_is_a_whole_number_of_images(value):
+    with pytest.raises(ValueError, match="au_epoch_images"):
+        Settings(au_epoch_images=value)
+    assert Settings(au_epoch_images=0).au_epoch_images == 0  # 0: no per-epoch pass
