@@ -389,6 +389,7 @@ def cell_record(
         plugin=models.provenance(params["model"]) if "model" in params else {},
         rehearsal=rehearsal,
         evaluated_from=evaluated_from or {},
+        load=[round(x, 2) for x in os.getloadavg()],
         **origin,
     )
     if result is not None:

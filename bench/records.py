@@ -56,6 +56,9 @@ class Record:
     # Made by `bench run --rehearse` (a few steps of the tier's exact configuration): proof that
     # the pipeline runs, never a result, a rendered measurement or a `bench check` reference.
     rehearsal: bool = False
+    # The 1-, 5- and 15-minute load averages when the record was made: how busy the machine was
+    # while the cell ran, which its wall time depends on (bench plan --against-records).
+    load: list[float] = field(default_factory=list)
 
 
 STATUSES = ("ok", "failed", "skipped")

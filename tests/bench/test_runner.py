@@ -36,6 +36,7 @@ def test_a_run_writes_one_record_per_cell_and_the_table(tmp_path, tiny):
         assert r.memory["saved_bytes"] > 0
         assert [h["epoch"] for h in r.history] == [1, 2]
         assert r.deterministic.startswith("cpu")
+        assert len(r.load) == 3 and all(x >= 0 for x in r.load)  # the machine's load beside it
     table = (opts.tables / "tiny-smoke.md").read_text()
     assert "not run" not in table
     assert f"{records[0].metrics['nll']:.2f}" in table
