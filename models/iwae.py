@@ -345,10 +345,11 @@ class IWAE(nn.Module):
         samples (`active_units_from_halves`), free of their noise. The authors take np.var of
         the mean of q(z2|z1) at one sample of z1, which adds E_x Var_{q(z1|x)}(mean of
         q(z2|z1)) (the law of total variance) and so counts more top-layer units: 44 against
-        27 on tests/models/test_iwae.py's model, 50 against 39 for the two-layer MNIST model (k = 1) after
-        3 epochs on the committed sample. A second computation (the mean of 4,000 ancestral
-        samples of q(z1, z2|x)) agrees with this one within 0.007 per unit and one unit per
-        layer. So a first-layer count above the paper's is not a departure from its definition.
+        27 on tests/models/test_iwae.py's model, 50 against 39 for the two-layer MNIST model
+        (k = 1) after 3 epochs on the committed sample. A second computation (the mean of 4,000
+        ancestral samples of q(z1, z2|x)) agrees with this one within 0.007 per unit and one
+        unit per layer. So a first-layer count above the paper's is not a departure from its
+        definition.
         """
         mu1 = torch.cat([self.q_z1(xb)[0] for xb in x.flatten(1).split(batch)])
         units = [active_units_from_means(mu1, threshold)]
