@@ -53,9 +53,25 @@ class Rehearsal:
     sample_bounded_s: float | None = None  # the sampler ran this long and was stopped there
 
 
-def _peak_children_mib() -> float:
-    """The peak resident set of the largest child process so far (Linux: KiB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+PEAK = "rehearsal-peak-rss-kib"  # the line a worker prints at exit: its own peak resident set
+# `python -m bench`, printing at exit the worker's peak resident set and its children's (KiB on
+# Linux): the driver's RUSAGE_CHILDREN is the largest child so far, not this one's.
+WORKER = (
+    "import atexit, resource, runpy, sys\n"
+    "def peak():\n"
+    "    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)\n"
+    f"    print('{PEAK}', max(resource.getrusage(w).ru_maxrss for w in who), file=sys.stderr)\n"
+    "atexit.register(peak)\n"
+    "runpy.run_module('bench', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _peak_mib(stderr: str) -> float | None:
+    """The worker's own peak resident set in MiB, from its exit line (None: killed first)."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(PEAK + " "):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 def available_bytes() -> int:
@@ -77,23 +93,23 @@ def _limited(limit: int | None):
     return lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def _run(args: list[str], log, limit: int | None = None) -> tuple[int, str, float]:
+def _run(args: list[str], log, limit: int | None = None) -> tuple[int, str, float | None]:
+    """Run one worker: its exit status, its last error line and its own peak RSS (MiB)."""
     env = {**os.environ, "DGM_BENCH_BARS": "0"}
-    before = _peak_children_mib()
     out = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
+        [sys.executable, "-c", WORKER, *args],
         capture_output=True,
         text=True,
         env=env,
         check=False,
         preexec_fn=_limited(limit),
     )
-    peak = _peak_children_mib()
     for line in out.stdout.splitlines():
         log(f"    {line}")
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error")]
-    tail = errors[-1] if errors else (out.stderr.strip().splitlines() or [""])[-1]
-    return out.returncode, tail, peak if peak > before else before
+    stderr = [line for line in out.stderr.splitlines() if not line.startswith(PEAK + " ")]
+    errors = [line for line in stderr if line.startswith("error")]
+    tail = errors[-1] if errors else ([line for line in stderr if line.strip()] or [""])[-1]
+    return out.returncode, tail, _peak_mib(out.stderr)
 
 
 def _skipped(scratch: Path, table: str, tier: str, cell: str) -> str:
@@ -155,9 +171,9 @@ def rehearse_cell(
         *common,
     ]
     t0 = time.perf_counter()
-    ckpt_mib = None
+    ckpt_mib, first_peak = None, None
     if trains:
-        code, tail, _ = _run([*base, "--fresh", "--stop-after-epochs", "1"], log, limit)
+        code, tail, first_peak = _run([*base, "--fresh", "--stop-after-epochs", "1"], log, limit)
         if code != STOPPED and (skipped := _skipped(scratch, spec.id, tier, cell)):
             return Rehearsal(cell, False, skipped, wall_s=time.perf_counter() - t0, ran=False)
         if code != STOPPED:
@@ -193,7 +209,7 @@ def rehearse_cell(
         passed=record.status == "ok" and record.rehearsal,
         wall_s=wall,
         step_s=train_s / (steps * len(record.history)) if steps and record.history else None,
-        peak_rss_mib=peak,
+        peak_rss_mib=max((p for p in (first_peak, peak) if p is not None), default=None),
         checkpoint_mib=ckpt_mib,
         other_s=record.wall_s - train_s,
         segments=record.segments,
@@ -248,6 +264,8 @@ def _verdict(r: dict) -> str:
 def render_report(report: dict) -> str:
     from tabulate import tabulate
 
+    per_cell = report.get("peak_rss") == "per cell"
+
     rows = [
         [
             r["cell"],
@@ -271,8 +289,13 @@ def render_report(report: dict) -> str:
         + (f", {unrun} not run (data absent here)" if unrun else "")
         + ": built at the tier's exact configuration, trained"
         " two steps an epoch through every learning-rate stage, checkpointed, stopped, resumed in"
-        " a fresh process, scored on a few test images and sampled once, the sampler given at most"
-        f" {REHEARSAL_SAMPLE_S:.0f} s (bench/rehearse.py).",
+        " a fresh process, scored on a few test images and sampled once"
+        + (
+            f", the sampler given at most {report['sample_budget_s']:.0f} s"
+            if report.get("sample_budget_s")
+            else ""
+        )
+        + " (bench/rehearse.py).",
         "",
         tabulate(
             rows,
@@ -280,7 +303,7 @@ def render_report(report: dict) -> str:
                 "cell",
                 "rehearsal",
                 "s/step",
-                "peak RSS MiB",
+                "peak RSS MiB" + ("" if per_cell else " (running max)"),
                 "checkpoint MiB",
                 "setup + eval s",
                 "wall s",
@@ -290,12 +313,20 @@ def render_report(report: dict) -> str:
         ),
         "",
         "s/step: the rehearsal's training steps (the first steps of a run, warm-up included)."
-        " Peak RSS: the larger of the two processes' peak resident sets. '(sample)': the data set"
+        + (
+            " Peak RSS: the larger of the two processes' peak resident sets."
+            if per_cell
+            else " Peak RSS (a report made before the workers reported their own): the largest"
+            " resident set of any worker of this rehearsal so far, so an upper bound of each"
+            " cell's own, exact for a cell larger than every cell before it."
+        )
+        + " '(sample)': the data set"
         " is not on this machine, so the exact models ran on the committed sample."
         + (
             f" Each process was held to {report['memory_limit_gib']:.1f} GiB of data segment"
             " (the memory available when the rehearsal started), so a step that does not fit"
-            " fails with its allocation instead of the kernel's OOM killer."
+            " fails with its allocation instead of the kernel's OOM killer (unless other processes"
+            " take that memory meanwhile: the limit is each process's own)."
             if report.get("memory_limit_gib")
             else ""
         ),
@@ -329,6 +360,8 @@ def write_report(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **provenance(),
         "memory_limit_gib": None if limit is None else limit / 2**30,
+        "peak_rss": "per cell",  # each worker's own (earlier reports: the running maximum)
+        "sample_budget_s": REHEARSAL_SAMPLE_S,
         "cells": [asdict(r) for r in results],
     }
     atomic_write_text(

@@ -210,3 +210,18 @@ def test_a_rehearsals_sampler_is_stopped_at_its_bound_and_the_record_says_so():
     code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
     report = {"table": "t", "tier": "full", **made, **code, "cells": [asdict(done)]}
     assert "| passed (sampler stopped at its 0 s bound)" in render_report(report)
+
+
+def test_each_worker_reports_its_own_peak_resident_set():
+    """The driver's RUSAGE_CHILDREN is the largest child so far: a small cell after a large one
+    would show the large one's peak. Each worker says its own at exit."""
+    from bench.rehearse import _run
+
+    code, tail, peak = _run(["list"], log=lambda *_: None)
+    assert code == 0 and "rehearsal-peak-rss" not in tail
+    assert 10 < peak < 4096  # MiB: a Python process that imported the suite, no training
+    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
+    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
+    old = {"table": "t", "tier": "full", **made, **code, "cells": [asdict(Rehearsal("c", True))]}
+    assert "peak RSS MiB (running max)" in render_report(old)  # reports made before
+    assert "(running max)" not in render_report({**old, "peak_rss": "per cell"})
