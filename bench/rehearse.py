@@ -49,6 +49,8 @@ class Rehearsal:
     wall_s: float = 0.0  # both processes, start to end
     segments: int = 0
     on_sample: bool = False
+    batch: int | None = None  # the tier's batch size
+    images: int | None = None  # training images the rehearsal had: a sample can hold fewer
     ran: bool = True  # False: the cell could not start here (its data set is absent)
     sample_bounded_s: float | None = None  # the sampler ran this long and was stopped there
 
@@ -214,6 +216,8 @@ def rehearse_cell(
         other_s=record.wall_s - train_s,
         segments=record.segments,
         on_sample=real and record.settings.get("data") == "sample",
+        batch=record.settings.get("batch_size"),
+        images=record.data.get("n_train"),
         sample_bounded_s=record.metrics.get("sample_bounded_s"),
     )
     if record.status != "ok":
@@ -252,6 +256,16 @@ def _num(value: float | None, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
+def _on_sample(r: dict) -> str:
+    """'(sample)', and the batch the sample allowed where it holds fewer images than a batch."""
+    if not r["on_sample"]:
+        return ""
+    batch, images = r.get("batch"), r.get("images")
+    if batch and images and images < batch:
+        return f" (sample: batches of {images}, not {batch})"
+    return " (sample)"
+
+
 def _verdict(r: dict) -> str:
     if not r.get("ran", True):
         return r["failure"]
@@ -274,7 +288,7 @@ def render_report(report: dict) -> str:
             _num(r["peak_rss_mib"], ",.0f"),
             _num(r["checkpoint_mib"], ".1f"),
             _num(r["other_s"], ".1f"),
-            f"{r['wall_s']:.0f}" + (" (sample)" if r["on_sample"] else ""),
+            f"{r['wall_s']:.0f}" + _on_sample(r),
         ]
         for r in report["cells"]
     ]
@@ -321,7 +335,10 @@ def render_report(report: dict) -> str:
             " cell's own, exact for a cell larger than every cell before it."
         )
         + " '(sample)': the data set"
-        " is not on this machine, so the exact models ran on the committed sample."
+        " is not on this machine, so the exact models ran on the committed sample; where it holds"
+        " fewer images than a batch, every step's batch is the sample's size, so such a line shows"
+        " that the model builds, trains, checkpoints, resumes and scores, not that the tier's batch"
+        " fits."
         + (
             f" Each process was held to {report['memory_limit_gib']:.1f} GiB of data segment"
             " (the memory available when the rehearsal started), so a step that does not fit"

@@ -225,3 +225,14 @@ def test_each_worker_reports_its_own_peak_resident_set():
     old = {"table": "t", "tier": "full", **made, **code, "cells": [asdict(Rehearsal("c", True))]}
     assert "peak RSS MiB (running max)" in render_report(old)  # reports made before
     assert "(running max)" not in render_report({**old, "peak_rss": "per cell"})
+
+
+def test_a_sample_smaller_than_a_batch_is_said_on_the_line():
+    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
+    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
+    small = Rehearsal("imagenet", True, on_sample=True, batch=256, images=8)
+    enough = Rehearsal("mnist", True, on_sample=True, batch=20, images=128)
+    cells = [asdict(small), asdict(enough)]
+    text = render_report({"table": "t", "tier": "full", **made, **code, "cells": cells})
+    assert "(sample: batches of 8, not 256)" in text
+    assert text.count("(sample)") == 2  # the mnist line and the note that explains it
