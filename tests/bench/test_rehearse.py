@@ -160,6 +160,13 @@ def test_a_step_that_does_not_fit_fails_with_its_allocation_not_the_oom_killer()
     assert available_bytes() > 0
 
 
+def _report(cells: list[dict]) -> dict:
+    """A rehearsal report of `cells` (dicts of Rehearsal) as write_report makes one."""
+    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
+    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
+    return {"table": "t", "tier": "full", **made, **code, "cells": cells}
+
+
 def test_a_cell_whose_data_is_absent_and_has_no_sample_is_not_run_not_failed(tmp_path):
     reason = "CIFAR100 not found: expected /data/cifar100; place the python batches there"
     write_record(tmp_path, Record("t", "full", "c100", {}, "skipped", reason=reason))
@@ -167,10 +174,8 @@ def test_a_cell_whose_data_is_absent_and_has_no_sample_is_not_run_not_failed(tmp
     assert _skipped(tmp_path, "t", "full", "c100") == f"not run: {reason} (and no committed sample)"
     assert _skipped(tmp_path, "t", "full", "c10") == "" == _skipped(tmp_path, "t", "full", "none")
     not_run = Rehearsal("c100", False, _skipped(tmp_path, "t", "full", "c100"), ran=False)
-    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
-    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
     cells = [asdict(Rehearsal("c10", True)), asdict(not_run)]
-    report = {"table": "t", "tier": "full", **made, **code, "cells": cells}
+    report = _report(cells)
     text = render_report(report)
     assert "1 of 2 cells passed, 1 not run (data absent here):" in text
     assert "| not run: CIFAR100 not found" in text and "FAILED" not in text
@@ -206,9 +211,7 @@ def test_a_rehearsals_sampler_is_stopped_at_its_bound_and_the_record_says_so():
     assert out == {"sample_s": None, "sample_bounded_s": 0.2}
     assert time.perf_counter() - t0 < 5
     done = Rehearsal("c", True, sample_bounded_s=0.2)
-    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
-    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
-    report = {"table": "t", "tier": "full", **made, **code, "cells": [asdict(done)]}
+    report = _report([asdict(done)])
     assert "| passed (sampler stopped at its 0 s bound)" in render_report(report)
 
 
@@ -220,19 +223,15 @@ def test_each_worker_reports_its_own_peak_resident_set():
     code, tail, peak = _run(["list"], log=lambda *_: None)
     assert code == 0 and "rehearsal-peak-rss" not in tail
     assert 10 < peak < 4096  # MiB: a Python process that imported the suite, no training
-    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
-    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
-    old = {"table": "t", "tier": "full", **made, **code, "cells": [asdict(Rehearsal("c", True))]}
+    old = _report([asdict(Rehearsal("c", True))])
     assert "peak RSS MiB (running max)" in render_report(old)  # reports made before
     assert "(running max)" not in render_report({**old, "peak_rss": "per cell"})
 
 
 def test_a_sample_smaller_than_a_batch_is_said_on_the_line():
-    made = {"command": "bench run t --rehearse", "device": "cpu", "created": "2026-12-07"}
-    code = {"commit": "abcdef12", "dirty": False, "versions": {"torch": "2.14.1"}}
     small = Rehearsal("imagenet", True, on_sample=True, batch=256, images=8)
     enough = Rehearsal("mnist", True, on_sample=True, batch=20, images=128)
     cells = [asdict(small), asdict(enough)]
-    text = render_report({"table": "t", "tier": "full", **made, **code, "cells": cells})
+    text = render_report(_report(cells))
     assert "(sample: batches of 8, not 256)" in text
     assert text.count("(sample)") == 2  # the mnist line and the note that explains it
