@@ -48,10 +48,14 @@ def deltas(spec: TableSpec, tier: str, records: dict[str, Record]) -> list[str]:
 PIPELINE_ONLY = "smoke"  # seconds on a committed sample: it checks that the code runs, no more
 
 
-def claim_counts(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
-    """Comparisons behind the spec's claims at this tier: holding / inconclusive / not holding;
-    none for the pipeline-only tier, whose verdicts would read as the paper's."""
-    found = [c for claim in spec.claims for c in compare(spec, tier, records, claim)]
+def comparisons(spec: TableSpec, tier: str, records: dict[str, Record]) -> list:
+    """Every comparison behind the spec's claims at this tier (bench.claims.compare)."""
+    return [c for claim in spec.claims for c in compare(spec, tier, records, claim)]
+
+
+def claim_counts(tier: str, found: list) -> str:
+    """The tier's claim comparisons: holding / inconclusive / not holding; none for the
+    pipeline-only tier, whose verdicts would read as the paper's."""
     judged = [c for c in found if c.verdict in VERDICTS]
     if tier == PIPELINE_ONLY:
         return "—" if not found else "pipeline only: not judged"
@@ -63,14 +67,13 @@ def claim_counts(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
     return text
 
 
-def decides(spec: TableSpec, tier: str, records: dict[str, Record]) -> str:
+def decides(tier: str, found: list) -> str:
     """What a tier's records can say about the paper, in words: nothing for the pipeline-only
     tier, the claims a CPU budget decided, or whether the published numbers reproduce."""
     if tier == PIPELINE_ONLY:
         return "nothing about the paper: that the pipeline runs end to end"
     if tier == REPRODUCE_TIER:
         return "whether the published numbers reproduce (the paper's schedule)"
-    found = [c for claim in spec.claims for c in compare(spec, tier, records, claim)]
     if not found:
         return "measurements beside the paper's (no claim at this tier)"
     decided = sum(c.verdict in ("holds", "does not hold") for c in found)
@@ -143,16 +146,18 @@ def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[
         runs = spec.cells(tier)
         current = [records[c.id] for c in runs if c.id in records]  # not a grid's leftovers
         ok = sum(r.status == "ok" for r in current)
-        off = "<br>".join(deltas(spec, tier, records)) or "—"
         if tier == PIPELINE_ONLY:
             off = "pipeline only: no distance shown"
+        else:
+            off = "<br>".join(deltas(spec, tier, records)) or "—"
+        found = comparisons(spec, tier, records)
         rows.append({
             "table": spec.id,
             "tier": tier,
             "cells run": f"{ok} / {len(runs)}",
-            "what it can decide": decides(spec, tier, records),
+            "what it can decide": decides(tier, found),
             "off the published number: median / worst": off,
-            "claims: holds / inconclusive / does not hold": claim_counts(spec, tier, records),
+            "claims: holds / inconclusive / does not hold": claim_counts(tier, found),
             "full tier: reproduced / not reproduced": reproduce_counts(spec, tier, records),
             "records: commit; date": provenance(current),
             "table and figures": links(spec.id, tier, tables_dir),
