@@ -384,6 +384,7 @@ def cell_record(
         command=command,
         started=started,
         wall_s=round(clock.wall_s(), 2),
+        cpu_s=round(clock.cpu_s(), 2),
         resumed=clock.resumed_at > 0,
         segments=clock.segments,
         plugin=models.provenance(params["model"]) if "model" in params else {},

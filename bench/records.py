@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -46,6 +47,9 @@ class Record:
     command: str = ""
     started: str = ""
     wall_s: float = 0.0  # all segments of a resumed cell together
+    # CPU seconds of the processes that trained it (all their threads), counted like wall_s: the
+    # cost of the work at any load (None: recorded before it was kept).
+    cpu_s: float | None = None
     deterministic: str = ""
     resumed: bool = False  # continued from a checkpoint written by an earlier process
     segments: int = 1  # processes that trained it
@@ -105,6 +109,9 @@ def _type_error(value: Any, hint: Any) -> str:
     origin = typing.get_origin(hint) or hint
     if hint is Any:
         return ""
+    if origin in (types.UnionType, typing.Union):  # `float | None`: any one of them
+        whys = [_type_error(value, arg) for arg in typing.get_args(hint)]
+        return "" if "" in whys else whys[0]
     if origin is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif origin is int:

@@ -97,14 +97,17 @@ def save_atomic(obj, path: Path) -> None:
 
 @dataclass
 class Checkpoint:
-    """A cell's resume point; it also carries the wall time of every process that trained the
-    cell (keyed by a per-process token, so loading twice in one process counts it once)."""
+    """A cell's resume point; it also carries the wall and CPU time of every process that trained
+    the cell (keyed by a per-process token, so loading twice in one process counts it once). CPU
+    time is what the work cost whatever else the machine ran; wall time adds the waiting."""
 
     path: Path | None
     every: int = 1  # epochs between checkpoints
     started: float = field(default_factory=time.perf_counter, repr=False)
     token: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
     earlier: dict[str, float] = field(default_factory=dict, repr=False)  # token -> wall seconds
+    cpu_started: float = field(default_factory=time.process_time, repr=False)
+    cpu_earlier: dict[str, float] = field(default_factory=dict, repr=False)  # token -> CPU seconds
     resumed_at: int = 0  # epochs done when this process loaded it
     # Told the training step, epoch and phase as they advance (the runner's lease heartbeat).
     on_progress: Callable[..., None] | None = field(default=None, repr=False)
@@ -113,6 +116,14 @@ class Checkpoint:
     def wall_s(self) -> float:
         """Seconds spent on the cell by earlier processes (up to their last save) and this one."""
         return sum(self.earlier.values()) + time.perf_counter() - self.started
+
+    def cpu_before(self) -> float:
+        """CPU seconds that earlier processes spent on the cell."""
+        return sum(self.cpu_earlier.values())
+
+    def cpu_s(self) -> float:
+        """CPU seconds (all threads of the process) spent on the cell, counted like `wall_s`."""
+        return self.cpu_before() + time.process_time() - self.cpu_started
 
     @property
     def segments(self) -> int:
@@ -139,6 +150,7 @@ class Checkpoint:
             "rng_python": torch.tensor(random.getstate()[1], dtype=torch.int64),
             "rng_python_gauss": random.getstate()[2],
             "segments": {**self.earlier, self.token: time.perf_counter() - self.started},
+            "cpu_segments": {**self.cpu_earlier, self.token: self.cpu_s() - self.cpu_before()},
         }
         save_atomic(state, self.path)
 
@@ -162,6 +174,9 @@ class Checkpoint:
                 "delete it or rerun with --fresh"
             ) from None
         self.earlier = {k: v for k, v in state.get("segments", {}).items() if k != self.token}
+        self.cpu_earlier = {
+            k: v for k, v in state.get("cpu_segments", {}).items() if k != self.token
+        }
         self.resumed_at = state["epoch"]
         return state["epoch"], state["history"]
 

@@ -259,6 +259,7 @@ def test_a_failed_write_keeps_the_old_record_and_the_checkpoint(tmp_path, tiny, 
     (record,) = run_table(tiny, options(tmp_path, cells=VAE, seed=1), log=quiet)
     assert record.status == "ok" and record.resumed and record.segments == 2
     assert read_record(path) == record and not ckpt.exists()
+    assert record.cpu_s > 0 and isinstance(read_record(path).cpu_s, float)
 
 
 def test_no_lease_file_is_left_behind(tmp_path, tiny):

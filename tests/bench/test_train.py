@@ -167,17 +167,18 @@ def test_a_checkpoint_of_python_objects_is_named_without_torchs_unsafe_advice(tm
     assert "weights_only" not in message and "\n" not in message and "\x1b" not in message
 
 
-def test_the_checkpoint_carries_the_wall_time_of_every_segment(tmp_path):
+def test_the_checkpoint_carries_the_wall_and_cpu_time_of_every_segment(tmp_path):
     first = Checkpoint(tmp_path / "c.pt")
     fit(make_job(1), first)
-    spent = torch.load(first.path, weights_only=True)["segments"][first.token]
-    assert 0 < spent <= first.wall_s()
+    state = torch.load(first.path, weights_only=True)
+    spent, cpu = state["segments"][first.token], state["cpu_segments"][first.token]
+    assert 0 < spent <= first.wall_s() and 0 < cpu <= first.cpu_s()
     second = Checkpoint(tmp_path / "c.pt")
     fit(make_job(2), second)
     fit(make_job(2), second)  # loading again in the same process counts it once
-    assert second.earlier == {first.token: spent}
+    assert second.earlier == {first.token: spent} and second.cpu_earlier == {first.token: cpu}
     assert (second.segments, second.resumed_at) == (2, 2)
-    assert second.wall_s() > spent
+    assert second.wall_s() > spent and second.cpu_s() > cpu
 
 
 def test_a_checkpoint_of_another_model_is_named(tmp_path):
