@@ -1035,13 +1035,25 @@ def record_sizes(records: dict) -> dict[str, tuple[int, int]]:
     return out
 
 
+def busy_s(record) -> float | None:
+    """The wall time a record's work takes with its threads to itself: its CPU seconds over its
+    threads (None for a record made before records kept CPU time). Unlike `wall_s` it does not
+    grow with what else the machine ran, which is what a plan calibrated on a quiet machine
+    predicts."""
+    if record.cpu_s is None:
+        return None
+    return record.cpu_s / (threads_of(record.device) or 1)
+
+
 def compare(record: dict, records: dict) -> list[dict]:
-    """Predicted against recorded wall time, per cell with an ok record."""
+    """Predicted against recorded wall time, and against the recorded CPU time over the threads
+    where the record has it, per cell with an ok record."""
     rows = []
     for c in record["cells"]:
         r = records.get(c["cell"])
         if r is None or r.status != "ok" or c["error"]:
             continue
+        busy = busy_s(r)
         rows.append(
             {
                 "table": record["table"],
@@ -1050,6 +1062,9 @@ def compare(record: dict, records: dict) -> list[dict]:
                 "predicted_s": c["predicted_s"],
                 "recorded_s": r.wall_s,
                 "ratio": c["predicted_s"] / r.wall_s if r.wall_s else None,
+                "recorded_busy_s": busy,
+                "busy_ratio": c["predicted_s"] / busy if busy else None,
+                "recorded_load": r.load,
                 "recorded_commit": r.commit,
                 "recorded_started": r.started,
             }
@@ -1129,9 +1144,11 @@ def _run_of(row: dict) -> tuple:
     return (row["table"], row["tier"], row.get("recorded_commit", ""))
 
 
-def within(rows: list[dict], band: float = 0.25) -> tuple[int, int]:
-    """How many rows predict the recorded wall time within +-band (ratio in [1-band, 1+band])."""
-    good = sum(1 for r in rows if r["ratio"] is not None and abs(r["ratio"] - 1) <= band)
+def within(rows: list[dict], band: float = 0.25, key: str = "ratio") -> tuple[int, int]:
+    """How many rows predict the recorded wall time within +-band (ratio in [1-band, 1+band]);
+    key="busy_ratio": the recorded CPU time over the threads, over the rows that have it."""
+    rows = [r for r in rows if key == "ratio" or r.get(key) is not None]
+    good = sum(1 for r in rows if r[key] is not None and abs(r[key] - 1) <= band)
     return good, len(rows)
 
 
@@ -1168,6 +1185,8 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
             num(evidence.get(key(r), {}).get("other_tier")),
             num(factors.get(_run_of(r))),
             num(r["ratio"] / factors[_run_of(r)] if _run_of(r) in factors else None),
+            _duration(r["recorded_busy_s"]) if r.get("recorded_busy_s") else "",
+            num(r.get("busy_ratio")),
         ]
         for r in rows
     ]
@@ -1217,6 +1236,18 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
             " is the load of the machine it was calibrated on. Plan on a quiet machine, or on"
             " the machine and at the load the cells will run at."
         )
+    busy_good, busy_n = within(rows, key="busy_ratio")
+    if busy_n:
+        busy = [r for r in rows if r.get("busy_ratio") is not None]
+        wall_good, _ = within(busy)
+        explained = (
+            f"\n\nAgainst the work alone: {busy_n} records keep their CPU seconds, which do not"
+            " grow with what else the machine ran. Predicted over CPU seconds / threads"
+            f" ('ratio to CPU'): {busy_good} of {busy_n}"
+            f" ({100 * busy_good / busy_n:.0f}%) within +-25%, median"
+            f" {median(r['busy_ratio'] for r in busy):.2f}; the same cells' wall times,"
+            f" at the load they ran at: {wall_good} of {busy_n}.{explained}"
+        )
     made = sorted({f"`{r['command']}` at {r['commit'][:8]}" for r in runs})
     return "\n".join(
         [
@@ -1240,6 +1271,8 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
                     "vs other tier",
                     "run factor",
                     "ratio / run factor",
+                    "CPU / threads",
+                    "ratio to CPU",
                 ],
                 tablefmt="github",
                 disable_numparse=True,
@@ -1250,8 +1283,9 @@ def render_accuracy(rows: list[dict], runs: list[dict], evidence: dict | None = 
             " same work). 'vs other tier': the record's median epoch over the same cell's in the"
             " other CPU tier, where an epoch there is the same work (model, batch, images). 'run"
             " factor': the median ratio of the cells recorded at the same commit in this tier."
-            " The"
-            " records were made by runs of 2-3 cells at once on 2 cores at other commits and loads;"
+            " 'CPU / threads': the record's CPU seconds over its threads, for records that keep"
+            " them. The records were made by runs of 2-3 cells at once on 2 cores at other"
+            " commits and loads;"
             " the plans were calibrated by " + "; ".join(made) + ".",
             "",
         ]

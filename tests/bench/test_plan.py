@@ -127,6 +127,23 @@ def test_the_comparison_with_records_and_its_band():
     assert P.threads_of("cuda: NVIDIA H100") is None
 
 
+def test_a_record_with_cpu_time_is_also_compared_at_its_threads_whatever_the_load():
+    record = {"table": "t", "tier": "small", "cells": [P._as_dict(_plan(c)) for c in "abc"]}
+    two = "cpu: AMD EPYC, 2 threads"
+    ran = {  # each plan predicts 60 s
+        "a": Record("t", "small", "a", {}, "ok", wall_s=150.0, cpu_s=62.0, load=[3.9, 3, 2]),
+        "b": Record("t", "small", "b", {}, "ok", wall_s=70.0, cpu_s=100.0, device=two),
+        "c": Record("t", "small", "c", {}, "ok", wall_s=60.0),  # made before cpu_s was kept
+    }
+    rows = P.compare(record, ran)
+    assert [r["recorded_busy_s"] for r in rows] == [62.0, 50.0, None]
+    assert rows[0]["recorded_load"] == [3.9, 3, 2]
+    assert P.within(rows) == (2, 3) and P.within(rows, key="busy_ratio") == (2, 2)
+    text = P.render_accuracy(rows, [{"command": "bench plan", "commit": "abcdef1234"}], {})
+    assert "Predicted over CPU seconds / threads ('ratio to CPU'): 2 of 2 (100%)" in text
+    assert "the same cells' wall times, at the load they ran at: 1 of 2." in text
+
+
 def _timed(tier, cell, epochs, n_train=1000):
     history = [{"epoch": i, "seconds": s} for i, s in enumerate(epochs)]
     data, settings = {"n_train": n_train}, {"batch_size": 10}
