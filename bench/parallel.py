@@ -84,6 +84,7 @@ def _visible_gpus(device: str, jobs: int) -> list[str] | None:
 def run_local(jobs: list[CellJob], workers: int, device: str, log=print) -> list[Outcome]:
     """Every job in a pool of `workers` processes; cells another process holds come last, and
     are then waited for (or taken over when their holder's lease expires)."""
+    workers = max(1, min(workers, len(jobs)))  # never more processes than cells
     context = multiprocessing.get_context("spawn")
     gpus = _visible_gpus(device, workers)
     queue = None

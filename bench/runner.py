@@ -51,8 +51,8 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
             f"--seed {opts.seed} plus the tier's seed {offset} passes {SEED_LIMIT - 1}"
         )
     threads = opts.threads_per_cell
-    if threads is None and opts.parallel:
-        threads = max(1, len(os.sched_getaffinity(0)) // opts.jobs)
+    if threads is None and opts.parallel:  # the cores shared by the cells that run at once
+        threads = max(1, len(os.sched_getaffinity(0)) // min(opts.jobs, len(cells)))
     origin = provenance()  # the code as it was when the run started, not when a cell ended
     folder = opts.results / spec.id / opts.tier
     writable_folder(folder, "--results")

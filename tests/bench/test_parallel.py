@@ -42,6 +42,18 @@ def test_jobs_2_gives_the_numbers_of_a_serial_run(tmp_path, tiny):
     assert "1 threads" in parallel[0].device
 
 
+def test_a_lone_cell_gets_every_core_and_a_huge_jobs_count_one_worker_per_cell(
+    tmp_path, tiny, monkeypatch
+):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    (job,) = plan(tiny, options(tmp_path, cells=VAE, jobs=2))
+    assert job.threads == 2  # one cell runs at once: not cores / --jobs
+    lines = []
+    huge = options(tmp_path / "b", cells=VAE, jobs=99999999999999999999999)
+    (record,) = run_table(tiny, huge, lines.append)
+    assert record.status == "ok" and lines[0] == "1 cells, 1 at once (2 threads each)"
+
+
 def test_a_results_folder_copied_elsewhere_is_reused_and_a_new_one_retrains(
     tmp_path, tiny, monkeypatch
 ):
