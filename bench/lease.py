@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .files import NotAFile, path_kind, read_small
 
 CAMPAIGN_FILE = ".campaign"
 CAMPAIGN_BYTES = 4096  # a campaign file is one line of about 60 bytes
@@ -92,64 +93,20 @@ class LeaseLost(Exception):
     """Another worker took this cell over (this one looked dead to it): stop training it."""
 
 
-class _NotAFile(Exception):
-    """A path that is not a small regular file: what it is instead."""
-
-
 class _Empty(UsageError):
     """An empty campaign file: being written right now, or left by a crash."""
-
-
-def path_kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISLNK, "a symbolic link"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _read_small(path: Path, limit: int, follow: bool) -> tuple[bytes, os.stat_result]:
-    """The bytes of a regular file of at most `limit` bytes, and its stat. Anything else is
-    _NotAFile, told from its stat without opening it: opening a FIFO blocks, reading /dev/zero
-    never ends, and opening some devices acts on them."""
-    st = os.stat(path) if follow else os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise _NotAFile(path_kind(st.st_mode))
-    if st.st_size > limit:
-        raise _NotAFile(f"{st.st_size} bytes, too large")
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
-    try:
-        st = os.fstat(fd)  # what was opened, should the path have changed since
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotAFile(path_kind(st.st_mode))
-        chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > limit:
-        raise _NotAFile(f"over {limit} bytes, too large")
-    return b"".join(chunks), st
 
 
 def _campaign_id(path: Path) -> str | None:
     """The id in a campaign file (None: there is none); a file that is not one is a UsageError."""
     try:
-        data, _ = _read_small(path, CAMPAIGN_BYTES, follow=True)
+        data, _ = read_small(path, CAMPAIGN_BYTES, follow=True)
     except FileNotFoundError:
         if os.path.lexists(path):
             broken = f"{path}: a broken symbolic link, not a campaign file; {_RESTORE}"
             raise UsageError(broken) from None
         return None
-    except _NotAFile as e:
+    except NotAFile as e:
         raise UsageError(f"{path}: {e}, not a campaign file; {_RESTORE}") from None
     except OSError as e:
         raise UsageError(
@@ -386,10 +343,10 @@ def probe(path: Path) -> LeaseInfo | Unreadable | None:
     if not stat.S_ISREG(st.st_mode):
         return unreadable(f"{path_kind(st.st_mode)}, not a lease file")
     try:
-        data, st = _read_small(path, LEASE_BYTES, follow=False)
+        data, st = read_small(path, LEASE_BYTES, follow=False)
     except FileNotFoundError:
         return None  # released meanwhile
-    except _NotAFile as e:
+    except NotAFile as e:
         return unreadable(f"{e}, not a lease file")
     except OSError as e:  # permissions (another user's umask), NFS: may be a live one
         return unreadable(f"cannot read it ({e.strerror or e})", maybe_live=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .files import NotAFile, read_small
 
 RESULTS_DIR = Path("results")
 TABLES_DIR = Path("tables")
@@ -166,11 +167,17 @@ def _invalid(record_dict: dict, path: Path) -> str:
     return ""
 
 
+RECORD_BYTES = 1 << 28  # far above any record (10,000 per-image NLLs and a history are < 1 MiB)
+
+
 def read_record(path: Path) -> Record:
-    """The record at `path`, checked against the Record field types and against its path."""
+    """The record at `path`, checked against the Record field types and against its path. A
+    path that is not a regular file (a FIFO would block the reader) is refused unopened."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_small(path, RECORD_BYTES, follow=True)[0])
         record = Record(**data)
+    except NotAFile as e:
+        raise RecordError(f"{path}: {e}, not a record; remove it and rerun its cell") from None
     except (OSError, ValueError, TypeError) as e:
         raise RecordError(
             f"{path}: unreadable record ({type(e).__name__}: {e}); rerun its cell"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import lease as leases
 from .errors import UsageError
+from .files import path_kind
 from .lease import LeaseInfo, Unreadable, check_environment, lease_path, probe, read_campaign
 from .records import RecordError, read_record, record_path
 from .spec import TableSpec
@@ -132,7 +133,7 @@ def _record(path: Path):
         except OSError as e:
             return None, f"{path}: a symbolic link to nothing readable ({e.strerror or e})"
     if not stat.S_ISREG(mode):
-        return None, f"{path}: {leases.path_kind(mode)}, not a record; remove it and rerun its cell"
+        return None, f"{path}: {path_kind(mode)}, not a record; remove it and rerun its cell"
     try:
         return read_record(path), None
     except RecordError as e:

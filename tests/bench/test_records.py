@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -190,6 +191,36 @@ def test_an_integer_wall_time_is_a_valid_float(tmp_path):
     path = write_record(tmp_path, record())
     path.write_text(json.dumps({**json.loads(path.read_text()), "wall_s": 3}))
     assert read_record(path).wall_s == 3
+
+
+def test_cpu_seconds_may_be_null_for_a_record_made_before_they_were_kept(tmp_path):
+    path = write_record(tmp_path, record())
+    path.write_text(json.dumps({**json.loads(path.read_text()), "cpu_s": None}))
+    assert read_record(path).cpu_s is None
+    path.write_text(json.dumps({**json.loads(path.read_text()), "cpu_s": "fast"}))
+    assert "field 'cpu_s': expected float" in read_records(tmp_path, "tiny", "smoke")[1][0]
+
+
+def test_a_fifo_or_a_folder_where_a_record_belongs_is_refused_unopened(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: `bench run` and `bench table`
+    hung on one."""
+    os.mkfifo(write_record(tmp_path, record()).with_name("a-fifo.json"), 0o644)
+    (tmp_path / "tiny" / "smoke" / "a-folder.json").mkdir()
+    def hung(*_):
+        raise TimeoutError("read_records hung")
+
+    before = signal.signal(signal.SIGALRM, hung)  # a hang fails the test, not the suite
+    signal.alarm(10)
+    try:
+        records, warnings = read_records(tmp_path, "tiny", "smoke")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert list(records) == ["mnist-layers1-k1-vae"]
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "a FIFO, not a record; remove it and rerun its cell",
+        "a folder, not a record; remove it and rerun its cell",
+    ]
 
 
 def test_untracked_code_makes_the_run_dirty(tmp_path):
