@@ -206,6 +206,7 @@ def test_a_fifo_or_a_folder_where_a_record_belongs_is_refused_unopened(tmp_path)
     hung on one."""
     os.mkfifo(write_record(tmp_path, record()).with_name("a-fifo.json"), 0o644)
     (tmp_path / "tiny" / "smoke" / "a-folder.json").mkdir()
+
     def hung(*_):
         raise TimeoutError("read_records hung")
 
