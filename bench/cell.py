@@ -33,7 +33,7 @@ import models
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
-from .lease import Lease, LeaseLost, lease_path, wait_for
+from .lease import Lease, LeaseInfo, LeaseLost, lease_path, probe, wait_for
 from .records import (
     RESULTS_DIR,
     TABLES_DIR,
@@ -229,6 +229,22 @@ def execute(job: CellJob, log=print) -> Outcome:
     finally:
         lease.release()
     return Outcome(cell.id, "ran", record)
+
+
+def before_submission(job: CellJob) -> tuple[Outcome | None, str]:
+    """What a cell is before a task is queued for it, and how to say so: a finished record of
+    this key and campaign ("done"), or a live lease ("busy": another worker trains it). Either
+    way a task would only sit in its allocation; (None, "") for a cell to submit."""
+    path = record_path(job.opts.results, job.spec.id, job.opts.tier, job.cell.id)
+    if not job.opts.fresh:
+        key, _ = cell_key(job.spec, job.cell, job.settings, job.opts)
+        if _finished(path, key, job.campaign):
+            return Outcome(job.cell.id, "done", read_record(path)), f"done already ({path})"
+    held = probe(lease_path(path))
+    if held is None or held.stale:
+        return None, ""
+    who = f"{held.worker} on {held.host}" if isinstance(held, LeaseInfo) else "a live lease"
+    return Outcome(job.cell.id, "busy"), f"held by {who}; `bench status` follows it"
 
 
 def _save(

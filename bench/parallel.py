@@ -25,7 +25,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .cell import CellJob, Outcome, RunOptions, SlurmOptions, execute, others_first
+from .cell import (
+    CellJob,
+    Outcome,
+    RunOptions,
+    SlurmOptions,
+    before_submission,
+    execute,
+    others_first,
+)
 from .errors import UsageError
 from .lease import lease_path, read_lease
 from .records import record_path
@@ -259,13 +267,24 @@ def submit(jobs: list[CellJob], opts: RunOptions):
 
 
 def run_submitit(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outcome]:
-    """Submit every cell, then wait for the jobs and report each as it ends."""
-    submitted = submit(jobs, opts)
+    """Submit every cell that is neither finished nor held by a live worker (saying which are
+    not submitted), then wait for the jobs and report each as it ends."""
+    outcomes, queued = [], []
+    for job in jobs:
+        outcome, why = before_submission(job)
+        if outcome is None:
+            queued.append(job)
+            continue
+        log(f"{job.prefix}: {why}; not submitted")
+        outcomes.append(outcome)
+    if not queued:
+        log("nothing to submit")
+        return outcomes
+    jobs, submitted = queued, submit(queued, opts)
     first = submitted[0].job_id.split("_")[0] if submitted else "-"
     log(f"submitted {len(submitted)} cells as job {first} ({opts.executor}); logs under"
         f" {opts.slurm.folder}; `bench status {jobs[0].spec.id} --tier {opts.tier}` shows"
         " them; Ctrl-C stops waiting, not the jobs")  # fmt: skip
-    outcomes = []
     for job, task in zip(jobs, submitted, strict=True):
         try:
             outcome = task.result()

@@ -16,7 +16,7 @@ import pytest
 
 from bench import lease
 from bench.cell import SlurmOptions
-from bench.lease import CAMPAIGN_FILE, lease_path, read_lease
+from bench.lease import CAMPAIGN_FILE, Lease, lease_path, read_lease
 from bench.parallel import CellTask, slurm_options, submit
 from bench.records import read_record, record_path
 from bench.runner import UsageError, plan, run_table
@@ -195,6 +195,25 @@ def test_the_slurm_array_job_trains_its_cell(tmp_path, tiny, fake_slurm, monkeyp
     record = read_record(record_path(opts.results, "tiny", "smoke", VAE))
     assert record.status == "ok", (fake_slurm / "out").read_text()[-2000:]
     assert record.device.endswith("1 threads")
+
+
+def test_finished_and_held_cells_are_not_submitted_and_are_said_so(tmp_path, tiny, fake_slurm):
+    run_table(tiny, options(tmp_path, cells=VAE, threads_per_cell=1), log=quiet)
+    held = Lease(lease_path(record_path(tmp_path / "results", "tiny", "smoke", IWAE)), "w1")
+    assert held.acquire()
+    try:
+        slurm = SlurmOptions(folder=tmp_path / "logs", cpus_per_cell=1)
+        lines = []
+        opts = options(tmp_path, executor="slurm", slurm=slurm, threads_per_cell=1)
+        assert run_table(tiny, opts, lines.append) == []
+    finally:
+        held.release()
+    path = record_path(opts.results, "tiny", "smoke", VAE)
+    assert f"[1/2] {VAE}: done already ({path}); not submitted" in lines
+    assert f"[2/2] {IWAE}: held by w1 on {socket.gethostname()}; `bench status` follows it;" in (
+        " ".join(lines)
+    )
+    assert "nothing to submit" in lines and not (fake_slurm / "calls").exists()
 
 
 def test_slurm_without_a_slurm_client_is_one_usage_error(tmp_path, tiny, monkeypatch):
