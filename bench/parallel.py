@@ -20,6 +20,8 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
+import time
 import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
@@ -285,15 +287,87 @@ def run_submitit(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outco
     log(f"submitted {len(submitted)} cells as job {first} ({opts.executor}); logs under"
         f" {opts.slurm.folder}; `bench status {jobs[0].spec.id} --tier {opts.tier}` shows"
         " them; Ctrl-C stops waiting, not the jobs")  # fmt: skip
-    for job, task in zip(jobs, submitted, strict=True):
-        try:
-            outcome = task.result()
-        except Exception as e:  # submitit's error: the task's traceback is in its log
-            log(f"{job.prefix}: job {task.job_id}{_failure(task, e)}")
-            continue
-        log(f"{job.prefix}: job {task.job_id}: {outcome.state}")
-        outcomes.append(outcome)
+    accounted = opts.executor == "slurm"
+    return outcomes + _collect(list(zip(jobs, submitted, strict=True)), accounted, log)
+
+
+POLL_S = 2.0  # between looks for finished tasks (submitit's result files)
+CHECK_S = 30.0  # between asking Slurm about the tasks whose state submitit does not know
+SACCT_GRACE_S = 600.0  # a task gone from the queue, without a result, while sacct fails
+
+
+def _collect(pending: list[tuple], accounted: bool, log) -> list[Outcome]:
+    """Each task's outcome as it ends, in the order they end. A Slurm task that has left the
+    queue without a result while sacct fails (accounting down: submitit would wait for it
+    forever, and for every task after it) is reported as of unknown state once it has been so
+    for SACCT_GRACE_S seconds."""
+    outcomes: list[Outcome] = []
+    lost: dict[str, float] = {}  # job id -> since when it has looked lost
+    why: dict[str, str] = {}
+    checked = float("-inf")
+    while pending:
+        if accounted and time.monotonic() - checked >= CHECK_S:
+            checked = time.monotonic()
+            unknown = [t for _, t in pending if t.state == "UNKNOWN" and not t.done()]
+            why = _lost(unknown)
+            lost = {t: lost.get(t, checked) for t in why}
+        still = []
+        for job, task in pending:
+            if task.done():
+                outcomes += _outcome(job, task, log)
+            elif task.job_id in lost and time.monotonic() - lost[task.job_id] >= SACCT_GRACE_S:
+                log(
+                    f"{job.prefix}: job {task.job_id}: state unknown: {why[task.job_id]}; it"
+                    f" left the queue without a result {SACCT_GRACE_S:g} s ago or more; log:"
+                    f" {task.paths.stderr}; `sacct -j {task.job_id}` tells how it ended once"
+                    " accounting answers, and a rerun resumes the cell"
+                )
+            else:
+                still.append((job, task))
+        pending = still
+        if pending:
+            time.sleep(POLL_S)
     return outcomes
+
+
+def _outcome(job: CellJob, task, log) -> list[Outcome]:
+    """A finished task's outcome, reported in one line ([] for a task that gave none)."""
+    try:
+        outcome = task.result()
+    except Exception as e:  # submitit's error: the task's traceback is in its log
+        log(f"{job.prefix}: job {task.job_id}{_failure(task, e)}")
+        return []
+    log(f"{job.prefix}: job {task.job_id}: {outcome.state}")
+    return [outcome]
+
+
+def _slurm(*command: str) -> tuple[str, str | None]:
+    """A Slurm client command's output, or why it failed (one line)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "", f"{command[0]}: {e}"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return "", last[:200]
+    return done.stdout, None
+
+
+def _lost(tasks: list) -> dict[str, str]:
+    """Of tasks whose state submitit does not know, those that look lost: sacct fails and squeue
+    does not list them (a task still queued or running is not lost). By job id: why."""
+    if not tasks:
+        return {}
+    ids = sorted({t.job_id.split("_")[0] for t in tasks})
+    _, sacct_error = _slurm("sacct", "-n", "-X", "-o", "JobID", "-j", ",".join(ids))
+    if sacct_error is None:
+        return {}  # accounting answers: submitit will learn the state
+    queued, squeue_error = _slurm("squeue", "-h", "-r", "-o", "%i", "-j", ",".join(ids))
+    listed = set(queued.split())
+    why = f"sacct fails ({sacct_error})"
+    if squeue_error is not None:
+        why += f", and so does squeue ({squeue_error})"
+    return {t.job_id: why for t in tasks if t.job_id not in listed}
 
 
 def _failure(task, error: Exception) -> str:

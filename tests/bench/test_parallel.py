@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from bench import lease
-from bench.cell import SlurmOptions
+from bench import lease, parallel
+from bench.cell import Outcome, SlurmOptions
 from bench.lease import CAMPAIGN_FILE, Lease, lease_path, read_lease
 from bench.parallel import CellTask, slurm_options, submit
 from bench.records import read_record, record_path
@@ -249,6 +249,52 @@ def test_a_cancelled_task_is_reported_by_its_state_and_log(tmp_path):
     assert _failure(Task(), error) == (
         f" failed: srun: Force Terminated StepId=7.0 (log: {tmp_path}/7_0_log.err)"
     )
+
+
+def _task(job_id, folder, done_at=None, state="UNKNOWN"):
+    class Task:
+        paths = type("Paths", (), {"stderr": folder / f"{job_id}_log.err"})
+
+        def done(self):
+            return done_at is not None and time.monotonic() >= done_at
+
+        def result(self):
+            return Outcome(job_id, "ran")
+
+    task = Task()
+    task.job_id, task.state = job_id, state
+    return task
+
+
+def test_a_task_lost_while_sacct_fails_is_reported_after_the_grace_not_waited_for(
+    tmp_path, fake_slurm, monkeypatch
+):
+    """Accounting down: a task that left the queue without a result file (killed, out of
+    memory) had `bench run` wait forever, and every task after it unreported."""
+    (fake_slurm / "sacct").write_text(
+        "#!/bin/bash\necho 'sacct: error: Problem talking to the database: Connection refused'"
+        " >&2\nexit 1\n"
+    )
+    (fake_slurm / "squeue").write_text("#!/bin/bash\necho 4242_1; echo 4242_2\n")  # not 4242_0
+    for name in ("sacct", "squeue"):
+        (fake_slurm / name).chmod(stat.S_IRWXU)
+    monkeypatch.setattr(parallel, "SACCT_GRACE_S", 0.5)
+    monkeypatch.setattr(parallel, "CHECK_S", 0.1)
+    monkeypatch.setattr(parallel, "POLL_S", 0.05)
+    jobs = [type("Job", (), {"prefix": f"[{i}/3] c{i}"}) for i in (1, 2, 3)]
+    lost, ends = _task("4242_0", tmp_path), _task("4242_1", tmp_path, time.monotonic() + 1.5)
+    queued = _task("4242_2", tmp_path, time.monotonic() + 2.0)  # still queued: never lost
+    lines = []
+    start = time.monotonic()
+    outcomes = parallel._collect(list(zip(jobs, [lost, ends, queued])), True, lines.append)
+    assert time.monotonic() - start < 10
+    assert [o.cell for o in outcomes] == ["4242_1", "4242_2"]
+    assert lines[0].startswith(
+        "[1/3] c1: job 4242_0: state unknown: sacct fails (sacct: error: Problem talking to the"
+        " database: Connection refused); it left the queue without a result 0.5 s ago or more;"
+        f" log: {tmp_path}/4242_0_log.err; `sacct -j 4242_0` tells how it ended"
+    )
+    assert lines[1:] == ["[2/3] c2: job 4242_1: ran", "[3/3] c3: job 4242_2: ran"]
 
 
 def _wait_for(path, seconds=120):
