@@ -400,8 +400,7 @@ def cmd_run(args) -> int:
             mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
             folder=args.slurm_folder,
         )  # fmt: skip
-        if args.time_min is None or args.mem_gb is None:
-            slurm = _sized_from_plan(spec, args, slurm)
+        slurm = _sized_from_plan(spec, args, slurm)
     elif args.slurm_config or args.partition or args.gpus_per_cell:
         raise UsageError("--slurm-config, --partition, --gpus-per-cell: need --executor slurm")
     opts = RunOptions(
@@ -430,23 +429,28 @@ def cmd_run(args) -> int:
 
 
 def _sized_from_plan(spec, args, slurm):
-    """--time-min and --mem-gb, where not given, from the tier's committed plan."""
+    """--time-min and --mem-gb, where not given, from the tier's committed plan; and a warning
+    for cells whose work between checkpoints does not fit the time limit."""
     from dataclasses import replace
 
-    from .plan import read_plan, slurm_resources
+    from .plan import checkpoint_warnings, read_plan, slurm_resources
 
     tag = "cuda" if args.device.startswith("cuda") else "cpu"
     cells = [c.id for c in spec.select(args.tier, args.cells)] if args.tier in spec.tiers else []
-    sized = slurm_resources(read_plan(args.results, spec.id, args.tier, tag), cells,
-                            slurm.max_time_min)  # fmt: skip
-    for line in sized.lines:
+    record = read_plan(args.results, spec.id, args.tier, tag)
+    lines, changes = [], {}
+    if args.time_min is None or args.mem_gb is None:
+        sized = slurm_resources(record, cells, slurm.max_time_min)
+        lines += sized.lines
+        if args.time_min is None and sized.time_min is not None:
+            changes["time_min"] = sized.time_min
+        if args.mem_gb is None and sized.mem_gb is not None:
+            changes["mem_gb"] = sized.mem_gb
+    slurm = replace(slurm, **changes)
+    lines += checkpoint_warnings(record, cells, slurm.time_min, args.checkpoint_every)
+    for line in lines:
         print(f"slurm: {line}", file=sys.stderr)
-    changes = {}
-    if args.time_min is None and sized.time_min is not None:
-        changes["time_min"] = sized.time_min
-    if args.mem_gb is None and sized.mem_gb is not None:
-        changes["mem_gb"] = sized.mem_gb
-    return replace(slurm, **changes)
+    return slurm
 
 
 def _rehearse(spec, args) -> int:

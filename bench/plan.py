@@ -1402,6 +1402,42 @@ def slurm_resources(
     return Resources(minutes, mem_gb, lines)
 
 
+SIGNAL_LEAD_S = 90  # submitit asks Slurm for USR2 this long before the time limit
+
+
+def segment_s(cell: dict, checkpoint_every: int) -> float:
+    """The longest work a task must finish between two checkpoints: `checkpoint_every` epochs
+    of training, then (the last stretch) the evaluation, which is not checkpointed."""
+    epochs = max(1, cell["schedule"].get("epochs") or 1)
+    train = cell["phases"].get("train", 0.0)
+    return train * min(checkpoint_every, epochs) / epochs + cell["predicted_s"] - train
+
+
+def checkpoint_warnings(
+    record: dict | None, cells: list[str], time_min: int, checkpoint_every: int = 1
+) -> list[str]:
+    """A warning for the cells whose work between checkpoints (bench.plan.segment_s) does not
+    fit the time limit before submitit's USR2: each time-out would redo it from the same
+    checkpoint, and after the last requeue the cell ends unfinished."""
+    if record is None:
+        return []
+    usable = time_min * 60 - SIGNAL_LEAD_S
+    chosen = [c for c in record["cells"] if c["cell"] in cells and not c["error"]]
+    over = [c for c in chosen if segment_s(c, checkpoint_every) > usable]
+    if not over:
+        return []
+    worst = max(over, key=lambda c: segment_s(c, checkpoint_every))
+    need = math.ceil((segment_s(worst, checkpoint_every) * MARGIN + SIGNAL_LEAD_S) / 60)
+    return [
+        f"warning: {len(over)} cell(s) cannot reach their next checkpoint within --time-min"
+        f" {time_min} ({worst['cell']}: {segment_s(worst, checkpoint_every) / 60:.1f} min of"
+        " training between checkpoints, or of the last stretch and the evaluation, against"
+        f" {usable / 60:.1f} min before the USR2); each time-out would redo that work: pass"
+        " --time-min"
+        f" {need} or more{' or a smaller --checkpoint-every' if checkpoint_every > 1 else ''}"
+    ]
+
+
 def totals_line(record: dict | None) -> str:
     if record is None:
         return "no plan of this tier yet: `bench plan TABLE --tier full` says what it costs"

@@ -265,6 +265,24 @@ def test_slurm_takes_time_and_memory_from_the_plan_with_a_margin_and_a_cap():
     assert P.slurm_resources(None, ["a"], None).time_min is None
 
 
+def test_a_cell_whose_work_between_checkpoints_outlasts_the_limit_is_warned_about():
+    cell = P._as_dict(_plan("x", steps=10_000))  # 5,000 s of training, then 10 s of evaluation
+    cell["schedule"]["epochs"] = 10  # 500 s of training between checkpoints
+    record = {"cells": [cell]}
+    assert P.segment_s(cell, 1) == 510 and P.segment_s(cell, 2) == 1010
+    assert P.segment_s(cell, 99) == 5010  # never more than the whole schedule
+    assert P.checkpoint_warnings(record, ["x"], time_min=10) == []  # 600 s - 90 s before USR2
+    (line,) = P.checkpoint_warnings(record, ["x"], time_min=9)
+    assert line.startswith("warning: 1 cell(s) cannot reach their next checkpoint within")
+    assert "(x: 8.5 min of training between checkpoints, or of the last stretch and" in line
+    assert "the evaluation, against 7.5 min before the USR2)" in line
+    assert line.endswith("each time-out would redo that work: pass --time-min 15 or more")
+    (line,) = P.checkpoint_warnings(record, ["x"], time_min=10, checkpoint_every=2)
+    assert line.endswith("or more or a smaller --checkpoint-every")
+    assert P.checkpoint_warnings(record, ["other"], time_min=3) == []
+    assert P.checkpoint_warnings(None, ["x"], time_min=3) == []
+
+
 def test_seed_replicates_are_planned_without_passing_the_seed_to_the_model(tmp_path, spec_dir):
     from bench.spec import load_spec
 
