@@ -33,7 +33,16 @@ import models
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
-from .lease import Lease, LeaseInfo, LeaseLost, lease_path, probe, wait_for
+from .lease import (
+    CAMPAIGN_FILE,
+    Lease,
+    LeaseInfo,
+    LeaseLost,
+    keep_campaign,
+    lease_path,
+    probe,
+    wait_for,
+)
 from .records import (
     RESULTS_DIR,
     TABLES_DIR,
@@ -203,6 +212,8 @@ def execute(job: CellJob, log=print) -> Outcome:
     made_from["_campaign"] = job.campaign
     fresh = opts.fresh
     while True:
+        if rank == 0:
+            _keep_campaign(job, log)
         if _agree(not fresh and _finished(path, key, job.campaign)):
             log(f"{job.prefix}: done already ({path}); --fresh reruns it")
             return Outcome(cell.id, "done", read_record(path))
@@ -225,10 +236,19 @@ def execute(job: CellJob, log=print) -> Outcome:
     try:
         record, ckpt = _run_cell(job, made_from, key, device, lease, fresh)
         if rank == 0:
-            record = _save(spec, record, ckpt, path, opts, log, job.prefix, lease)
+            record = _save(job, record, ckpt, path, log, lease)
     finally:
         lease.release()
     return Outcome(cell.id, "ran", record)
+
+
+def _keep_campaign(job: CellJob, log) -> None:
+    """The results folder still in the campaign this run started in (lease.keep_campaign)."""
+    if keep_campaign(job.opts.results, job.campaign):
+        log(
+            f"{job.prefix}: {job.opts.results / CAMPAIGN_FILE} was removed during this run;"
+            f" written again with its campaign {job.campaign}"
+        )
 
 
 def before_submission(job: CellJob) -> tuple[Outcome | None, str]:
@@ -247,18 +267,18 @@ def before_submission(job: CellJob) -> tuple[Outcome | None, str]:
     return Outcome(job.cell.id, "busy"), f"held by {who}; `bench status` follows it"
 
 
-def _save(
-    spec, record: Record, ckpt: Checkpoint, path: Path, opts, log, prefix: str, lease: Lease
-) -> Record:
+def _save(job: CellJob, record: Record, ckpt: Checkpoint, path: Path, log, lease: Lease) -> Record:
     """Write the record, then remove the checkpoint; keep an ok record a worse one would replace.
 
     Returns the record as it stands for this run: a write that fails is a failed cell whose
     checkpoint survives, so the same command resumes it. A worker whose lease was taken over
     (it looked dead to another) writes nothing: the cell is the other worker's now."""
+    spec, opts, prefix = job.spec, job.opts, job.prefix
     if not lease.owned():
         reason = "another worker took the cell over (this one's lease had expired)"
         log(f"{prefix}: not saved: {reason}")
         return replace(record, status="failed", reason=reason)
+    _keep_campaign(job, log)  # a record only into the campaign it was made in
     try:
         kept = read_record(path) if record.status != "ok" and path.exists() else None
     except RecordError:

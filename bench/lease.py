@@ -130,8 +130,9 @@ def read_campaign(results: Path) -> str | None:
     return _campaign_id(results / CAMPAIGN_FILE)
 
 
-def campaign(results: Path) -> str:
-    """The campaign id of a results folder, created by the first run that asks for it."""
+def campaign(results: Path, keep: str | None = None) -> str:
+    """The campaign id of a results folder, created by the first run that asks for it; with
+    `keep`, a file that is missing is made with that id (written again: see keep_campaign)."""
     check_environment()
     path = results / CAMPAIGN_FILE
     results.mkdir(parents=True, exist_ok=True)
@@ -152,12 +153,36 @@ def campaign(results: Path) -> str:
                 f"{path}: cannot create the campaign file ({e.strerror or e}); make {results}"
                 " writable or pass another --results"
             ) from None
-        new = uuid.uuid4().hex[:16]
+        new, how = (keep, "written again") if keep else (uuid.uuid4().hex[:16], "created")
         made = time.strftime("%Y-%m-%dT%H:%M:%S")
         with os.fdopen(fd, "w") as f:
-            f.write(f"{new} created {made} on {socket.gethostname()}\n")
+            f.write(f"{new} {how} {made} on {socket.gethostname()}\n")
         return new
     raise _Empty(f"{path}: empty campaign file; {_RESTORE}")
+
+
+class CampaignChanged(UsageError):
+    """The results folder's campaign is no longer the one a running command started in."""
+
+
+def keep_campaign(results: Path, started: str) -> bool:
+    """Hold a running command to the campaign it started in, before each cell and each record.
+    A `.campaign` removed under it is written again with that id (True: it was); one that now
+    names another campaign is CampaignChanged, so that the command stops instead of training
+    cells twice or leaving records of a campaign the folder no longer has."""
+    path = results / CAMPAIGN_FILE
+    try:
+        missing = read_campaign(results) is None
+    except _Empty:  # being written by another process right now: campaign() waits for it
+        missing = False
+    found = campaign(results, keep=started)
+    if found != started:
+        raise CampaignChanged(
+            f"{path}: the campaign changed during this run (from {started} to {found}): stopped;"
+            " the cells' checkpoints are kept, and a rerun continues them in the folder's"
+            " campaign"
+        )
+    return missing
 
 
 def lease_path(record: Path) -> Path:

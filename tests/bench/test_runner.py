@@ -9,7 +9,7 @@ import torch
 from bench import cell
 from bench.data import DataError
 from bench.fingerprint import run_key
-from bench.lease import Lease, lease_path
+from bench.lease import CAMPAIGN_FILE, CampaignChanged, Lease, campaign, lease_path, read_campaign
 from bench.records import read_record, read_records, record_path
 from bench.runner import UsageError, resolve_device, run_table
 from bench.spec import load_spec
@@ -362,3 +362,54 @@ def test_a_test_nll_that_is_not_finite_fails_its_cell_instead_of_an_ok_nan(tmp_p
     assert record.reason.startswith("test NLL is nan for ") and "model's nll is not finite" in (
         record.reason
     )
+
+
+def _during_the_first_cell(monkeypatch, act):
+    """Run `act` while the first cell trains (between its lease and its record)."""
+    real, calls = cell._run_cell, []
+
+    def run_cell(*args, **kwargs):
+        done = real(*args, **kwargs)
+        if not calls:
+            act()
+        calls.append(1)
+        return done
+
+    monkeypatch.setattr(cell, "_run_cell", run_cell)
+    return calls
+
+
+def test_a_campaign_file_removed_during_a_run_is_written_again_and_nothing_retrains(
+    tmp_path, tiny, monkeypatch
+):
+    opts = options(tmp_path)
+    started = campaign(opts.results)
+    trained = _during_the_first_cell(monkeypatch, (opts.results / CAMPAIGN_FILE).unlink)
+    lines = []
+    assert len(run_table(tiny, opts, log=lines.append)) == 2
+    assert any("was removed during this run; written again with its campaign" in x for x in lines)
+    assert read_campaign(opts.results) == started
+    records, _ = read_records(opts.results, "tiny", "smoke")
+    assert {r.settings["_campaign"] for r in records.values()} == {started}
+    assert run_table(tiny, opts, log=quiet) == [] and len(trained) == 2  # each trained once
+
+
+def test_a_campaign_changed_during_a_run_stops_it_and_the_rerun_resumes_the_cell(
+    tmp_path, tiny, monkeypatch
+):
+    opts = options(tmp_path)
+    campaign(opts.results)
+    (opts.results / CAMPAIGN_FILE).unlink()
+
+    def another():
+        (opts.results / CAMPAIGN_FILE).write_text("feedfacefeedface created by hand\n")
+
+    trained = _during_the_first_cell(monkeypatch, another)
+    changed = "the campaign changed during this run .* to feedfacefeedface.*: stopped; the cells'"
+    with pytest.raises(CampaignChanged, match=changed + " checkpoints are kept"):
+        run_table(tiny, opts, log=quiet)
+    assert read_records(opts.results, "tiny", "smoke")[0] == {}  # nothing in either campaign
+    first, second = run_table(tiny, opts, log=quiet)
+    assert {first.settings["_campaign"], second.settings["_campaign"]} == {"feedfacefeedface"}
+    assert first.resumed and first.segments == 2 and not second.resumed
+    assert len(trained) == 3  # the first cell's rerun only scored its finished checkpoint
