@@ -30,7 +30,7 @@ from ..activations import measure_step
 from ..contracts import DENSITY, has
 from ..data.prep import PREPS
 from ..probe import MIB, peak_mib
-from ..train import EvalProgress, Fit, NonFiniteMetric, fit, save_atomic
+from ..train import EvalProgress, EvalResume, Fit, NonFiniteMetric, fit, save_atomic
 from ..units import bits_per_dim
 from .common import CellResult, Context, Trained, meta_model
 from .settings import LikelihoodSettings as Settings
@@ -193,7 +193,8 @@ def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
     prep, model, dims = PREPS[s.prep], t.model, t.x_train[0].numel()
     model.eval()
     progress = EvalProgress(ctx.checkpoint, ctx.desc, len(t.x_test))
-    metrics = evaluate(model, t.x_test, s, ctx.seed, dims, prep.offset(dims), progress)
+    resume = EvalResume.beside(ctx.checkpoint)
+    metrics = evaluate(model, t.x_test, s, ctx.seed, dims, prep.offset(dims), progress, resume)
     metrics["params"] = models.count_parameters(model)
     metrics["saved_mib"] = t.memory["saved_bytes"] / MIB
     metrics["peak_mib"] = peak_mib(t.memory)
@@ -213,16 +214,19 @@ def evaluate(
     dims: int,
     offset: float,
     progress: Callable[[int], None] | None = None,
+    resume: EvalResume | None = None,
 ) -> dict:
     """Test NLL per image (nats of the stored images), its mean, standard error and bits/dim,
     plus active units and ELBO terms where the model reports them; `progress` is told how
-    many images have their NLL."""
+    many images have their NLL; `resume` keeps the NLL pass's resume point."""
     torch.manual_seed(seed + 1)
     bound = {"k": s.nll_k, "chunk": s.nll_chunk} if has(model, "bound") else {}
-    parts, done = [], 0
-    for xb in x.split(s.nll_batch):
+    resume = resume or EvalResume(None)
+    parts, done = resume.load(len(x), s.nll_batch)
+    for xb in x[done:].split(s.nll_batch):
         parts.append(model.nll(xb, **bound).double())
         done += len(xb)
+        resume.save(parts, done, len(x), s.nll_batch)
         if progress is not None:
             progress(done)
     # -log p(x) of the data = the model's NLL of its input + the nats of the preparation

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import cell
+from bench import cell, train
 from bench.data import DataError
 from bench.fingerprint import run_key
 from bench.lease import CAMPAIGN_FILE, CampaignChanged, Lease, campaign, lease_path, read_campaign
@@ -413,3 +413,37 @@ def test_a_campaign_changed_during_a_run_stops_it_and_the_rerun_resumes_the_cell
     assert {first.settings["_campaign"], second.settings["_campaign"]} == {"feedfacefeedface"}
     assert first.resumed and first.segments == 2 and not second.resumed
     assert len(trained) == 3  # the first cell's rerun only scored its finished checkpoint
+
+
+def test_a_run_stopped_while_scoring_resumes_the_test_pass_bit_for_bit(
+    tmp_path, spec_dir, monkeypatch
+):
+    """S6: a task preempted during the test pass (hours at the full tier) scored it all again."""
+    spec = load_spec(write_spec(spec_dir, nll_batch=4))  # 4 batches of the 16 test images
+    (whole,) = run_table(spec, options(tmp_path / "a", cells=VAE), log=quiet)
+    monkeypatch.setattr(train, "EVAL_SAVE_S", 0.0)
+    real_save, saves = train.EvalResume.save, []
+
+    def killed_after_two_batches(self, parts, done, total, batch):
+        real_save(self, parts, done, total, batch)
+        saves.append(done)
+        if done == 8:
+            raise KeyboardInterrupt  # as a preempted task dies
+
+    monkeypatch.setattr(train.EvalResume, "save", killed_after_two_batches)
+    opts = options(tmp_path / "b", cells=VAE)
+    with pytest.raises(KeyboardInterrupt):
+        run_table(spec, opts, log=quiet)
+    (point,) = opts.checkpoints.rglob("*.eval.pt")
+    monkeypatch.setattr(train.EvalResume, "save", real_save)
+    told, real_progress = [], train.EvalProgress.__call__
+
+    def progress(self, done):
+        told.append(done)
+        real_progress(self, done)
+
+    monkeypatch.setattr(train.EvalProgress, "__call__", progress)
+    (resumed,) = run_table(spec, opts, log=quiet)
+    assert saves == [4, 8] and told == [0, 12, 16]  # only the last two batches scored again
+    assert model_metrics(resumed.metrics) == model_metrics(whole.metrics)
+    assert resumed.segments == 2 and not point.exists()
