@@ -26,10 +26,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .claims import replicates, stderr, value
+from .claims import stderr
 from .plan import FULL_SIZES
 from .records import RESULTS_DIR, Record, read_records
-from .render import published_number
+from .results import number, replicates, value
 from .spec import REPRODUCE_TIER, TIERS, Cell, Metric, TableSpec, settings_for
 from .summary import PIPELINE_ONLY
 from .tasks import TASKS
@@ -111,7 +111,7 @@ def headline_metric(spec: TableSpec) -> Metric | None:
     by_name = {m.name: m for m in spec.metrics}
     order = [by_name[y] for y in spec.plot.y] if spec.plot else list(spec.metrics)
     for m in order:
-        if any(published_number(m, values.get(m.name)) is not None for _, values in spec.published):
+        if any(number(values.get(m.name)) is not None for _, values in spec.published):
             return m
     return None
 
@@ -183,7 +183,7 @@ def gap_series(spec: TableSpec, results: Path = RESULTS_DIR) -> Gaps | None:
     cells = dict.fromkeys(c for t in tiers for c in spec.table_cells(t))
     series = []
     for cell in cells:
-        published = published_number(metric, spec.published_for(cell).get(metric.name))
+        published = number(spec.published_for(cell).get(metric.name))
         if published is None:
             continue
         points = [

@@ -14,13 +14,13 @@ difference lies within the claim's margin.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from .records import Record
-from .spec import SEED, Cell, Claim, TableSpec, matches
+from .results import ok_runs, pooled, replicate_ids, replicates, value
+from .spec import Cell, Claim, TableSpec, matches
 from .tasks import TASKS, Measure
 
 Z = 2.0  # standard errors a difference must clear
@@ -38,16 +38,6 @@ class Comparison:
     verdict: str  # "holds", "does not hold", "inconclusive" or "not run"
     seeds: tuple[int, int] = (1, 1)  # records per side: > 1 where the tier repeats cells
     crit: float = Z  # standard errors the difference was judged at (Student's t over seeds)
-
-
-def value(record: Record | None, metric: str) -> float | None:
-    """A record's metric as one number: active units per layer are summed."""
-    if record is None or record.status != "ok":
-        return None
-    v = record.metrics.get(metric)
-    if isinstance(v, list):
-        return float(sum(v))
-    return None if v is None else float(v)
 
 
 def stderr(record: Record, measure: Measure | None) -> float | None:
@@ -126,44 +116,12 @@ def welch_df(se_a: float, se_b: float, n_a: int, n_b: int) -> float:
     return (se_a**2 + se_b**2) ** 2 / (se_a**4 / (n_a - 1) + se_b**4 / (n_b - 1))
 
 
-def replicate_ids(spec: TableSpec, tier: str, cell: Cell) -> list[str]:
-    """The runs of a table cell where the tier repeats it with several seeds (else none)."""
-    want = cell.as_dict()
-    return [
-        c.id for c in spec.cells(tier) if SEED in c.as_dict() and c.replicate_of.as_dict() == want
-    ]
-
-
-def replicates(spec: TableSpec, tier: str, records: dict[str, Record], cell: Cell) -> list[Record]:
-    """A table cell's records: one per seed of the tier's grid, or its own; records of seeds
-    (or cells) the grid no longer has are left out."""
-    ids = replicate_ids(spec, tier, cell) or [cell.id]
-    return [records[i] for i in ids if i in records]
-
-
-def pooled(rs: list[Record], metric: str) -> tuple[float | None, float | None]:
-    """The mean of a metric over replicates and its standard error (None for one record)."""
-    vs = [v for r in rs if (v := value(r, metric)) is not None]
-    if not vs:
-        return None, None
-    mean = sum(vs) / len(vs)
-    if len(vs) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vs) / (len(vs) - 1) / len(vs))
-
-
 def _group(params: dict, skip: set) -> str:
     return ", ".join(f"{k} {v}" for k, v in params.items() if k not in skip)
 
 
 def _tier_cells(spec: TableSpec, tier: str) -> list[Cell]:
     return list(dict.fromkeys(c.replicate_of for c in spec.cells(tier)))
-
-
-def ok_runs(rs: Iterable[Record]) -> list[Record]:
-    """The ok records among a cell's replicates (a table's, a figure's): failed and not-run
-    ones count nowhere."""
-    return [r for r in rs if r.status == "ok"]
 
 
 def compare(spec: TableSpec, tier: str, records: dict[str, Record], claim: Claim) -> list:

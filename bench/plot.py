@@ -24,24 +24,13 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
 from . import budget  # noqa: E402
-from .claims import ok_runs  # noqa: E402
 from .records import RESULTS_DIR, TABLES_DIR, Record  # noqa: E402
 from .render import fmt_value, parse_units  # noqa: E402
+from .results import number, ok_runs  # noqa: E402
 from .spec import SPEC_DIR, Cell, Metric, TableSpec, load_spec, registry  # noqa: E402
 
 MARKERS = "os^Dv<>PX*"
 MAX_LABELS = 3  # outliers named in a measured-vs-published panel
-
-
-def _number(metric: Metric, value) -> float | None:
-    if value in (None, ""):
-        return None
-    if metric.kind == "units":
-        return float(sum(parse_units(value)))
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
@@ -145,7 +134,7 @@ def _lines(spec: TableSpec, records: dict[str, Record]) -> Figure:
     colours = {s: f"C{i % 10}" for i, s in enumerate(series)}
 
     def x_of(params: dict, values: dict) -> float | None:
-        return _number(x_metric, values.get(plot.x)) if x_metric else params.get(plot.x)
+        return number(values.get(plot.x)) if x_metric else params.get(plot.x)
 
     fig, at, side = _panel_grid(len(plot.y), len(panels), 4.0)
     drew_published = drew_error = False
@@ -164,7 +153,7 @@ def _lines(spec: TableSpec, records: dict[str, Record]) -> Figure:
                 ]
                 by_x: dict[float, list[tuple[float, float | None]]] = {}
                 for r in rs:
-                    x, y = x_of(r.params, r.metrics), _number(m, r.metrics.get(y_name))
+                    x, y = x_of(r.params, r.metrics), number(r.metrics.get(y_name))
                     if x is not None and y is not None:
                         err = r.metrics.get(plot.error.get(y_name, ""))
                         by_x.setdefault(x, []).append((y, err))
@@ -201,7 +190,7 @@ def _lines(spec: TableSpec, records: dict[str, Record]) -> Figure:
                     if _key(params, plot.panels) != panel or _key(params, plot.series) != s:
                         continue
                     values = spec.published_for(c)
-                    x, y = x_of(params, values), _number(m, values.get(y_name))
+                    x, y = x_of(params, values), number(values.get(y_name))
                     if x is not None and y is not None:
                         published.append((x, y))
                 if published:
@@ -297,14 +286,14 @@ def _bars(spec: TableSpec, records: dict[str, Record]) -> Figure:
             shown = []
             for x in xs:
                 at_x = [c for c in in_panel if c.as_dict()[plot.x] == x]
-                pubs = [_number(m, spec.published_for(c).get(y_name)) for c in at_x]
+                pubs = [number(spec.published_for(c).get(y_name)) for c in at_x]
                 pub = next((p for p in pubs if p is not None), None)
                 rs = [
                     r
                     for r in ok
                     if _key(r.params, plot.panels) == panel and r.params.get(plot.x) == x
                 ]
-                vals = [(v, r) for r in rs if (v := _number(m, r.metrics.get(y_name))) is not None]
+                vals = [(v, r) for r in rs if (v := number(r.metrics.get(y_name))) is not None]
                 if pub is None and not vals:
                     continue
                 idx = len(shown)
@@ -406,8 +395,8 @@ def scatter_figure(spec: TableSpec, records: dict[str, Record]) -> Figure | None
     for m in spec.metrics:
         points = []
         for r in ok:
-            pub = _number(m, spec.published_for(Cell(tuple(r.params.items()))).get(m.name))
-            ours = _number(m, r.metrics.get(m.name))
+            pub = number(spec.published_for(Cell(tuple(r.params.items()))).get(m.name))
+            ours = number(r.metrics.get(m.name))
             if pub is not None and ours is not None:
                 points.append((pub, ours, r))
         if points:

@@ -5,15 +5,15 @@ Only records feed the measured columns; a cell without one says "not run", never
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .claims import claims_markdown, replicate_ids, replicates, value
+from .claims import claims_markdown
 from .records import RESULTS_DIR, TABLES_DIR, Record, atomic_write_text
+from .results import measured, number, replicate_ids, replicates
 from .spec import REPRODUCE_TIER, Cell, Metric, TableSpec, Tolerance, matches
 
 EVALUATED = "†"  # marks a measured value scored from a checkpoint (`bench eval`)
@@ -53,15 +53,6 @@ def fmt_delta(metric: Metric, published: Any, measured: Any) -> str:
     return text + (f" ({direction})" if direction else "")
 
 
-def published_number(metric: Metric, published: Any) -> float | None:
-    """A published value as one number (active units "a+b" summed, as claims.value does)."""
-    if published in (None, ""):
-        return None
-    if metric.kind == "units":
-        return float(sum(parse_units(published)))
-    return float(published)
-
-
 def reproduced(
     spec: TableSpec, tier: str, records: dict[str, Record], cell: Cell, metric: Metric
 ) -> tuple[bool, Tolerance] | None:
@@ -70,14 +61,13 @@ def reproduced(
     verdict: a CPU tier (it does not train as the paper did), no tolerance, no published number
     or nothing measured."""
     tolerance = spec.tolerance_for(cell, metric.name) if tier == REPRODUCE_TIER else None
-    published = published_number(metric, spec.published_for(cell).get(metric.name))
+    published = number(spec.published_for(cell).get(metric.name))
     if tolerance is None or published is None:
         return None
-    runs = replicates(spec, tier, records, cell)
-    measured = [v for v in (value(r, metric.name) for r in runs) if v is not None]
-    if not measured:
+    mean = measured(replicates(spec, tier, records, cell), metric.name).mean
+    if mean is None:
         return None
-    return tolerance.holds(published, statistics.fmean(measured)), tolerance
+    return tolerance.holds(published, mean), tolerance
 
 
 def verdict_text(judged: tuple[bool, Tolerance] | None) -> str:
@@ -109,11 +99,10 @@ def pooled_text(metric: Metric, seeds: list[Record], planned: int = 0) -> tuple[
         if all(u == units[0] for u in units):
             return units[0], fmt_value(metric, units[0]) + partial
         return None, " / ".join(fmt_value(metric, u) for u in units) + f" ({count})"
-    vs = [v for r in seeds if (v := value(r, metric.name)) is not None]
-    if not vs:
+    got = measured(seeds, metric.name)
+    if not got.n:
         return None, "—"
-    mean = sum(vs) / len(vs)
-    sd = statistics.stdev(vs) if len(vs) > 1 else 0.0
+    mean, sd = got.mean, got.sd or 0.0
     if float(f"{sd:{metric.format}}") == 0:  # no spread at the metric's precision
         return mean, fmt_value(metric, mean) + partial
     return mean, f"{mean:{metric.format}} ± {sd:{metric.format}} (sd, {count})"

@@ -11,9 +11,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from .claims import compare, ok_runs, replicates, value
+from .claims import compare
 from .records import RESULTS_DIR, Record, atomic_write_text, read_perf_records, read_records
-from .render import TABLES_DIR, fmt_value, published_number, reproduced
+from .render import TABLES_DIR, fmt_value, reproduced
+from .results import number, view
 from .spec import REPRODUCE_TIER, SPEC_DIR, TIERS, SpecError, TableSpec, load_spec, registry
 
 VERDICTS = ("holds", "inconclusive", "does not hold")
@@ -27,17 +28,11 @@ def _fmt(metric, v: float) -> str:
 def deltas(spec: TableSpec, tier: str, records: dict[str, Record]) -> list[str]:
     """Per published metric: median and worst |measured - published| over the tier's cells
     that have both, in the metric's unit (a cell repeated over seeds counts once, its mean)."""
-    out = []
+    out, cells = [], view(spec, tier, records)
     for m in spec.metrics:
-        diffs, derived = [], False
-        for cell in spec.table_cells(tier):
-            published = published_number(m, spec.published_for(cell).get(m.name))
-            runs = ok_runs(replicates(spec, tier, records, cell))
-            measured = [v for r in runs if (v := value(r, m.name)) is not None]
-            if published is None or not measured:
-                continue
-            diffs.append(abs(statistics.fmean(measured) - published))
-            derived = derived or spec.derived_for(cell, m.name) is not None
+        gaps = [(gap, c) for c in cells if (gap := c.gap(m.name)) is not None]
+        diffs = [gap for gap, _ in gaps]
+        derived = any(c.derived(m.name) for _, c in gaps)
         if diffs:
             median, worst = (_fmt(m, v) for v in (statistics.median(diffs), max(diffs)))
             what = m.title + (", published value derived" if derived else "")
@@ -94,7 +89,7 @@ def reproduce_counts(spec: TableSpec, tier: str, records: dict[str, Record]) -> 
         for m in spec.metrics:
             if (
                 spec.tolerance_for(cell, m.name) is None
-                or published_number(m, spec.published_for(cell).get(m.name)) is None
+                or number(spec.published_for(cell).get(m.name)) is None
             ):
                 continue
             verdict = reproduced(spec, tier, records, cell, m)
