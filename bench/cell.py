@@ -9,8 +9,9 @@ a results folder never train the same cell at once. A checkpoint is removed only
 record is on disk.
 
 The runner (bench/runner.py) plans the jobs and renders the table; the executors
-(bench/parallel.py) and `bench eval` (bench/evaluate.py) import this module and nothing here
-imports them, so a new executor depends on the cell, not on the runner. `cell_record` is the one
+(bench/executors/) and `bench eval` (bench/evaluate.py) import this module and nothing here
+imports them (only their registry, which imports nothing of the harness), so a new executor
+depends on the cell, not on the runner. `cell_record` is the one
 place a record is built, for a trained cell and an evaluated one alike.
 """
 
@@ -33,6 +34,7 @@ import models
 from . import data as datasets
 from . import fingerprint
 from .errors import UsageError
+from .executors import get_executor
 from .lease import (
     CAMPAIGN_FILE,
     Lease,
@@ -62,7 +64,8 @@ from .train import Checkpoint, CheckpointError, NonFiniteLoss, NonFiniteMetric, 
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """Per-cell resources of a Slurm job (bench/parallel.py reads the user's defaults file)."""
+    """Per-cell resources of a Slurm job (bench/executors/slurm.py reads the user's defaults
+    file)."""
 
     partition: str | None = None
     time_min: int = 60
@@ -91,7 +94,7 @@ class RunOptions:
     checkpoints: Path = Path("checkpoints")
     jobs: int = 1  # cells at once on this machine, each in its own worker process
     threads_per_cell: int | None = None  # default: this machine's cores / jobs (all with jobs 1)
-    executor: str = "local"  # local (this machine), slurm or submitit-local (bench/parallel.py)
+    executor: str = "local"  # a name in bench.executors.EXECUTORS
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     command: str | None = None  # the command line records name (None: this process's argv)
     rehearse: bool = False  # the tier's exact configuration for a bounded amount of work
@@ -100,7 +103,7 @@ class RunOptions:
     @property
     def parallel(self) -> bool:
         """Cells run in worker processes or Slurm jobs: threads fixed per cell, no progress bar."""
-        return self.jobs > 1 or self.executor != "local"
+        return self.jobs > 1 or get_executor(self.executor).workers
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import records
 from .errors import CheckpointError, DataError, Stopped, UsageError
+from .executors import EXECUTORS
 from .lease import check_environment
 from .records import RESULTS_DIR, TABLES_DIR, read_records, writable_folder
 from .spec import (
@@ -139,9 +140,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="cells at once on this machine, each in its own process")  # fmt: skip
     par.add_argument("--threads-per-cell", type=_at_least_1, metavar="T",
                      help="torch threads of each cell (default: cores / jobs)")  # fmt: skip
-    par.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
-                     help="local: --jobs processes here; slurm: one Slurm job per cell (submitit);"
-                     " submitit-local: the Slurm path as processes here")  # fmt: skip
+    par.add_argument(
+        "--executor",
+        choices=list(EXECUTORS),
+        default="local",
+        help="; ".join(f"{e.name}: {e.help}" for e in EXECUTORS.values()),
+    )
     par.add_argument("--slurm-config", type=Path, metavar="TOML",
                      help="Slurm defaults (default $DGM_BENCH_SLURM_CONFIG or"
                      " ~/.config/dgm-bench/slurm.toml)")  # fmt: skip
@@ -391,8 +395,8 @@ def cmd_run(args) -> int:
         tag = "cuda" if args.device.startswith("cuda") else "cpu"
         print(totals_line(read_plan(args.results, spec.id, "full", tag)), file=sys.stderr)
     slurm = None
-    if args.executor != "local":
-        from .parallel import slurm_options
+    if EXECUTORS[args.executor].cluster is not None:
+        from .executors.slurm import slurm_options
 
         slurm = slurm_options(
             args.slurm_config, partition=args.partition, time_min=args.time_min,
@@ -460,7 +464,7 @@ def _rehearse(spec, args) -> int:
     from .runner import resolve_device
     from .tasks import TASKS
 
-    if args.executor != "local" or args.jobs > 1 or args.stop_after_epochs:
+    if EXECUTORS[args.executor].workers or args.jobs > 1 or args.stop_after_epochs:
         raise UsageError("--rehearse runs cells one at a time here; drop --executor, --jobs and"
                          " --stop-after-epochs")  # fmt: skip
     if args.tier not in spec.tiers:
@@ -801,7 +805,7 @@ def _terminate(signum, frame):
 def _interrupted(args) -> str:
     """What an interrupted command can honestly promise about a rerun."""
     command = getattr(args, "command", None)
-    if command == "run" and args.executor != "local":
+    if command == "run" and EXECUTORS[args.executor].detached:
         return ("interrupted: stopped waiting; the jobs keep running (`bench status` shows them,"
                 " a later `bench run` collects their records)")  # fmt: skip
     if command == "run" or (command == "check" and args.work is not None):

@@ -1,8 +1,9 @@
 """Run the cells of a table: check the request and every cell before any trains, run each one
 (bench/cell.py: reuse, lease, resume, record), then render the table from all its records.
 
-The cells run one after another here, or in worker processes or Slurm jobs (bench/parallel.py);
-either way each goes through `cell.execute`, so a cell's numbers do not depend on where it ran.
+The cells run where the run's executor puts them (bench/executors/: one after another here,
+worker processes, Slurm jobs); each goes through `cell.execute`, so a cell's numbers do not
+depend on where it ran.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import data as datasets
-from .cell import CellJob, RunOptions, execute, others_first, resolve_device
+from .cell import CellJob, RunOptions, resolve_device
 from .errors import UsageError
+from .executors import get_executor
 from .lease import campaign
-from .parallel import run_jobs
 from .records import Record, command_line, provenance, read_records, writable_folder
 from .render import write_table
 from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import get_task
 from .tasks.settings import rehearsal
 from .train import world
-
-EXECUTORS = ("local", "slurm", "submitit-local")
 
 
 def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
@@ -37,8 +36,7 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     if not cells:
         known = ", ".join(c.id for c in spec.cells(opts.tier))
         raise UsageError(f"--cells '{opts.cells}' matches no cell of {spec.id}; cells: {known}")
-    if opts.executor not in EXECUTORS:
-        raise UsageError(f"--executor {opts.executor}: expected one of {', '.join(EXECUTORS)}")
+    get_executor(opts.executor)  # an unknown one is refused before anything is checked
     register_plugins(spec)
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)
@@ -91,10 +89,7 @@ def run_table(spec: TableSpec, opts: RunOptions, log=print) -> list[Record]:
         box = [jobs]
         dist.broadcast_object_list(box, src=0)
         jobs = box[0]
-    if opts.parallel:
-        outcomes = run_jobs(jobs, opts, log)
-    else:
-        outcomes = others_first(jobs, lambda batch: [(j, execute(j, log)) for j in batch])
+    outcomes = get_executor(opts.executor).run(jobs, opts, log)
     if rank == 0 and not opts.rehearse:  # a rehearsal renders no table: bench/rehearse.py reports
         records, warnings = read_records(opts.results, spec.id, opts.tier)
         try:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import parallel
 from bench.cell import SlurmOptions
+from bench.executors import slurm as slurm_executor
+from bench.executors.slurm import submit
 from bench.lease import lease_path
-from bench.parallel import submit
 from bench.records import read_record, record_path
 from bench.runner import plan, run_table
 from bench.spec import load_spec
@@ -205,7 +205,7 @@ def test_a_cancelled_task_is_reported_as_cancelled_with_its_log(tmp_path, spec_d
 def test_the_last_time_out_is_reported_as_one_and_keeps_the_checkpoint(
     tmp_path, spec_dir, monkeypatch
 ):
-    monkeypatch.setattr(parallel, "MAX_TIMEOUTS", 0)  # the first time-out is the last
+    monkeypatch.setattr(slurm_executor, "MAX_TIMEOUTS", 0)  # the first time-out is the last
     spec = load_spec(write_spec(spec_dir, name="slurm-timeout", epochs_per_stage=[5000]))
     limits = SlurmOptions(time_min=3, mem_gb=1, cpus_per_cell=1, folder=tmp_path / "logs")
     opts = options(tmp_path, executor="slurm", slurm=limits, cells=VAE, threads_per_cell=1)
@@ -223,7 +223,7 @@ def test_the_last_time_out_is_reported_as_one_and_keeps_the_checkpoint(
     signaller.start()
     lines = []
     try:
-        parallel.run_submitit(plan(spec, opts), opts, lines.append)
+        slurm_executor.run_submitit(plan(spec, opts), opts, lines.append)
     finally:
         subprocess.run(["scancel", "-n", name], timeout=30)
     signaller.join(30)

@@ -1,130 +1,36 @@
-"""Run a table's cells at once: worker processes on this machine, or one Slurm job per cell.
+"""Cells as Slurm jobs through submitit (the `slurm` extra), or as submitit's local processes
+(`submitit-local`: the same path, tried without a cluster).
 
-Local workers come from `concurrent.futures.ProcessPoolExecutor` with the *spawn* start method:
-the standard library's pool, and spawn because a forked child would inherit torch's thread pool
-and OpenMP state from a parent that already imported torch. Each worker runs
-`cell.execute(job)`, the same function a serial run calls, at a fixed thread count, so a cell's
-numbers do not depend on how many cells run beside it.
-
-Slurm goes through submitit (the `slurm` extra): one array job per table run, one task per cell,
-`--array-parallelism` at most at once. A task that Slurm preempts or times out is requeued by
-submitit's checkpoint hook and resumes from the cell's checkpoint; a cell with several GPUs gets
-one task per GPU, and each joins torch.distributed from submitit's job environment (the same
-DDP path as torchrun). `submitit-local` runs that same submitit path as processes on this
-machine: the way to try a configuration without a cluster.
+One array job per table run, one task per cell, `--array-parallelism` at most at once. A task
+that Slurm preempts or times out is requeued by submitit's checkpoint hook and resumes from the
+cell's checkpoint; a cell with several GPUs gets one task per GPU, and each joins
+torch.distributed from submitit's job environment (the same DDP path as torchrun).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import time
 import tomllib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .cell import (
-    CellJob,
-    Outcome,
-    RunOptions,
-    SlurmOptions,
-    before_submission,
-    execute,
-    others_first,
-)
-from .errors import UsageError
-from .lease import lease_path, read_lease
-from .records import record_path
+from ..cell import CellJob, Outcome, RunOptions, SlurmOptions, before_submission, execute
+from ..errors import UsageError
+from ..lease import lease_path, read_lease
+from ..records import record_path
+from . import get_executor
 
 CONFIG_ENV = "DGM_BENCH_SLURM_CONFIG"
 CONFIG_PATH = Path("~/.config/dgm-bench/slurm.toml")
 MAX_TIMEOUTS = 3  # submitit's requeues after a time-out (its default), then the task ends
-MIN_TIME_MIN = 3  # submitit's sbatch asks for USR2 90 s before the limit: under 3 min, no cell ends
 
 
-def run_jobs(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outcome]:
-    if opts.executor == "local":
-        return run_local(jobs, opts.jobs, opts.device, log)
+def run(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outcome]:
     return run_submitit(jobs, opts, log)
-
-
-# --- this machine -------------------------------------------------------------------------
-
-
-def _init_worker(gpus) -> None:
-    """Each worker: one GPU of its own (if any), line progress instead of bars, and a SIGTERM
-    that unwinds (releasing the cell's lease) like Ctrl-C does."""
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
-    os.environ["DGM_BENCH_BARS"] = "0"
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _visible_gpus(device: str, jobs: int) -> list[str] | None:
-    if not device.startswith("cuda"):
-        return None
-    if device != "cuda":
-        raise UsageError(
-            f"--device {device} --jobs {jobs}: each worker gets a GPU of its own; pass"
-            " --device cuda (and CUDA_VISIBLE_DEVICES to choose them)"
-        )
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed:
-        ids = [g for g in listed.split(",") if g.strip()]
-    else:
-        import torch
-
-        ids = [str(i) for i in range(torch.cuda.device_count())]
-    if len(ids) < jobs:
-        raise UsageError(
-            f"--jobs {jobs} --device {device}: one GPU per worker, but {len(ids)} are visible;"
-            f" pass --jobs {max(len(ids), 1)}"
-        )
-    return ids[:jobs]
-
-
-def run_local(jobs: list[CellJob], workers: int, device: str, log=print) -> list[Outcome]:
-    """Every job in a pool of `workers` processes; cells another process holds come last, and
-    are then waited for (or taken over when their holder's lease expires)."""
-    workers = max(1, min(workers, len(jobs)))  # never more processes than cells
-    context = multiprocessing.get_context("spawn")
-    gpus = _visible_gpus(device, workers)
-    queue = None
-    if gpus is not None:
-        queue = context.Queue()
-        for gpu in gpus:
-            queue.put(gpu)
-    threads = jobs[0].threads if jobs else None
-    log(f"{len(jobs)} cells, {workers} at once ({threads} threads each)")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(queue,))  # fmt: skip
-    try:
-        outcomes = others_first(jobs, lambda batch: _run_in(pool, batch))
-    except BaseException:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()  # each worker releases its lease as it unwinds
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return outcomes
-
-
-def _run_in(pool, jobs: list[CellJob]) -> list[tuple[CellJob, Outcome]]:
-    """Each job with its outcome, as the workers finish them; a worker's unexpected error ends
-    the run, as it would serially."""
-    futures = {pool.submit(execute, job): job for job in jobs}
-    return [(futures[f], f.result()) for f in as_completed(futures)]
-
-
-# --- Slurm, through submitit ----------------------------------------------------------------
 
 
 class TimedOutTooOften(BaseException):
@@ -222,7 +128,7 @@ def make_executor(opts: RunOptions, n_cells: int, name: str):
             f"--executor {opts.executor} needs submitit: pip install -e '.[slurm]'"
         ) from None
     s = opts.slurm
-    cluster = "slurm" if opts.executor == "slurm" else "local"
+    cluster = get_executor(opts.executor).cluster
     try:
         executor = submitit.AutoExecutor(
             folder=s.folder / "%j", cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS
@@ -250,11 +156,12 @@ def make_executor(opts: RunOptions, n_cells: int, name: str):
 def submit(jobs: list[CellJob], opts: RunOptions):
     """Submit one array job (one task per cell); returns submitit's jobs, in the order given."""
     spec = jobs[0].spec
-    if opts.executor == "slurm" and opts.slurm.time_min < MIN_TIME_MIN:
+    least = get_executor(opts.executor).min_time_min
+    if opts.slurm.time_min < least:
         raise UsageError(
-            f"--time-min {opts.slurm.time_min}: a cell never finishes under a limit of 2 minutes"
-            " or less (submitit's USR2 comes 90 s before it and requeues the task);"
-            f" pass --time-min {MIN_TIME_MIN} or more"
+            f"--time-min {opts.slurm.time_min}: a cell never finishes under a limit of"
+            f" {least - 1} minutes or less (submitit's USR2 comes 90 s before it and requeues the"
+            f" task); pass --time-min {least} or more"
         )
     executor = make_executor(opts, len(jobs), f"bench-{spec.id}-{opts.tier}")
     jobs = [replace(j, wait=True, threads=opts.threads_per_cell or opts.slurm.cpus_per_cell)
@@ -287,7 +194,7 @@ def run_submitit(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outco
     log(f"submitted {len(submitted)} cells as job {first} ({opts.executor}); logs under"
         f" {opts.slurm.folder}; `bench status {jobs[0].spec.id} --tier {opts.tier}` shows"
         " them; Ctrl-C stops waiting, not the jobs")  # fmt: skip
-    accounted = opts.executor == "slurm"
+    accounted = get_executor(opts.executor).accounted
     return outcomes + _collect(list(zip(jobs, submitted, strict=True)), accounted, log)
 
 
