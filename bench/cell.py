@@ -31,8 +31,9 @@ import torch.distributed as dist
 
 import models
 
+from . import curves, fingerprint
 from . import data as datasets
-from . import fingerprint
+from .curves import Curves
 from .errors import UsageError
 from .executors import get_executor
 from .lease import (
@@ -99,6 +100,7 @@ class RunOptions:
     command: str | None = None  # the command line records name (None: this process's argv)
     rehearse: bool = False  # the tier's exact configuration for a bounded amount of work
     stop_after: int | None = None  # epochs, then stop as if killed (a rehearsal's first process)
+    tensorboard: bool = False  # each cell's curves as TensorBoard events (bench/curves.py)
 
     @property
     def parallel(self) -> bool:
@@ -331,6 +333,9 @@ def _run_cell(
         every=opts.checkpoint_every,
         on_progress=lease.progress,
         stop_after=opts.stop_after,
+        on_epoch=Curves(curves.folder(opts.results, spec.id, opts.tier, cell.id))
+        if opts.tensorboard
+        else None,
     )
     if fresh:
         ckpt.remove()
@@ -353,6 +358,8 @@ def _run_cell(
     status, reason, detail, result = "ok", "", "", None
     try:
         result = task.run(cell.model_params, job.settings, ctx)
+        if ckpt.on_epoch is not None:
+            ckpt.on_epoch.close()
     except datasets.DataError as e:
         status, reason, detail = "skipped", str(e), _data_detail(e)
     except (NonFiniteLoss, NonFiniteMetric, CheckpointError, LeaseLost) as e:

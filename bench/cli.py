@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--checkpoint-every", type=_at_least_1, default=1, metavar="EPOCHS")
     run.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    run.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="each cell's curves as TensorBoard events under RESULTS/tensorboard/ (watch:"
+        " tensorboard --logdir RESULTS/tensorboard); changes no record",
+    )
     run.add_argument("--save-weights", action="store_true",
                      help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
     run.add_argument(
@@ -414,7 +420,7 @@ def cmd_run(args) -> int:
         results=args.results, tables=args.tables, checkpoints=args.checkpoints,
         jobs=args.jobs, threads_per_cell=args.threads_per_cell, executor=args.executor,
         command=args.command_line, rehearse=args.rehearse or args.rehearse_worker,
-        stop_after=args.stop_after_epochs,
+        stop_after=args.stop_after_epochs, tensorboard=args.tensorboard,
         **({"slurm": slurm} if slurm else {}),
     )  # fmt: skip
     ran = run_table(spec, opts)

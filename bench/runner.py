@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from . import data as datasets
 from .cell import CellJob, RunOptions, resolve_device
+from .curves import check_available
 from .errors import UsageError
 from .executors import get_executor
 from .lease import campaign
@@ -37,6 +38,8 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
         known = ", ".join(c.id for c in spec.cells(opts.tier))
         raise UsageError(f"--cells '{opts.cells}' matches no cell of {spec.id}; cells: {known}")
     get_executor(opts.executor)  # an unknown one is refused before anything is checked
+    if opts.tensorboard:
+        check_available()
     register_plugins(spec)
     task = get_task(spec.task)
     settings = settings_for(task.Settings, spec, opts.tier)

@@ -112,6 +112,8 @@ class Checkpoint:
     # Told the training step, epoch and phase as they advance (the runner's lease heartbeat).
     on_progress: Callable[..., None] | None = field(default=None, repr=False)
     stop_after: int | None = None  # epochs, then raise Stopped (a rehearsal's kill and resume)
+    # Told each epoch's history entry and the steps of an epoch, on rank 0 (bench.curves).
+    on_epoch: Callable[[dict, int], None] | None = field(default=None, repr=False)
 
     def wall_s(self) -> float:
         """Seconds spent on the cell by earlier processes (up to their last save) and this one."""
@@ -391,6 +393,8 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
         history.append({"epoch": epoch + 1, "loss": mean, "lr": lr, "seconds": seconds})
         if job.on_epoch is not None:  # after `seconds`: its cost is not the training's
             history[-1].update(job.on_epoch(epoch))
+        if checkpoint.on_epoch is not None and rank == 0:
+            checkpoint.on_epoch(history[-1], steps)
         stop = checkpoint.stop_after == epoch + 1 and epoch + 1 < job.epochs
         if (epoch + 1) % checkpoint.every == 0 or epoch + 1 == job.epochs or stop:
             checkpoint.save(epoch + 1, job.model, job.optimizer, history)
