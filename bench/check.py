@@ -133,8 +133,11 @@ def _settings_moved(reference: Record, now: Record) -> str:
     settings both records name: one added since (with a default that keeps the old behaviour)
     is not a change."""
     ref, cur = reference.settings, now.settings
-    moved = [f"{k}: {ref[k]!r} -> {cur[k]!r}" for k in sorted(ref.keys() & cur.keys())
-             if not k.startswith("_") and ref[k] != cur[k]]  # fmt: skip
+    moved = [
+        f"{k}: {ref[k]!r} -> {cur[k]!r}"
+        for k in sorted(ref.keys() & cur.keys())
+        if not k.startswith("_") and ref[k] != cur[k]
+    ]
     if reference.seed != now.seed:
         moved.append(f"seed: {reference.seed} -> {now.seed}")
     return "; ".join(moved)
@@ -183,8 +186,18 @@ def compare(
             if rule.skip or (name not in ref.metrics and name not in now.metrics):
                 continue  # a metric this kind of cell does not have (e.g. an inverse's error)
             ok, delta, why = judge(rule, ref.metrics.get(name), now.metrics.get(name))
-            rows.append(Row(cell, name, OK if ok else FAIL, _show(ref.metrics.get(name)),
-                            _show(now.metrics.get(name)), delta, describe(rule), why))  # fmt: skip
+            rows.append(
+                Row(
+                    cell,
+                    name,
+                    OK if ok else FAIL,
+                    _show(ref.metrics.get(name)),
+                    _show(now.metrics.get(name)),
+                    delta,
+                    describe(rule),
+                    why,
+                )
+            )
     report.rows = sorted(rows, key=lambda r: not r.failed)  # stable: cell order otherwise
     if not report.compared and not report.failed and any(r.verdict != NOT_RUN for r in rows):
         report.rows.insert(0, Row("(every cell)", "(none)", FAIL, why=NOTHING_COMPARED))
@@ -197,11 +210,23 @@ NOTHING_COMPARED = "nothing compared: no cell has both a reference and a new mea
 def render_report(report: Report, where: Path) -> str:
     """The check as text: which references, one table, and a one-line verdict."""
     commits = sorted({r.commit[:8] + (" (dirty)" if r.dirty else "") for r in report.references})
-    lines = [f"{report.table} --tier {report.tier}: references {where}/"
-             + (f" (commit {', '.join(commits)})" if commits else "")]  # fmt: skip
+    lines = [
+        f"{report.table} --tier {report.tier}: references {where}/"
+        + (f" (commit {', '.join(commits)})" if commits else "")
+    ]
     headers = ["cell", "metric", "reference", "now", "Δ", "tolerance", "verdict"]
-    table = [[r.cell, r.metric, r.reference, r.now, r.delta, r.tolerance,
-              r.verdict + (f": {r.why}" if r.why else "")] for r in report.rows]  # fmt: skip
+    table = [
+        [
+            r.cell,
+            r.metric,
+            r.reference,
+            r.now,
+            r.delta,
+            r.tolerance,
+            r.verdict + (f": {r.why}" if r.why else ""),
+        ]
+        for r in report.rows
+    ]
     lines.append(tabulate(table, headers, tablefmt="simple", disable_numparse=True))
     if report.skipped:
         lines.append("not checked: " + "; ".join(f"{k} ({v})" for k, v in report.skipped.items()))
@@ -273,16 +298,22 @@ def _update(spec, tier, ids, report, fresh, references: Path, tables: Path, log)
     what = "moved " + "; ".join(moved) if moved else "none moved beyond its tolerance"
     log(f"updated {len(written)} references under {references / spec.id / tier}/: {what}")
     if any(r.dirty for r in written):
-        log("warning: the code differs from its commit; commit it and update again so that the"
-            " references name the commit they came from")  # fmt: skip
+        log(
+            "warning: the code differs from its commit; commit it and update again so that the"
+            " references name the commit they came from"
+        )
     records, warnings = read_records(references, spec.id, tier)
     log(f"table: {write_table(spec, tier, records, warnings, tables, results=references)}")
 
 
 def scratch_options(work: Path, **changes) -> RunOptions:
     """Where a check trains: results, tables and checkpoints all under `work`."""
-    return RunOptions(results=work / "results", tables=work / "tables",
-                      checkpoints=work / "checkpoints", **changes)  # fmt: skip
+    return RunOptions(
+        results=work / "results",
+        tables=work / "tables",
+        checkpoints=work / "checkpoints",
+        **changes,
+    )
 
 
 def temporary_work() -> Path:

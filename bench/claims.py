@@ -95,8 +95,22 @@ def verdict(
 
 
 # Two-sided 95% points of Student's t by degrees of freedom (a table: no scipy in the core).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
 
 
 def t_crit(df: float) -> float:
@@ -173,9 +187,18 @@ def _rising(spec, tier, records, claim, cells) -> list:
             continue
         steps_ok = all(y >= x for x, y in zip(values, values[1:]))
         holds = steps_ok and values[-1] > values[0]
-        out.append(Comparison(claim, f"{group}: {' -> '.join(f'{v:g}' for v in values)}",
-                              values[0], values[-1], values[-1] - values[0], None, False,
-                              "holds" if holds else "does not hold"))  # fmt: skip
+        out.append(
+            Comparison(
+                claim,
+                f"{group}: {' -> '.join(f'{v:g}' for v in values)}",
+                values[0],
+                values[-1],
+                values[-1] - values[0],
+                None,
+                False,
+                "holds" if holds else "does not hold",
+            )
+        )
     return out
 
 
@@ -203,20 +226,24 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
         if not found:
             lines.append(f"- **{label}**: not in this tier's grid")
             continue
-        counts = {v: sum(c.verdict == v for c in found) for v in
-                  ("holds", "does not hold", "inconclusive", "not run")}  # fmt: skip
+        counts = {
+            v: sum(c.verdict == v for c in found)
+            for v in ("holds", "does not hold", "inconclusive", "not run")
+        }
         summary = ", ".join(f"{v} in {n}" for v, n in counts.items() if n)
         lines.append(f"- **{label}**: {summary} of {len(found)} comparisons")
         for c in found:
-            rows.append({
-                "claim": claim.label,
-                "cells": c.group,
-                "a": fmt(c.a),
-                "b": fmt(c.b),
-                "a − b": fmt(c.diff, "+"),
-                "± se": _se_text(c),
-                "verdict": c.verdict,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "claim": claim.label,
+                    "cells": c.group,
+                    "a": fmt(c.a),
+                    "b": fmt(c.b),
+                    "a − b": fmt(c.diff, "+"),
+                    "± se": _se_text(c),
+                    "verdict": c.verdict,
+                }
+            )
         seeded = seeded or any(max(c.seeds) > 1 for c in found)
         crits |= {round(c.crit, 2) for c in found if max(c.seeds) > 1 and c.se}
         unjudged = unjudged or any(
@@ -234,11 +261,15 @@ def claims_markdown(spec: TableSpec, tier: str, records: dict[str, Record]) -> s
             + ", not at 2; one seed has no spread, so no verdict."
         )
     if unjudged:
-        lines.append("- A match (within ± a margin) holds only when the whole 95% interval of the"
-                     " difference lies inside the margin; without a spread over seeds it is"
-                     " inconclusive.")  # fmt: skip
+        lines.append(
+            "- A match (within ± a margin) holds only when the whole 95% interval of the"
+            " difference lies inside the margin; without a spread over seeds it is"
+            " inconclusive."
+        )
     if tier == "smoke":
-        lines.append("- The smoke tier trains for seconds on a sample: these verdicts test the"
-                     " pipeline, not the paper.")  # fmt: skip
+        lines.append(
+            "- The smoke tier trains for seconds on a sample: these verdicts test the"
+            " pipeline, not the paper."
+        )
     table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True) if rows else ""
     return "\n".join([*lines, "", table]).rstrip()

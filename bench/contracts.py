@@ -101,15 +101,19 @@ def problems(model: object, contract: Contract) -> list[str]:
     found += [f"no `{name}`" for name in contract.required if not hasattr(model, name)]
     for cap in sorted(caps):
         if cap not in contract.optional:
-            found.append(f"capability '{cap}' is not one a {contract.name} can declare"
-                         f" ({', '.join(contract.optional)})")  # fmt: skip
+            found.append(
+                f"capability '{cap}' is not one a {contract.name} can declare"
+                f" ({', '.join(contract.optional)})"
+            )
         elif not hasattr(model, contract.member(cap)):
             found.append(f"declares '{cap}' but has no `{contract.member(cap)}`")
     for cap in contract.optional:
         member = contract.member(cap)
         if cap not in caps and member == cap and hasattr(model, member):
-            found.append(f"has `{member}` but does not declare '{cap}' in `capabilities`"
-                         " (undeclared, the table would never use it)")  # fmt: skip
+            found.append(
+                f"has `{member}` but does not declare '{cap}' in `capabilities`"
+                " (undeclared, the table would never use it)"
+            )
     kind = getattr(model, "input_kind", None)
     if "input_kind" in contract.required and kind is not None and kind not in INPUT_KINDS:
         found.append(f"input_kind {kind!r} is not one of {', '.join(INPUT_KINDS)}")

@@ -26,5 +26,7 @@ class Stopped(BaseException):
 
     def __init__(self, epoch: int, path):
         self.epoch, self.path = epoch, path
-        super().__init__(f"stopped after epoch {epoch} as asked (--stop-after-epochs); its"
-                         f" checkpoint {path} is kept: rerun without it to resume")  # fmt: skip
+        super().__init__(
+            f"stopped after epoch {epoch} as asked (--stop-after-epochs); its"
+            f" checkpoint {path} is kept: rerun without it to resume"
+        )

@@ -85,8 +85,10 @@ def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
     if not lease.acquire():
         holder = lease.holder()
         who = f"{holder.worker} on {holder.host}" if holder else "another worker"
-        raise UsageError(f"cell {cell.id} is being run by {who} (`bench status {spec.id} --tier"
-                         f" {opts.tier}`); evaluate it once that ends")  # fmt: skip
+        raise UsageError(
+            f"cell {cell.id} is being run by {who} (`bench status {spec.id} --tier"
+            f" {opts.tier}`); evaluate it once that ends"
+        )
     try:
         _refuse_to_replace(path, cell, opts.force)
         try:
@@ -94,8 +96,10 @@ def evaluate_cell(spec: TableSpec, opts: EvalOptions, log=print) -> Record:
         except (CheckpointError, DataError, UsageError):
             raise
         except Exception as e:  # the model's code raised or scored NaN: nothing is written
-            raise UsageError(f"cell {cell.id}: cannot score --checkpoint {opts.checkpoint}"
-                             f" ({describe_crash(e)}); nothing written") from None  # fmt: skip
+            raise UsageError(
+                f"cell {cell.id}: cannot score --checkpoint {opts.checkpoint}"
+                f" ({describe_crash(e)}); nothing written"
+            ) from None
         write_record(opts.results, record)
     finally:
         lease.release()
@@ -121,13 +125,17 @@ def _task_and_cell(spec: TableSpec, opts: EvalOptions) -> tuple[Any, Cell]:
     register_plugins(spec)
     task = get_task(spec.task)
     if not hasattr(task, "score"):
-        raise UsageError(f"table '{spec.id}' (task '{spec.task}') measures untrained models:"
-                         " there are no weights to evaluate; use `bench run`")  # fmt: skip
+        raise UsageError(
+            f"table '{spec.id}' (task '{spec.task}') measures untrained models:"
+            " there are no weights to evaluate; use `bench run`"
+        )
     cells = spec.cells(opts.tier)
     cell = next((c for c in cells if c.id == opts.cell), None)
     if cell is None:
-        raise UsageError(f"--cell {opts.cell}: not a cell of {spec.id} --tier {opts.tier}; its"
-                         f" cells: {', '.join(c.id for c in cells)}")  # fmt: skip
+        raise UsageError(
+            f"--cell {opts.cell}: not a cell of {spec.id} --tier {opts.tier}; its"
+            f" cells: {', '.join(c.id for c in cells)}"
+        )
     return task, cell
 
 
@@ -168,11 +176,14 @@ def load_weights(model: torch.nn.Module, state: dict, path: Path, cell: Cell) ->
         if key not in state:
             problems.append(f"'{key}' is missing from the file")
         elif state[key].shape != value.shape:
-            problems.append(f"'{key}' has shape {list(state[key].shape)} in the file,"
-                            f" {list(value.shape)} in the model")  # fmt: skip
+            problems.append(
+                f"'{key}' has shape {list(state[key].shape)} in the file,"
+                f" {list(value.shape)} in the model"
+            )
         elif state[key].dtype != value.dtype:
-            problems.append(f"'{key}' is {state[key].dtype} in the file, {value.dtype} in the"
-                            " model")  # fmt: skip
+            problems.append(
+                f"'{key}' is {state[key].dtype} in the file, {value.dtype} in the model"
+            )
     problems += [f"'{key}' is in the file, not in the model" for key in state if key not in own]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -193,9 +204,11 @@ def _refuse_to_replace(path: Path, cell: Cell, force: bool) -> None:
     except RecordError:
         return
     if kept.status == "ok" and not kept.evaluated_from:
-        raise UsageError(f"{path}: holds the ok trained record of cell {cell.id} (commit"
-                         f" {kept.commit[:12]}, started {kept.started}); --force replaces it"
-                         " with the evaluated one, or pass --results DIR")  # fmt: skip
+        raise UsageError(
+            f"{path}: holds the ok trained record of cell {cell.id} (commit"
+            f" {kept.commit[:12]}, started {kept.started}); --force replaces it"
+            " with the evaluated one, or pass --results DIR"
+        )
 
 
 def _score(
@@ -210,9 +223,14 @@ def _score(
     _, made_from = cell_key(spec, cell, settings, run_opts)
     clock = Checkpoint(None)  # the wall time only: nothing is trained, nothing saved
     ctx = Context(
-        data_dir=opts.data_dir, device=device, seed=seed, tier=opts.tier, checkpoint=clock,
-        desc=cell.id, samples=opts.tables / "samples" / f"{spec.id}-{opts.tier}-{cell.id}.png",
-    )  # fmt: skip
+        data_dir=opts.data_dir,
+        device=device,
+        seed=seed,
+        tier=opts.tier,
+        checkpoint=clock,
+        desc=cell.id,
+        samples=opts.tables / "samples" / f"{spec.id}-{opts.tier}-{cell.id}.png",
+    )
     started = datetime.now(UTC).isoformat(timespec="seconds")
     prepared = task.setup(cell.model_params, settings, ctx)
     load_weights(prepared.model, state, opts.checkpoint, cell)

@@ -39,8 +39,10 @@ def check_invertible(model_name: str) -> None:
     except models.UnknownModel as e:
         raise UsageError(str(e)) from None
     if model_name not in INVERTIBLE:
-        raise UsageError(f"model '{model_name}' has no inverse(); pick an invertible model:"
-                         f" {', '.join(INVERTIBLE)}")  # fmt: skip
+        raise UsageError(
+            f"model '{model_name}' has no inverse(); pick an invertible model:"
+            f" {', '.join(INVERTIBLE)}"
+        )
 
 
 def load_images(folder: Path | None, dataset: str, n: int, size: int) -> torch.Tensor:
@@ -83,9 +85,15 @@ def _square(image: Image.Image, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def invert(
-    model_name: str, dataset: str, out: Path, images: Path | None = None,
-    weights: Path | None = None, n: int = 4, size: int | None = None, seed: int = 0,
-) -> tuple[Path, float]:  # fmt: skip
+    model_name: str,
+    dataset: str,
+    out: Path,
+    images: Path | None = None,
+    weights: Path | None = None,
+    n: int = 4,
+    size: int | None = None,
+    seed: int = 0,
+) -> tuple[Path, float]:
     torch.manual_seed(seed)
     check_invertible(model_name)
     model = models.build(model_name, num_classes=DATASETS[dataset].classes)

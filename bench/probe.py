@@ -69,8 +69,7 @@ def probe(w: Workload, steps: int, reference: dict | None = None) -> dict:
     if w.device.type == "cpu":
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
         plugin = {k: v for k, v in models.registered().items() if k == w.model}
-        blob = json.dumps({**asdict(w), "device": "cpu", "shape": list(w.shape),
-                           "plugins": plugin})  # fmt: skip
+        blob = json.dumps({**asdict(w), "device": "cpu", "shape": list(w.shape), "plugins": plugin})
         args = [sys.executable, "-m", "bench.probe", blob]
         out = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:

@@ -199,8 +199,10 @@ def read_records(root: Path, table: str, tier: str) -> tuple[dict[str, Record], 
             warnings.append(str(e))
             continue
         if record.rehearsal:
-            warnings.append(f"{path}: a rehearsal record (`bench run --rehearse`), not a result;"
-                            " left out (move it to a scratch folder)")  # fmt: skip
+            warnings.append(
+                f"{path}: a rehearsal record (`bench run --rehearse`), not a result;"
+                " left out (move it to a scratch folder)"
+            )
             continue
         records[record.cell] = record
     return records, warnings
@@ -223,8 +225,10 @@ def read_perf_records(root: Path, quick: bool = False) -> tuple[dict[str, dict],
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            warnings.append(f"{path}: unreadable perf record ({type(e).__name__}: {e}); rerun"
-                            " `bench perf` or remove the file")  # fmt: skip
+            warnings.append(
+                f"{path}: unreadable perf record ({type(e).__name__}: {e}); rerun"
+                " `bench perf` or remove the file"
+            )
             continue
         if isinstance(data, dict) and "benchmark" in data:
             records[data["benchmark"]] = data

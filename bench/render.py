@@ -254,16 +254,26 @@ def render(
         claims = claims_markdown(spec, tier, records)
         lines += ["## Claims, as measured", "", claims, ""]
     if spec.ratios:
-        lines += ["## Claims as ratios (both cells from the records above)", "",
-                  ratio_table(spec, records), ""]  # fmt: skip
+        lines += [
+            "## Claims as ratios (both cells from the records above)",
+            "",
+            ratio_table(spec, records),
+            "",
+        ]
     evaluated = [r for r in ok if r.evaluated_from]
     if evaluated:
-        lines += ["## Cells evaluated from a checkpoint", "",
-                  f"{EVALUATED} scored by `bench eval` from a checkpoint's weights, not trained:"
-                  " no training history, no images/s.", ""]  # fmt: skip
-        lines += [f"- `{r.cell}`: evaluated from checkpoint {r.evaluated_from['sha256'][:12]}"
-                  f" ({r.evaluated_from['kind']}, `{r.evaluated_from['path']}`)"
-                  for r in evaluated]  # fmt: skip
+        lines += [
+            "## Cells evaluated from a checkpoint",
+            "",
+            f"{EVALUATED} scored by `bench eval` from a checkpoint's weights, not trained:"
+            " no training history, no images/s.",
+            "",
+        ]
+        lines += [
+            f"- `{r.cell}`: evaluated from checkpoint {r.evaluated_from['sha256'][:12]}"
+            f" ({r.evaluated_from['kind']}, `{r.evaluated_from['path']}`)"
+            for r in evaluated
+        ]
         lines.append("")
     not_ok = [r for r in records.values() if r.status != "ok"]
     if not_ok or warnings:
@@ -276,19 +286,26 @@ def render(
         lines += [f"- {_where(cell)}: {source}" for cell, source in spec.sources]
         lines.append("")
     if _judging(spec, tier):
-        lines += [f"## When a published number counts as reproduced (tier `{tier}`)", "",
-                  "Reproduced: |measured − published| within the metric's tolerance (a % is of"
-                  " the published value), taken from how close independent reproductions came"
-                  " to the paper; a cell's seeds are pooled into their mean and active units"
-                  " summed over layers.", "",
-                  *tolerance_lines(spec), ""]  # fmt: skip
+        lines += [
+            f"## When a published number counts as reproduced (tier `{tier}`)",
+            "",
+            "Reproduced: |measured − published| within the metric's tolerance (a % is of"
+            " the published value), taken from how close independent reproductions came"
+            " to the paper; a cell's seeds are pooled into their mean and active units"
+            " summed over layers.",
+            "",
+            *tolerance_lines(spec),
+            "",
+        ]
     outside = {r.plugin["model"]: r.plugin for r in records.values() if r.plugin}
     if outside:
         lines += ["## Models from outside this repository (rows added by the user)", ""]
-        lines += [f"- `{name}`: `{p['constructor']}` from {p['package']} {p['version']}, source"
-                  f" sha256 {p['source_sha256'][:16]}; the paper publishes nothing for it, and a"
-                  f" claim about a paper model is also judged with `{name}` in its place"
-                  for name, p in sorted(outside.items())]  # fmt: skip
+        lines += [
+            f"- `{name}`: `{p['constructor']}` from {p['package']} {p['version']}, source"
+            f" sha256 {p['source_sha256'][:16]}; the paper publishes nothing for it, and a"
+            f" claim about a paper model is also judged with `{name}` in its place"
+            for name, p in sorted(outside.items())
+        ]
         lines.append("")
     if spec.derived:
         lines += ["## Published values derived here (the paper does not print them)", ""]
@@ -315,9 +332,11 @@ def _where(cell) -> str:
 def _derivation(spec: TableSpec, d) -> str:
     metric, source = (next(m for m in spec.metrics if m.name == n) for n in (d.metric, d.source))
     published = dict(spec.published)[d.cell][d.source]
-    return (f"- {metric.title}, {_where(d.cell)}: {fmt_value(metric, d.value)} derived ="
-            f" {d.formula} with {d.source} = {fmt_value(source, published)} (published) and"
-            f" D = {d.dims}")  # fmt: skip
+    return (
+        f"- {metric.title}, {_where(d.cell)}: {fmt_value(metric, d.value)} derived ="
+        f" {d.formula} with {d.source} = {fmt_value(source, published)} (published) and"
+        f" D = {d.dims}"
+    )
 
 
 def ratio_table(spec: TableSpec, records: dict[str, Record]) -> str:
@@ -332,8 +351,9 @@ def ratio_table(spec: TableSpec, records: dict[str, Record]) -> str:
                 op, bound = ratio.target[:2], float(ratio.target[2:])
                 met = "yes" if (value <= bound if op == "<=" else value >= bound) else "no"
         measured = f"{value:.3f}" if value is not None else "not run"
-        rows.append({"ratio": ratio.label, "measured": measured, "target": ratio.target or "—",
-                     "met": met})  # fmt: skip
+        rows.append(
+            {"ratio": ratio.label, "measured": measured, "target": ratio.target or "—", "met": met}
+        )
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 

@@ -28,10 +28,26 @@ SEED = "seed"
 SEED_LIMIT = 2**32  # NumPy's seed range; seed * 1_000_003 + epoch then fits a torch seed
 MAX_SEED_OFFSET = 2**16
 _TOP_FIELDS = {
-    "id", "title", "task", "paper", "notes", "metrics", "grid", "layout", "published",
-    "ratios", "plot", "defaults", "tiers", "check", "claims", "derived", "models",
-    "model_arguments", "reproduce",
-}  # fmt: skip
+    "id",
+    "title",
+    "task",
+    "paper",
+    "notes",
+    "metrics",
+    "grid",
+    "layout",
+    "published",
+    "ratios",
+    "plot",
+    "defaults",
+    "tiers",
+    "check",
+    "claims",
+    "derived",
+    "models",
+    "model_arguments",
+    "reproduce",
+}
 _PLUGIN_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _METRIC_FIELDS = {"label", "unit", "format", "better", "kind"}
 
@@ -282,14 +298,20 @@ class TableSpec:
 
         tiers = {k: dataclasses.replace(t, grid=extend(t.grid)) for k, t in self.tiers.items()}
         stand_ins = tuple(
-            dataclasses.replace(c, label=f"{c.label} ({name} in place of {c.a['model']})",
-                                a={**c.a, "model": name})
-            for name in names for c in self.claims if "model" in c.a
-        )  # fmt: skip
+            dataclasses.replace(
+                c, label=f"{c.label} ({name} in place of {c.a['model']})", a={**c.a, "model": name}
+            )
+            for name in names
+            for c in self.claims
+            if "model" in c.a
+        )
         return dataclasses.replace(
-            self, grid=extend(self.grid), tiers=tiers, claims=self.claims + stand_ins,
+            self,
+            grid=extend(self.grid),
+            tiers=tiers,
+            claims=self.claims + stand_ins,
             plugins=tuple({**dict(self.plugins), **added}.items()),
-        )  # fmt: skip
+        )
 
     def cells(self, tier: str) -> list[Cell]:
         return _product(self.tiers[tier].grid or self.grid)
@@ -319,15 +341,17 @@ class TableSpec:
 
     def tolerance_for(self, cell: Cell, metric: str) -> Tolerance | None:
         """The `[reproduce]` band of `metric` for `cell`, or None (the cell gets no verdict)."""
-        return next((t for t in self.reproduce
-                     if t.metric == metric and cell.matches(t.where)), None)  # fmt: skip
+        return next(
+            (t for t in self.reproduce if t.metric == metric and cell.matches(t.where)), None
+        )
 
     def derived_for(self, cell: Cell, metric: str) -> Derived | None:
         """How the published `metric` of `cell` was derived, or None where the paper prints it."""
         for where, _ in self.published:
             if cell.matches(where.as_dict()):
-                return next((d for d in self.derived if d.cell == where and d.metric == metric),
-                            None)  # fmt: skip
+                return next(
+                    (d for d in self.derived if d.cell == where and d.metric == metric), None
+                )
         return None
 
 
@@ -377,8 +401,11 @@ def _grid(raw: Any, path: Path, where: str) -> dict[str, tuple]:
             all(type(v) is int and 0 <= v < MAX_SEED_OFFSET for v in values)
             and len(set(values)) == len(values)
         ):
-            raise _fail(path, f"{where}.{key}", f"seeds are distinct integers from 0 to"
-                        f" {MAX_SEED_OFFSET - 1}, e.g. [0, 1]")  # fmt: skip
+            raise _fail(
+                path,
+                f"{where}.{key}",
+                f"seeds are distinct integers from 0 to {MAX_SEED_OFFSET - 1}, e.g. [0, 1]",
+            )
         grid[key] = tuple(values)
     return grid
 
@@ -401,8 +428,12 @@ def _unique_ids(cells: list[Cell], path: Path, where: str) -> None:
     for cell in cells:
         if cell.id in seen:
             both = f"{_describe(seen[cell.id])} and {_describe(cell)}"
-            raise _fail(path, where, f"two cells have the id '{cell.id}' ({both}); change a"
-                        " value so that their ids differ")  # fmt: skip
+            raise _fail(
+                path,
+                where,
+                f"two cells have the id '{cell.id}' ({both}); change a"
+                " value so that their ids differ",
+            )
         seen[cell.id] = cell
 
 
@@ -428,8 +459,15 @@ def _metrics(raw: Any, path: Path) -> tuple[Metric, ...]:
     return tuple(out)
 
 
-_RULE_KEYS = {"exact": "exact", "rel": "rel", "abs": "abs_tol", "max": "at_most",
-              "min": "at_least", "skip": "skip", "reason": "reason"}  # fmt: skip
+_RULE_KEYS = {
+    "exact": "exact",
+    "rel": "rel",
+    "abs": "abs_tol",
+    "max": "at_most",
+    "min": "at_least",
+    "skip": "skip",
+    "reason": "reason",
+}
 
 
 def _declared(metrics: tuple[Metric, ...], task: str, path: Path) -> None:
@@ -437,11 +475,18 @@ def _declared(metrics: tuple[Metric, ...], task: str, path: Path) -> None:
     for m in metrics:
         measure = TASKS[task].measure(m.name)
         if measure is None:
-            raise _fail(path, f"metrics.{m.name}", f"task '{task}' reports no such metric; it"
-                        f" reports: {', '.join(TASKS[task].metrics)}")  # fmt: skip
+            raise _fail(
+                path,
+                f"metrics.{m.name}",
+                f"task '{task}' reports no such metric; it"
+                f" reports: {', '.join(TASKS[task].metrics)}",
+            )
         if m.better and measure.better and m.better != measure.better:
-            raise _fail(path, f"metrics.{m.name}.better", f"'{m.better}', but task '{task}'"
-                        f" declares {m.name} better when {measure.better}")  # fmt: skip
+            raise _fail(
+                path,
+                f"metrics.{m.name}.better",
+                f"'{m.better}', but task '{task}' declares {m.name} better when {measure.better}",
+            )
 
 
 def _rule(raw: Any, path: Path, where: str) -> Rule:
@@ -575,8 +620,12 @@ def load_spec(path: str | Path) -> TableSpec:
         )
     table_id = _require(data, "id", str, path)
     if not _SAFE_VALUE.fullmatch(table_id):
-        raise _fail(path, "id", f"{table_id!r} names result files and folders: use letters,"
-                    " digits and _ . + = -, not starting with . or -")  # fmt: skip
+        raise _fail(
+            path,
+            "id",
+            f"{table_id!r} names result files and folders: use letters,"
+            " digits and _ . + = -, not starting with . or -",
+        )
     task = _require(data, "task", str, path)
     if task not in TASKS:
         raise _fail(path, "task", f"unknown task '{task}'; known: {', '.join(TASKS)}")
@@ -651,13 +700,20 @@ def load_spec(path: str | Path) -> TableSpec:
         tier_grid = settings.pop("grid", None)
         departures = settings.pop("departures", [])
         if not isinstance(departures, list) or not all(isinstance(d, str) for d in departures):
-            raise _fail(path, f"tiers.{name}.departures", "expected a list of strings, each"
-                        " saying how this tier departs from the paper")  # fmt: skip
+            raise _fail(
+                path,
+                f"tiers.{name}.departures",
+                "expected a list of strings, each saying how this tier departs from the paper",
+            )
         if tier_grid is not None:
             tier_grid = _grid(tier_grid, path, f"tiers.{name}.grid")
             for key in set(tier_grid) - set(grid) - {SEED}:
-                raise _fail(path, f"tiers.{name}.grid.{key}", f"not a field of the table's grid"
-                            f" ({', '.join(grid)}); seed replicates are `{SEED}`")  # fmt: skip
+                raise _fail(
+                    path,
+                    f"tiers.{name}.grid.{key}",
+                    f"not a field of the table's grid"
+                    f" ({', '.join(grid)}); seed replicates are `{SEED}`",
+                )
         tiers[name] = Tier(name, settings, tier_grid, tuple(departures))
         where = f"tiers.{name}.grid" if tier_grid else "grid"
         _unique_ids(_product(tier_grid or grid), path, where)
@@ -736,24 +792,36 @@ def _axes(arguments: Any, task: str, grid: dict, tiers: dict[str, Tier], path: P
     for name in arguments:
         if name not in grid or name in own:
             axes = ", ".join(grid)
-            raise _fail(path, f"model_arguments: {name}", f"not a grid axis the model takes (grid"
-                        f" axes: {axes}; task '{task}' reads {', '.join(own)})")  # fmt: skip
+            raise _fail(
+                path,
+                f"model_arguments: {name}",
+                f"not a grid axis the model takes (grid"
+                f" axes: {axes}; task '{task}' reads {', '.join(own)})",
+            )
     for where, axes in [("grid", grid)] + [
         (f"tiers.{t}.grid", v.grid or {}) for t, v in tiers.items()
     ]:
         for axis in axes:
             if axis not in own and axis not in arguments and axis != SEED:
-                raise _fail(path, f"{where}.{axis}", f"neither a field task '{task}' reads"
-                            f" ({', '.join(own)}) nor in model_arguments; add model_arguments ="
-                            f" [\"{axis}\"] if the model takes it, or drop the axis (one nothing"
-                            " reads makes identical cells)")  # fmt: skip
+                raise _fail(
+                    path,
+                    f"{where}.{axis}",
+                    f"neither a field task '{task}' reads"
+                    f" ({', '.join(own)}) nor in model_arguments; add model_arguments ="
+                    f' ["{axis}"] if the model takes it, or drop the axis (one nothing'
+                    " reads makes identical cells)",
+                )
 
 
 def _plugin(name: str, target: Any, path: Path, where: str) -> None:
     """A model from outside the repository: a safe row name and a "package.module:Constructor"."""
     if not _SAFE_VALUE.fullmatch(name):
-        raise _fail(path, where, "a model's name names result files: use letters, digits and"
-                    " _ . + = -, not starting with . or -")  # fmt: skip
+        raise _fail(
+            path,
+            where,
+            "a model's name names result files: use letters, digits and"
+            " _ . + = -, not starting with . or -",
+        )
     if not isinstance(target, str) or not _PLUGIN_TARGET.fullmatch(target):
         raise _fail(path, where, f"{target!r}: expected 'package.module:Constructor'")
 
@@ -773,8 +841,12 @@ def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[
             if entry.get(key) not in metric_names:
                 raise _fail(path, f"{where}.{key}", f"{entry.get(key)!r} is not a metric")
         if entry.get("via") not in CONVERSIONS:
-            raise _fail(path, f"{where}.via", f"expected one of {', '.join(CONVERSIONS)} (a"
-                        f" conversion in bench/units.py), got {entry.get('via')!r}")  # fmt: skip
+            raise _fail(
+                path,
+                f"{where}.via",
+                f"expected one of {', '.join(CONVERSIONS)} (a"
+                f" conversion in bench/units.py), got {entry.get('via')!r}",
+            )
         dims = entry.get("dims")
         if type(dims) is not int or dims < 1:
             raise _fail(path, f"{where}.dims", f"expected the data's dimensions, got {dims!r}")
@@ -783,11 +855,23 @@ def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[
         for cell, values in published:
             if matches(cell.as_dict(), entry.get("where", {})) and entry["from"] in values:
                 if entry["metric"] in values:
-                    raise _fail(path, f"{where}.metric", f"the paper gives {entry['metric']}"
-                                f" for {cell.id}: publish it or derive it, not both")  # fmt: skip
+                    raise _fail(
+                        path,
+                        f"{where}.metric",
+                        f"the paper gives {entry['metric']}"
+                        f" for {cell.id}: publish it or derive it, not both",
+                    )
                 values[entry["metric"]] = convert(values[entry["from"]], dims)
-                out.append(Derived(cell, entry["metric"], entry["from"], entry["via"], dims,
-                                   values[entry["metric"]]))  # fmt: skip
+                out.append(
+                    Derived(
+                        cell,
+                        entry["metric"],
+                        entry["from"],
+                        entry["via"],
+                        dims,
+                        values[entry["metric"]],
+                    )
+                )
                 found += 1
         if not found:
             raise _fail(path, f"{where}.where", f"no published entry with {entry['from']} matches")
@@ -795,8 +879,13 @@ def _derived(raw: Any, path: Path, published: list, metric_names: set) -> tuple[
 
 
 _TOLERANCE_FORM = "{ abs and/or rel = a number > 0, source = '...', reason = '...' }"
-_TOLERANCE_KEYS = {"abs": "abs_tol", "rel": "rel", "source": "source", "reason": "reason",
-                   "where": "where"}  # fmt: skip
+_TOLERANCE_KEYS = {
+    "abs": "abs_tol",
+    "rel": "rel",
+    "source": "source",
+    "reason": "reason",
+    "where": "where",
+}
 
 
 def _reproduce(
@@ -809,8 +898,12 @@ def _reproduce(
     if not isinstance(raw, dict):
         raise _fail(path, "reproduce", f"expected metric = {_TOLERANCE_FORM} under [reproduce]")
     if raw and REPRODUCE_TIER not in tiers:
-        raise _fail(path, "reproduce", f"the verdict is for tier `{REPRODUCE_TIER}`, which"
-                    " [tiers] does not have; add [tiers.full] or drop [reproduce]")  # fmt: skip
+        raise _fail(
+            path,
+            "reproduce",
+            f"the verdict is for tier `{REPRODUCE_TIER}`, which"
+            " [tiers] does not have; add [tiers.full] or drop [reproduce]",
+        )
     names = {m.name for m in metrics}
     fields = _any_tier(grid, tiers)
     out = []
@@ -820,8 +913,11 @@ def _reproduce(
             raise _fail(path, where, f"not a metric ({', '.join(sorted(names))})")
         having = [cell for cell, values in published if name in values]
         if not having:
-            raise _fail(path, where, f"no published entry gives {name}: a tolerance is for a"
-                        " published number")  # fmt: skip
+            raise _fail(
+                path,
+                where,
+                f"no published entry gives {name}: a tolerance is for a published number",
+            )
         many = isinstance(entries, list)
         if many and not entries:
             raise _fail(path, where, f"an empty list; give {_TOLERANCE_FORM} or a list of them")
@@ -838,20 +934,31 @@ def _tolerance(
         raise _fail(path, at, f"expected {_TOLERANCE_FORM}")
     for key, value in entry.items():
         if key not in _TOLERANCE_KEYS:
-            raise _fail(path, f"{at}.{key}", f"unknown field; expected {_TOLERANCE_FORM},"
-                        " optional where = { grid field = value }")  # fmt: skip
+            raise _fail(
+                path,
+                f"{at}.{key}",
+                f"unknown field; expected {_TOLERANCE_FORM},"
+                " optional where = { grid field = value }",
+            )
         if key in ("abs", "rel") and (
             not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
         ):
             raise _fail(path, f"{at}.{key}", f"a tolerance is a number > 0, got {value!r}")
     if not set(entry) & {"abs", "rel"}:
-        raise _fail(path, at, "no tolerance given; add abs = ... and/or rel = ... (a fraction"
-                    " of the published value)")  # fmt: skip
+        raise _fail(
+            path,
+            at,
+            "no tolerance given; add abs = ... and/or rel = ... (a fraction"
+            " of the published value)",
+        )
     for key, what in (
-        ("source", "cite where the tolerance comes from (arXiv id or repository + table, file or"
-                   " issue), or say that no independent reproduction was found"),
+        (
+            "source",
+            "cite where the tolerance comes from (arXiv id or repository + table, file or"
+            " issue), or say that no independent reproduction was found",
+        ),
         ("reason", "say why this tolerance (what the reproductions or the paper show)"),
-    ):  # fmt: skip
+    ):
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise _fail(path, f"{at}.{key}", f"missing; {what}")
     cells = entry.get("where", {})
@@ -888,9 +995,12 @@ def _claims(raw: Any, path: Path, grid: dict, metric_names: set) -> tuple[Claim,
             raise _fail(path, f"{where}.along", "expect = 'rising' needs along = a grid field")
         if (claim.expect == "equal") != (claim.margin is not None) or not (
             claim.margin is None
-            or (isinstance(claim.margin, int | float) and not isinstance(claim.margin, bool)
-                and claim.margin > 0)
-        ):  # fmt: skip
+            or (
+                isinstance(claim.margin, int | float)
+                and not isinstance(claim.margin, bool)
+                and claim.margin > 0
+            )
+        ):
             need = "expect = 'equal' needs margin = a number > 0 (how far apart is a match)"
             raise _fail(path, f"{where}.margin", f"{need}; only it takes one")
         if claim.expect != "rising" and set(claim.a) != set(claim.b):
@@ -976,8 +1086,11 @@ def check_cells(
             raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})", problem) from None
         except Exception as e:  # a constructor that raised anything else (a plugin's, a size < 0)
             problem = f"building model '{cell.as_dict().get('model')}' raised {type(e).__name__}:"
-            raise _fail(spec.path, f"grid (tier {tier}, cell {cell.id})",
-                        f"{problem} {(str(e).splitlines() or [''])[0]}") from None  # fmt: skip
+            raise _fail(
+                spec.path,
+                f"grid (tier {tier}, cell {cell.id})",
+                f"{problem} {(str(e).splitlines() or [''])[0]}",
+            ) from None
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}

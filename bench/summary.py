@@ -126,12 +126,19 @@ def links(table: str, tier: str, tables_dir: Path) -> str:
     found = [(label, stem + suffix) for suffix, label in _FILES.items()]
     if tier != PIPELINE_ONLY:  # the figure spans the tiers; smoke is not on it
         found.append(("gap vs budget", f"{table}-gap-vs-budget.png"))
-    return ", ".join(f"[{label}]({name})" for label, name in found
-                     if (tables_dir / name).is_file()) or "—"  # fmt: skip
+    return (
+        ", ".join(f"[{label}]({name})" for label, name in found if (tables_dir / name).is_file())
+        or "—"
+    )
 
 
-_FILES = {".md": "table", ".png": "figure", "-vs-paper.png": "vs paper", "-curves.png": "curves",
-          "-samples.png": "samples"}  # fmt: skip
+_FILES = {
+    ".md": "table",
+    ".png": "figure",
+    "-vs-paper.png": "vs paper",
+    "-curves.png": "curves",
+    "-samples.png": "samples",
+}
 
 
 def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[str, str]]:
@@ -146,17 +153,19 @@ def summary_rows(spec: TableSpec, results: Path, tables_dir: Path) -> list[dict[
         else:
             off = "<br>".join(deltas(spec, tier, records)) or "—"
         found = comparisons(spec, tier, records)
-        rows.append({
-            "table": spec.id,
-            "tier": tier,
-            "cells run": f"{ok} / {len(runs)}",
-            "what it can decide": decides(tier, found),
-            "off the published number: median / worst": off,
-            "claims: holds / inconclusive / does not hold": claim_counts(tier, found),
-            "full tier: reproduced / not reproduced": reproduce_counts(spec, tier, records),
-            "records: commit; date": provenance(current),
-            "table and figures": links(spec.id, tier, tables_dir),
-        })  # fmt: skip
+        rows.append(
+            {
+                "table": spec.id,
+                "tier": tier,
+                "cells run": f"{ok} / {len(runs)}",
+                "what it can decide": decides(tier, found),
+                "off the published number: median / worst": off,
+                "claims: holds / inconclusive / does not hold": claim_counts(tier, found),
+                "full tier: reproduced / not reproduced": reproduce_counts(spec, tier, records),
+                "records: commit; date": provenance(current),
+                "table and figures": links(spec.id, tier, tables_dir),
+            }
+        )
     return rows
 
 
@@ -167,9 +176,11 @@ def _perf_line(results: Path, tables_dir: Path) -> str:
         return ""
     commits = sorted({r.get("commit", "")[:8] for r in found})
     table = "[perf.md](perf.md)" if (tables_dir / "perf.md").is_file() else "not rendered"
-    return (f"Timings against peers (`bench perf`, not a paper's table): {len(found)} benchmarks"
-            f" at {', '.join(commits)}, {_span([r.get('started', '')[:10] for r in found])};"
-            f" {table}.")  # fmt: skip
+    return (
+        f"Timings against peers (`bench perf`, not a paper's table): {len(found)} benchmarks"
+        f" at {', '.join(commits)}, {_span([r.get('started', '')[:10] for r in found])};"
+        f" {table}."
+    )
 
 
 def render_summary(

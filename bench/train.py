@@ -228,8 +228,16 @@ def _bar(desc: str, total: int, unit: str, initial: int = 0) -> tqdm:
     a minute instead (the worker processes of `bench run --jobs N`, whose bars would interleave,
     set DGM_BENCH_BARS=0)."""
     draw = world()[0] == 0 and os.environ.get("DGM_BENCH_BARS") != "0"
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
-                dynamic_ncols=True, disable=None if draw else True, file=sys.stderr)  # fmt: skip
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        dynamic_ncols=True,
+        disable=None if draw else True,
+        file=sys.stderr,
+    )
 
 
 EVAL_SAVE_S = 60.0  # the test pass's resume point is saved at most this often
@@ -297,13 +305,15 @@ class EvalProgress:
         self(0)
 
     def __call__(self, done: int) -> None:
-        self.checkpoint.progress(phase="evaluating", images=done, of_images=self.total,
-                                 eval_since=self.since)  # fmt: skip
+        self.checkpoint.progress(
+            phase="evaluating", images=done, of_images=self.total, eval_since=self.since
+        )
         self.bar.update(done - self.bar.n)
         if self.bar.disable and world()[0] == 0 and time.monotonic() - self.last_log > 60 and done:
             eta = (time.monotonic() - self.t0) / done * (self.total - done)
-            print(f"  {self.desc}: test image {done}/{self.total}, ETA {eta / 60:.1f} min",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {self.desc}: test image {done}/{self.total}, ETA {eta / 60:.1f} min", flush=True
+            )
             self.last_log = time.monotonic()
         if done >= self.total:
             self.bar.close()
@@ -341,8 +351,12 @@ class Fit:
 def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     """Train for job.epochs epochs, resuming from `checkpoint`; returns the per-epoch history."""
     start, history = checkpoint.load(job.model, job.optimizer)
-    if not (type(start) is int and 0 <= start <= job.epochs and isinstance(history, list)
-            and len(history) == start):  # fmt: skip
+    if not (
+        type(start) is int
+        and 0 <= start <= job.epochs
+        and isinstance(history, list)
+        and len(history) == start
+    ):
         raise CheckpointError(
             f"{checkpoint.path}: cannot resume (it says {start!r} epochs done, with"
             f" {len(history) if isinstance(history, list) else 'no'} in its history, of this"
@@ -356,8 +370,14 @@ def fit(job: Fit, checkpoint: Checkpoint) -> list[dict]:
     last_finite, last_log = None, time.monotonic()
     total_steps = job.epochs * steps
     t_fit = time.perf_counter()
-    checkpoint.progress(phase="training", step=start * steps, step0=start * steps,
-                        steps=total_steps, epoch=start, epochs=job.epochs)  # fmt: skip
+    checkpoint.progress(
+        phase="training",
+        step=start * steps,
+        step0=start * steps,
+        steps=total_steps,
+        epoch=start,
+        epochs=job.epochs,
+    )
     job.model.train()
     for epoch in range(start, job.epochs):
         lr = job.lr_at(epoch)

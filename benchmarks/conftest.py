@@ -24,12 +24,17 @@ SGEMM_N, SGEMM_REPS = 512, 4  # 1.07 GFLOP: about 15 ms at one thread on this ma
 
 def pytest_addoption(parser):
     group = parser.getgroup("dgm-bench")
-    group.addoption("--bench-threads", type=int, default=1,
-                    help="torch threads for the timed calls (default 1; the calibration is"
-                         " always one thread)")  # fmt: skip
-    group.addoption("--bench-tiny", action="store_true",
-                    help="the unit tests' sizes: checks that the benchmarks run, times nothing"
-                         " worth keeping")  # fmt: skip
+    group.addoption(
+        "--bench-threads",
+        type=int,
+        default=1,
+        help="torch threads for the timed calls (default 1; the calibration is always one thread)",
+    )
+    group.addoption(
+        "--bench-tiny",
+        action="store_true",
+        help="the unit tests' sizes: checks that the benchmarks run, times nothing worth keeping",
+    )
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

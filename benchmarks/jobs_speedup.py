@@ -49,10 +49,31 @@ def children_cpu() -> float:
 
 def run(jobs: int, work: Path, data_dir: Path) -> dict:
     results = work / f"jobs{jobs}"
-    command = [sys.executable, "-m", "bench", "--specs", str(work), "--results", str(results),
-               "--tables", str(results / "tables"), "run", "iwae-table", "--tier", "small",
-               "--cells", CELLS, "--data-dir", str(data_dir), "--jobs", str(jobs),
-               "--threads-per-cell", "1", "--checkpoints", str(results / "ckpt")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--specs",
+        str(work),
+        "--results",
+        str(results),
+        "--tables",
+        str(results / "tables"),
+        "run",
+        "iwae-table",
+        "--tier",
+        "small",
+        "--cells",
+        CELLS,
+        "--data-dir",
+        str(data_dir),
+        "--jobs",
+        str(jobs),
+        "--threads-per-cell",
+        "1",
+        "--checkpoints",
+        str(results / "ckpt"),
+    ]
     load, cpu0, t0 = os.getloadavg()[0], children_cpu(), time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
@@ -66,8 +87,14 @@ def run(jobs: int, work: Path, data_dir: Path) -> dict:
             "losses": [h["loss"] for h in record["history"]],
             "wall_s": record["wall_s"],
         }
-    return {"jobs": jobs, "wall_s": wall, "cpu_s": cpu, "load_before": load,
-            "load_after": os.getloadavg()[0], "cells": numbers}  # fmt: skip
+    return {
+        "jobs": jobs,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "load_before": load,
+        "load_after": os.getloadavg()[0],
+        "cells": numbers,
+    }
 
 
 def main() -> int:
@@ -80,19 +107,27 @@ def main() -> int:
         write_spec(work)
         serial = run(1, work, args.data_dir.resolve())
         parallel = run(2, work, args.data_dir.resolve())
-    same = all(serial["cells"][c]["metrics"] == parallel["cells"][c]["metrics"]
-               and serial["cells"][c]["losses"] == parallel["cells"][c]["losses"]
-               for c in serial["cells"])  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
+    same = all(
+        serial["cells"][c]["metrics"] == parallel["cells"][c]["metrics"]
+        and serial["cells"][c]["losses"] == parallel["cells"][c]["losses"]
+        for c in serial["cells"]
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     status = ["git", "status", "--porcelain", "--", "bench", "models"]
     dirty = bool(subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout.strip())
     report = {
-        "command": " ".join(["python", *sys.argv]), "commit": commit, "dirty": dirty,
-        "cells": len(serial["cells"]), "ratio_wall": serial["wall_s"] / parallel["wall_s"],
-        "identical_numbers": same, "serial": serial, "parallel": parallel,
+        "command": " ".join(["python", *sys.argv]),
+        "commit": commit,
+        "dirty": dirty,
+        "cells": len(serial["cells"]),
+        "ratio_wall": serial["wall_s"] / parallel["wall_s"],
+        "identical_numbers": same,
+        "serial": serial,
+        "parallel": parallel,
         "cores": len(os.sched_getaffinity(0)),
-    }  # fmt: skip
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     cell_s = [c["wall_s"] for c in serial["cells"].values()]

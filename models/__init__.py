@@ -72,14 +72,17 @@ def _entry_points() -> dict[str, str]:
 def register(name: str, target: str) -> None:
     """Make `name` build `target` ("package.module:Constructor") in this process."""
     if name in MODELS:
-        raise UnknownModel(f"model '{name}' is one of ours (models/__init__.py); name yours"
-                           " otherwise")  # fmt: skip
+        raise UnknownModel(
+            f"model '{name}' is one of ours (models/__init__.py); name yours otherwise"
+        )
     if not _TARGET.fullmatch(target):
         raise UnknownModel(f"model '{name}' = {target!r}: expected 'package.module:Constructor'")
     if importlib.util.find_spec(target.split(":")[0].split(".")[0]) is None:
-        raise UnknownModel(f"model '{name}' = {target!r}: no module"
-                           f" '{target.split('.')[0].split(':')[0]}' on the Python path; install"
-                           " its package or add its folder to PYTHONPATH")  # fmt: skip
+        raise UnknownModel(
+            f"model '{name}' = {target!r}: no module"
+            f" '{target.split('.')[0].split(':')[0]}' on the Python path; install"
+            " its package or add its folder to PYTHONPATH"
+        )
     _PLUGINS[name] = target
 
 
@@ -88,9 +91,12 @@ def target(name: str) -> str:
     installed package's entry point."""
     found = MODELS.get(name) or _PLUGINS.get(name) or _entry_points().get(name)
     if found is None:
-        raise UnknownModel(f"unknown model '{name}'; registered in models/__init__.py: "
-                           + ", ".join(MODELS) + f"; plugins: {', '.join(plugins()) or 'none'}"
-                           " (--add-model NAME=package.module:Constructor)")  # fmt: skip
+        raise UnknownModel(
+            f"unknown model '{name}'; registered in models/__init__.py: "
+            + ", ".join(MODELS)
+            + f"; plugins: {', '.join(plugins()) or 'none'}"
+            " (--add-model NAME=package.module:Constructor)"
+        )
     return found
 
 
@@ -116,8 +122,10 @@ def build(name: str, **kwargs: Any):
     except (ImportError, AttributeError) as e:
         raise UnknownModel(f"model '{name}' = '{module}:{attr}' cannot be loaded: {e}") from None
     except (Exception, SystemExit) as e:  # a plugin's module that raises (or exits) on import
-        raise UnknownModel(f"model '{name}' = '{module}:{attr}' cannot be loaded: importing"
-                           f" {module} raised {type(e).__name__}: {e}") from None  # fmt: skip
+        raise UnknownModel(
+            f"model '{name}' = '{module}:{attr}' cannot be loaded: importing"
+            f" {module} raised {type(e).__name__}: {e}"
+        ) from None
     check_types(name, constructor, kwargs)
     return constructor(**kwargs)
 
@@ -131,15 +139,25 @@ def provenance(name: str) -> dict[str, str]:
     top = found.split(":")[0].split(".")[0]
     spec = importlib.util.find_spec(top)
     origin = Path(spec.origin) if spec and spec.origin else None
-    files = sorted(origin.parent.rglob("*.py")) if origin and origin.name == "__init__.py" else [
-        origin] if origin else []  # fmt: skip
+    files = (
+        sorted(origin.parent.rglob("*.py"))
+        if origin and origin.name == "__init__.py"
+        else [origin]
+        if origin
+        else []
+    )
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(origin.parent)).encode() + path.read_bytes())
     dists = importlib.metadata.packages_distributions().get(top, [])
     version = importlib.metadata.version(dists[0]) if dists else "not installed (on the path)"
-    return {"model": name, "constructor": found, "package": dists[0] if dists else top,
-            "version": version, "source_sha256": digest.hexdigest()}  # fmt: skip
+    return {
+        "model": name,
+        "constructor": found,
+        "package": dists[0] if dists else top,
+        "version": version,
+        "source_sha256": digest.hexdigest(),
+    }
 
 
 _PLAIN = {"int": int, "float": int | float, "bool": bool, "str": str, "None": type(None)}
@@ -162,8 +180,9 @@ def _check_kind(name: str, key: str, hint: str, value: Any) -> None:
     kinds = [k.strip() for k in hint.split("|")]
     if not hint or any(k not in _PLAIN for k in kinds):
         return  # no annotation, or one this check does not read (a tuple, a class)
-    fits = any(isinstance(value, _PLAIN[k]) and (k == "bool" or not isinstance(value, bool))
-               for k in kinds)  # fmt: skip
+    fits = any(
+        isinstance(value, _PLAIN[k]) and (k == "bool" or not isinstance(value, bool)) for k in kinds
+    )
     if not fits:
         raise TypeError(f"model '{name}': {key} takes {hint}, got {value!r}")
 
@@ -181,8 +200,9 @@ def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
         if key in hints:
             _check_kind(name, key, hints[key], value)
         elif not takes_more:
-            raise TypeError(f"model '{name}' takes no argument '{key}'; it takes:"
-                            f" {', '.join(hints)}")  # fmt: skip
+            raise TypeError(
+                f"model '{name}' takes no argument '{key}'; it takes: {', '.join(hints)}"
+            )
 
 
 @functools.cache
@@ -193,12 +213,16 @@ def _parameters(found: str) -> tuple[dict[str, str], bool] | None:
     if not module.startswith(f"{__name__}."):
         return None
     path = Path(__file__).parent / f"{module.split('.', 1)[1]}.py"
-    tree = {node.name: node for node in ast.parse(path.read_text()).body
-            if isinstance(node, ast.FunctionDef | ast.ClassDef)}  # fmt: skip
+    tree = {
+        node.name: node
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
     node = tree.get(attr)
     while isinstance(node, ast.ClassDef):
-        init = next((n for n in node.body
-                     if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)  # fmt: skip
+        init = next(
+            (n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+        )
         bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
         node = init or (tree.get(bases[0]) if len(bases) == 1 else None)
     if node is None:

@@ -209,8 +209,13 @@ def grid_images(path: Path) -> Tensor:
     """[4, 3, 32, 32]: the 2 x 2 grid of samples a likelihood run saves (tables/samples/)."""
     with Image.open(path) as image:  # PIL: torchvision 0.29 deprecates its own image decoding
         grid = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float()
-    return torch.stack([grid[:, 1 + 33 * r : 33 + 33 * r, 1 + 33 * c : 33 + 33 * c]
-                        for r in (0, 1) for c in (0, 1)])  # fmt: skip
+    return torch.stack(
+        [
+            grid[:, 1 + 33 * r : 33 + 33 * r, 1 + 33 * c : 33 + 33 * c]
+            for r in (0, 1)
+            for c in (0, 1)
+        ]
+    )
 
 
 def table_samples() -> Tensor | None:

@@ -27,14 +27,26 @@ if TYPE_CHECKING:
     from .common import Splits
 
 __all__ = [
-    "CIFAR10_CLASSES", "DATASETS", "DataError", "DataInfo", "DataSet", "SAMPLES_DIR", "Sample",
-    "Splits", "fingerprint", "imagenet_transform", "load",
-]  # fmt: skip
+    "CIFAR10_CLASSES",
+    "DATASETS",
+    "DataError",
+    "DataInfo",
+    "DataSet",
+    "SAMPLES_DIR",
+    "Sample",
+    "Splits",
+    "fingerprint",
+    "imagenet_transform",
+    "load",
+]
 # name -> the module that defines it, imported when the name is first used
 _LAZY = {
-    "CIFAR10_CLASSES": "cifar", "DataInfo": "common", "Splits": "common",
-    "imagenet_transform": "imagenet", "SAMPLES_DIR": "samples",
-}  # fmt: skip
+    "CIFAR10_CLASSES": "cifar",
+    "DataInfo": "common",
+    "Splits": "common",
+    "imagenet_transform": "imagenet",
+    "SAMPLES_DIR": "samples",
+}
 _MODULES = ("cifar", "common", "imagenet", "mnist", "omniglot", "prep", "samples")
 
 
@@ -57,8 +69,15 @@ def _undecodable() -> tuple[type[BaseException], ...]:
 
     from PIL import UnidentifiedImageError
 
-    return (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, tarfile.TarError,
-            pickle.UnpicklingError, UnidentifiedImageError)  # fmt: skip
+    return (
+        EOFError,
+        zlib.error,
+        zipfile.BadZipFile,
+        gzip.BadGzipFile,
+        tarfile.TarError,
+        pickle.UnpicklingError,
+        UnidentifiedImageError,
+    )
 
 
 def _check_name(name: str) -> DataSet:

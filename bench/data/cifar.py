@@ -19,8 +19,17 @@ from .common import DataError, Splits, sha256, tensor_splits, verified
 
 # torchvision's label order, which is also the sorted order of the JPEG copy's folder names.
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 JPEG = "cifar10-jpeg/cifar10-jpeg.tar.gz"
 LOSSLESS = ("data_batch_1", "test_batch", "batches.meta")
 KNOWN_SHA256 = {
@@ -70,11 +79,14 @@ def load(root: Path, name: str, download: bool = False, **_) -> Splits:
         ) from None
     file_names = [f for f, _ in cls.train_list + cls.test_list]
     return tensor_splits(
-        name, train.data.transpose(0, 3, 1, 2), train.targets,
-        test.data.transpose(0, 3, 1, 2), test.targets,
+        name,
+        train.data.transpose(0, 3, 1, 2),
+        train.targets,
+        test.data.transpose(0, 3, 1, 2),
+        test.targets,
         source=f"torchvision {cls.__name__} python batches",
         sha256={f: sha256(folder / f) for f in file_names},
-    )  # fmt: skip
+    )
 
 
 # The catalog's entry points (bench/data/catalog.py) for the two torchvision data sets.
@@ -111,11 +123,13 @@ def load_lossless(root: Path, download: bool = False, **_) -> Splits:
         return raw["data"].reshape(-1, 3, 32, 32), np.array(raw["labels"], dtype=np.int64)
 
     return tensor_splits(
-        "cifar10_lossless", *batch("data_batch_1"), *batch("test_batch"),
+        "cifar10_lossless",
+        *batch("data_batch_1"),
+        *batch("test_batch"),
         source="lossless CIFAR-10 copy (training batch 1 + test batch, python-pickle layout)",
         sha256=sums,
         notes="10,000 of the 50,000 training images (batch 1); the full 10,000-image test set",
-    )  # fmt: skip
+    )
 
 
 def cache_dir(folder: Path) -> Path:
@@ -137,8 +151,9 @@ def _load_jpeg(root: Path) -> Splits:
             with np.load(cache) as z:
                 arrays = {key: z[key] for key in ("x_train", "y_train", "x_test", "y_test")}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            warnings.warn(f"{cache}: unreadable cache ({e}); decoding the JPEG copy again",
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{cache}: unreadable cache ({e}); decoding the JPEG copy again", stacklevel=2
+            )
     if arrays is None:
         arrays = _decode_tar(root / JPEG)
         try:
@@ -149,12 +164,13 @@ def _load_jpeg(root: Path) -> Splits:
         except OSError as e:
             warnings.warn(f"cannot cache the decoded JPEG copy at {cache}: {e}", stacklevel=2)
     return tensor_splits(
-        "cifar10", **arrays,
+        "cifar10",
+        **arrays,
         source="CIFAR-10 JPEG re-encoded copy (quality ~75) - likelihoods not comparable",
         sha256={Path(JPEG).name: digest},
         notes=f"decoded arrays cached in {cache}",
         lossy=True,
-    )  # fmt: skip
+    )
 
 
 def _decode_tar(path: Path) -> dict[str, np.ndarray]:

@@ -61,9 +61,14 @@ def load(root: Path, download: bool = False, **_) -> Splits:
     train = datasets.MNIST(root / "mnist", train=True)
     test = datasets.MNIST(root / "mnist", train=False)
     return tensor_splits(
-        "mnist", train.data[:, None], train.targets, test.data[:, None], test.targets,
-        source="torchvision MNIST IDX files", sha256=sums,
-    )  # fmt: skip
+        "mnist",
+        train.data[:, None],
+        train.targets,
+        test.data[:, None],
+        test.targets,
+        source="torchvision MNIST IDX files",
+        sha256=sums,
+    )
 
 
 def binarized_files(root: Path) -> list[Path]:
@@ -107,9 +112,11 @@ def load_binarized(root: Path, download: bool = False, **_) -> Splits:
         arrays[split] = ((pixels - ord("0")) * 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     return tensor_splits(
         "binarized_mnist",
-        arrays["train"], np.zeros(len(arrays["train"])),
-        arrays["test"], np.zeros(len(arrays["test"])),
+        arrays["train"],
+        np.zeros(len(arrays["train"])),
+        arrays["test"],
+        np.zeros(len(arrays["test"])),
         source="binarized MNIST, fixed binarization of Larochelle & Murray (2011), .amat files",
         sha256=sums,
         notes="50,000 train / 10,000 test (the 10,000 validation images unused); pixels 0/255",
-    )  # fmt: skip
+    )

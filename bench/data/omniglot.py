@@ -81,14 +81,18 @@ def load(root: Path, download: bool = False, image_size: int | None = None, **_)
         )
     x_train, y_train, x_test, y_test, n_classes = _arrays(drawings, size)
     return tensor_splits(
-        "omniglot", x_train, y_train, x_test, y_test,
+        "omniglot",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         source=(
             f"{origin}, inverted, resized 105->{size} (PIL BOX), drawers"
             f" 1-{TRAIN_DRAWERS} train / {TRAIN_DRAWERS + 1}-20 test"
         ),
         sha256=sums,
         notes=f"{n_classes} character classes; {drawings.duplicates} duplicate drawings dropped",
-    )  # fmt: skip
+    )
 
 
 def _from_mat(mat: Path, raw: dict) -> Splits:
@@ -99,12 +103,15 @@ def _from_mat(mat: Path, raw: dict) -> Splits:
         return np.rint(x * 255).astype(np.uint8)[:, None]
 
     return tensor_splits(
-        "omniglot", images("data"), raw["target"].argmax(0),
-        images("testdata"), raw["testtarget"].argmax(0),
+        "omniglot",
+        images("data"),
+        raw["target"].argmax(0),
+        images("testdata"),
+        raw["testtarget"].argmax(0),
         source="Omniglot chardata.mat (the 28x28 split of the IWAE paper)",
         sha256={mat.name: sha256(mat)},
         notes="y = alphabet index (the file's one-hot 'target'), not the character",
-    )  # fmt: skip
+    )
 
 
 class _Drawings(dict):

@@ -57,18 +57,27 @@ def _dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 PREPS: dict[str, Prep] = {
     "dynamic_binarize": Prep(
-        "binary", _binarize, _binarize, lambda d: 0.0,
+        "binary",
+        _binarize,
+        _binarize,
+        lambda d: 0.0,
         "training images binarized anew each step, the test set once with the run's seed",
     ),
     "binary": Prep(
-        "binary", _binary, _binary, lambda d: 0.0,
+        "binary",
+        _binary,
+        _binary,
+        lambda d: 0.0,
         "images that are already binary (e.g. the fixed Larochelle & Murray binarization)",
     ),
     "discrete256": Prep(
         "discrete256", _levels, _levels, lambda d: 0.0, "8-bit values, modelled as integers"
     ),
     "dequantize": Prep(
-        "continuous", _dequantize, _dequantize, dequantization_nats,
+        "continuous",
+        _dequantize,
+        _dequantize,
+        dequantization_nats,
         "uniform dequantization y = (x + u) / 256; NLL counts the D ln 256 of the rescaling",
     ),
-}  # fmt: skip
+}

@@ -39,9 +39,13 @@ def load(name: str) -> Splits:
         has_test = "x_test" in z.files
         x_test, y_test = (z["x_test"], z["y_test"]) if has_test else (x_train, y_train)
     return tensor_splits(
-        name, x_train, y_train, x_test, y_test,
+        name,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
         source=f"committed smoke sample bench/samples/{name}.npz ({sample.source})",
         sha256={path.name: got},
         notes="" if has_test else "too few images to split: test = the train images",
         lossy=sample.lossy,
-    )  # fmt: skip
+    )

@@ -80,8 +80,9 @@ def run_local(jobs: list[CellJob], workers: int, device: str, log=print) -> list
             queue.put(gpu)
     threads = jobs[0].threads if jobs else None
     log(f"{len(jobs)} cells, {workers} at once ({threads} threads each)")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(queue,))  # fmt: skip
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(queue,)
+    )
     try:
         outcomes = others_first(jobs, lambda batch: _run_in(pool, batch))
     except BaseException:

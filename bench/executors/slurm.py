@@ -134,15 +134,20 @@ def make_executor(opts: RunOptions, n_cells: int, name: str):
             folder=s.folder / "%j", cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS
         )
     except RuntimeError as e:  # submitit looks for `srun` as the executor is made
-        raise UsageError(f"--executor slurm: no Slurm client here ({e}); run on a machine with"
-                         " one (a login node), or use --executor submitit-local to try it here"
-                         ) from None  # fmt: skip
+        raise UsageError(
+            f"--executor slurm: no Slurm client here ({e}); run on a machine with"
+            " one (a login node), or use --executor submitit-local to try it here"
+        ) from None
     tasks = max(1, s.gpus_per_cell)  # one process per GPU, as torchrun would start
     params = dict(
-        name=name, timeout_min=s.time_min, nodes=1, tasks_per_node=tasks,
-        cpus_per_task=max(1, s.cpus_per_cell // tasks), gpus_per_node=s.gpus_per_cell,
+        name=name,
+        timeout_min=s.time_min,
+        nodes=1,
+        tasks_per_node=tasks,
+        cpus_per_task=max(1, s.cpus_per_cell // tasks),
+        gpus_per_node=s.gpus_per_cell,
         mem_gb=s.mem_gb,
-    )  # fmt: skip
+    )
     if cluster == "slurm":
         params.update(slurm_array_parallelism=min(s.array_parallelism, n_cells))
         if s.partition:
@@ -164,8 +169,10 @@ def submit(jobs: list[CellJob], opts: RunOptions):
             f" task); pass --time-min {least} or more"
         )
     executor = make_executor(opts, len(jobs), f"bench-{spec.id}-{opts.tier}")
-    jobs = [replace(j, wait=True, threads=opts.threads_per_cell or opts.slurm.cpus_per_cell)
-            for j in jobs]  # fmt: skip
+    jobs = [
+        replace(j, wait=True, threads=opts.threads_per_cell or opts.slurm.cpus_per_cell)
+        for j in jobs
+    ]
     try:
         return executor.map_array(CellTask(MAX_TIMEOUTS), jobs)
     except FileNotFoundError as e:
@@ -191,9 +198,11 @@ def run_submitit(jobs: list[CellJob], opts: RunOptions, log=print) -> list[Outco
         return outcomes
     jobs, submitted = queued, submit(queued, opts)
     first = submitted[0].job_id.split("_")[0] if submitted else "-"
-    log(f"submitted {len(submitted)} cells as job {first} ({opts.executor}); logs under"
+    log(
+        f"submitted {len(submitted)} cells as job {first} ({opts.executor}); logs under"
         f" {opts.slurm.folder}; `bench status {jobs[0].spec.id} --tier {opts.tier}` shows"
-        " them; Ctrl-C stops waiting, not the jobs")  # fmt: skip
+        " them; Ctrl-C stops waiting, not the jobs"
+    )
     accounted = get_executor(opts.executor).accounted
     return outcomes + _collect(list(zip(jobs, submitted, strict=True)), accounted, log)
 

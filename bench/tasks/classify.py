@@ -63,9 +63,15 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     """The data, the memory and step-time probe, and the seeded model before training."""
     name, dataset, device = cell["model"], cell["dataset"], ctx.device
     splits = datasets.load(
-        dataset, ctx.data_dir, sample=s.data == "sample", n_train=s.n_train, n_test=s.n_test,
-        seed=ctx.seed, download=ctx.download, image_size=s.image_size,
-    )  # fmt: skip
+        dataset,
+        ctx.data_dir,
+        sample=s.data == "sample",
+        n_train=s.n_train,
+        n_test=s.n_test,
+        seed=ctx.seed,
+        download=ctx.download,
+        image_size=s.image_size,
+    )
     num_classes = DATASETS[dataset].classes
     shape = tuple(splits.test[0][0].shape)
     # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.
@@ -98,10 +104,20 @@ def train(cell: dict, s: Settings, ctx: Context) -> Prepared:
             return F.cross_entropy(logits, y.to(device))
 
         t.history = fit(
-            Fit(model, optimizer, loss, t.splits.train, s.batch_size, s.epochs, lr_at, ctx.seed,
-                desc=ctx.desc, max_steps_per_epoch=s.max_steps_per_epoch),
+            Fit(
+                model,
+                optimizer,
+                loss,
+                t.splits.train,
+                s.batch_size,
+                s.epochs,
+                lr_at,
+                ctx.seed,
+                desc=ctx.desc,
+                max_steps_per_epoch=s.max_steps_per_epoch,
+            ),
             ctx.checkpoint,
-        )  # fmt: skip
+        )
         t.has_weights = True
         if ctx.weights is not None:
             save_atomic(model.state_dict(), ctx.weights)
@@ -124,8 +140,7 @@ def score(cell: dict, s: Settings, ctx: Context, t: Prepared) -> CellResult:
         metrics["error"] = evaluate(model, t.splits.test, dataset, s.eval_batch, device)
     if has(model, "inverse"):
         metrics["recon_error"] = reconstruction_error(model, t.splits.test, dataset, device)
-    return CellResult(metrics=metrics, memory=memory, data=asdict(t.splits.info),
-                      history=t.history)  # fmt: skip
+    return CellResult(metrics=metrics, memory=memory, data=asdict(t.splits.info), history=t.history)
 
 
 @torch.no_grad()

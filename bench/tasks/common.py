@@ -61,9 +61,20 @@ class _SkipInit(TorchFunctionMode):
 
 
 _INITIALISERS = {
-    "normal_", "uniform_", "zero_", "fill_", "ones_", "zeros_", "constant_", "trunc_normal_",
-    "kaiming_normal_", "kaiming_uniform_", "xavier_normal_", "xavier_uniform_", "orthogonal_",
-}  # fmt: skip
+    "normal_",
+    "uniform_",
+    "zero_",
+    "fill_",
+    "ones_",
+    "zeros_",
+    "constant_",
+    "trunc_normal_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "orthogonal_",
+}
 
 
 def _on_meta(value) -> bool:
@@ -84,6 +95,8 @@ def meta_model(name: str, contract: Contract, **kwargs):
     model = _META_MODELS[key]
     found = problems(model, contract)
     if found:
-        raise ValueError(f"model '{name}' does not meet the {contract.name} contract"
-                         f" (bench/contracts.py): {'; '.join(found)}")  # fmt: skip
+        raise ValueError(
+            f"model '{name}' does not meet the {contract.name} contract"
+            f" (bench/contracts.py): {'; '.join(found)}"
+        )
     return model

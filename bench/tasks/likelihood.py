@@ -98,9 +98,15 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     """The data and the model as training starts: seeded, initialised, one step measured."""
     prep, device = PREPS[s.prep], ctx.device
     splits = datasets.load(
-        cell["dataset"], ctx.data_dir, sample=s.data == "sample", n_train=s.n_train,
-        n_test=s.n_test, seed=ctx.seed, download=ctx.download, image_size=s.image_size,
-    )  # fmt: skip
+        cell["dataset"],
+        ctx.data_dir,
+        sample=s.data == "sample",
+        n_train=s.n_train,
+        n_test=s.n_test,
+        seed=ctx.seed,
+        download=ctx.download,
+        image_size=s.image_size,
+    )
     if splits.info.lossy:
         raise datasets.DataError(
             f"{splits.info.source}: lossy images give meaningless likelihoods; use a lossless"
@@ -129,8 +135,9 @@ def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
         lambda: loss(model, (x_train[: s.batch_size],)), model.parameters(), device
     )
     data = {**asdict(splits.info), "prep": f"{s.prep}: {prep.doc}"}
-    return Prepared(model, loss=loss, x_train=x_train, x_test=x_test, shape=shape, memory=memory,
-                    data=data)  # fmt: skip
+    return Prepared(
+        model, loss=loss, x_train=x_train, x_test=x_test, shape=shape, memory=memory, data=data
+    )
 
 
 def epoch_units(model, x: torch.Tensor, s: Settings, seed: int) -> Callable[[int], dict]:
@@ -234,8 +241,10 @@ def evaluate(
     n = len(nll)
     if not torch.isfinite(nll).all():
         bad = nll[~torch.isfinite(nll)]
-        raise NonFiniteMetric(f"test NLL is {bad[0].item()} for {len(bad)} of {n} images; the"
-                              " model's nll is not finite there")  # fmt: skip
+        raise NonFiniteMetric(
+            f"test NLL is {bad[0].item()} for {len(bad)} of {n} images; the"
+            " model's nll is not finite there"
+        )
     mean = nll.mean().item()
     stderr = (nll.std() / math.sqrt(n)).item() if n > 1 else None
     metrics = {

@@ -82,12 +82,23 @@ class LikelihoodSettings:
         check_data(self.data)
         if self.prep not in PREPS:
             raise ValueError(f"prep must be one of {', '.join(PREPS)}, got {self.prep!r}")
-        for name in ("stages", "lr", "batch_size", "adam_eps", "nll_k", "nll_chunk", "nll_batch",
-                     "au_samples", "stages_per_decade", "init_batch"):  # fmt: skip
+        for name in (
+            "stages",
+            "lr",
+            "batch_size",
+            "adam_eps",
+            "nll_k",
+            "nll_chunk",
+            "nll_batch",
+            "au_samples",
+            "stages_per_decade",
+            "init_batch",
+        ):
             positive(name, getattr(self, name))
         if not 0 <= self.adam_beta2 < 1:
-            raise ValueError(f"adam_beta2 must be in [0, 1) (torch's notation), got"
-                             f" {self.adam_beta2}")  # fmt: skip
+            raise ValueError(
+                f"adam_beta2 must be in [0, 1) (torch's notation), got {self.adam_beta2}"
+            )
         for name in ("n_train", "n_test", "max_steps_per_epoch", "image_size"):
             positive(name, getattr(self, name), allow_none=True)
         if isinstance(self.au_epoch_images, bool) or not isinstance(self.au_epoch_images, int):
@@ -196,10 +207,15 @@ def rehearsal(s, sample: bool = False):
         )
     if isinstance(s, ClassifySettings):
         milestones = list(range(1, len(s.lr_milestones) + 1))
-        return replace(s, epochs=max(2, len(milestones) + 1), lr_milestones=milestones,
-                       max_steps_per_epoch=REHEARSAL_STEPS, timing_steps=1,
-                       n_test=min(s.n_test or 2 * REHEARSAL_TEST_IMAGES, 2 * REHEARSAL_TEST_IMAGES),
-                       **data)  # fmt: skip
+        return replace(
+            s,
+            epochs=max(2, len(milestones) + 1),
+            lr_milestones=milestones,
+            max_steps_per_epoch=REHEARSAL_STEPS,
+            timing_steps=1,
+            n_test=min(s.n_test or 2 * REHEARSAL_TEST_IMAGES, 2 * REHEARSAL_TEST_IMAGES),
+            **data,
+        )
     return replace(s, timing_steps=1)
 
 
@@ -233,8 +249,11 @@ def check_cell(task: str, cell: dict, s) -> None:
         )
     if task == "likelihood":
         kwargs = model_arguments(cell)
-        kwargs = {"shape": image_shape(cell["dataset"], s),
-                  **s.model_kwargs.get(cell["model"], {}), **kwargs}  # fmt: skip
+        kwargs = {
+            "shape": image_shape(cell["dataset"], s),
+            **s.model_kwargs.get(cell["model"], {}),
+            **kwargs,
+        }
     else:
         kwargs = model_arguments(cell)
         kwargs["num_classes"] = DATASETS[cell["dataset"]].classes

@@ -60,9 +60,16 @@ def test_measure_step_on_the_cpu():
     x = torch.randn(8, 64)
     report = measure_step(lambda: layer(x).square().sum(), layer.parameters(), torch.device("cpu"))
     assert set(report) == {
-        "saved_bytes", "saved_tensors", "rss_before_bytes", "rss_forward_delta_bytes",
-        "rss_peak_bytes", "rss_step_peak_bytes", "cuda_peak_bytes", "nvml_process_bytes", "notes",
-    }  # fmt: skip
+        "saved_bytes",
+        "saved_tensors",
+        "rss_before_bytes",
+        "rss_forward_delta_bytes",
+        "rss_peak_bytes",
+        "rss_step_peak_bytes",
+        "cuda_peak_bytes",
+        "nvml_process_bytes",
+        "notes",
+    }
     # Saved: x (2,048 bytes) for the weight gradient, layer(x) (1,024 bytes) for square.
     assert (report["saved_bytes"], report["saved_tensors"]) == (8 * 64 * 4 + 8 * 32 * 4, 2)
     assert report["rss_peak_bytes"] >= report["rss_before_bytes"] > 0
@@ -91,7 +98,10 @@ def test_peak_rss_belongs_to_the_process_not_its_parent():
     ballast = torch.ones(200 * 2**20, dtype=torch.uint8)  # 200 MiB resident in this process
     ballast += 1
     code = "from bench.activations import peak_rss_bytes; print(peak_rss_bytes())"
-    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               check=True).stdout)  # fmt: skip
+    child = int(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert child < peak_rss_bytes() - 150 * 2**20
     del ballast

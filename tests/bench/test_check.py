@@ -34,8 +34,17 @@ active_units = { abs = 1, reason = "threshold flips" }
 
 
 def record(cell="c", status="ok", seed=0, **metrics) -> Record:
-    return Record(table="t", tier="smoke", cell=cell, params={}, status=status,
-                  metrics=metrics, settings={"lr": 0.1}, seed=seed, commit="abc")  # fmt: skip
+    return Record(
+        table="t",
+        tier="smoke",
+        cell=cell,
+        params={},
+        status=status,
+        metrics=metrics,
+        settings={"lr": 0.1},
+        seed=seed,
+        commit="abc",
+    )
 
 
 def test_bands_bounds_and_exact_counts():
@@ -56,11 +65,15 @@ def test_failing_rows_first_and_a_missing_reference_is_no_regression(spec_dir):
     path = write_spec(spec_dir)
     path.write_text(path.read_text() + CHECK)
     spec = load_spec(path)
-    refs = {"a": record("a", nll=100.0, active_units=[5]),
-            "b": record("b", nll=100.0, active_units=[5])}  # fmt: skip
-    fresh = {"a": record("a", nll=100.01, active_units=[5]),
-             "b": record("b", nll=105.0, active_units=[5]),
-             "c": record("c", nll=1.0, active_units=[5])}  # fmt: skip
+    refs = {
+        "a": record("a", nll=100.0, active_units=[5]),
+        "b": record("b", nll=100.0, active_units=[5]),
+    }
+    fresh = {
+        "a": record("a", nll=100.01, active_units=[5]),
+        "b": record("b", nll=105.0, active_units=[5]),
+        "c": record("c", nll=1.0, active_units=[5]),
+    }
     report = compare(spec, "smoke", ["a", "b", "c"], refs, fresh)
     assert [(r.cell, r.metric) for r in report.failed] == [("b", "nll")]
     assert report.rows[0].cell == "b"
@@ -140,13 +153,15 @@ def scaling_without_its_log_det(monkeypatch):
 
 def sharper_logits(monkeypatch):
     logits = models.pixelcnn.PixelCNN.logits
-    monkeypatch.setattr(models.pixelcnn.PixelCNN, "logits",
-                        lambda self, x, y=None: 3 * logits(self, x, y))  # fmt: skip
+    monkeypatch.setattr(
+        models.pixelcnn.PixelCNN, "logits", lambda self, x, y=None: 3 * logits(self, x, y)
+    )
 
 
 def no_kl_in_the_loss(monkeypatch):
-    monkeypatch.setattr(models.hvae.HierarchicalVAE, "forward",
-                        lambda self, x: self.elbo_terms(x)["rec"])  # fmt: skip
+    monkeypatch.setattr(
+        models.hvae.HierarchicalVAE, "forward", lambda self, x: self.elbo_terms(x)["rec"]
+    )
 
 
 def no_fit_to_the_data(monkeypatch):

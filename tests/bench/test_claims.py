@@ -17,8 +17,15 @@ from .conftest import write_spec
 
 def record(cell: str, params: dict, **metrics) -> Record:
     data = {"sha256": {"x": "0"}, "n_test": 4, "notes": ""}
-    return Record(table="iwae-table", tier="small", cell=cell, params=params, status="ok",
-                  metrics=metrics, data=data)  # fmt: skip
+    return Record(
+        table="iwae-table",
+        tier="small",
+        cell=cell,
+        params=params,
+        status="ok",
+        metrics=metrics,
+        data=data,
+    )
 
 
 NLL = TASKS["likelihood"].measure("nll")
@@ -73,9 +80,13 @@ def test_verdicts(expect, diff, se, result):
 
 @pytest.mark.parametrize(
     "diff, se, result",
-    [(0.2, 0.1, "holds"), (-0.5, 0.4, "inconclusive"), (3.0, 0.4, "does not hold"),
-     (0.0, None, "inconclusive")],
-)  # fmt: skip
+    [
+        (0.2, 0.1, "holds"),
+        (-0.5, 0.4, "inconclusive"),
+        (3.0, 0.4, "does not hold"),
+        (0.0, None, "inconclusive"),
+    ],
+)
 def test_a_match_holds_when_the_whole_interval_lies_within_the_margin(diff, se, result):
     assert verdict("equal", diff, se, margin=1.0) == result
 
@@ -101,8 +112,10 @@ def test_rising_along_k():
     spec = get_spec("iwae-table")
     rising = spec.claims[2]
     units = {1: [20], 5: [25], 50: [24]}
-    records = {f"mnist-layers1-k{k}-iwae": record(f"mnist-layers1-k{k}-iwae", {},
-               active_units=u) for k, u in units.items()}  # fmt: skip
+    records = {
+        f"mnist-layers1-k{k}-iwae": record(f"mnist-layers1-k{k}-iwae", {}, active_units=u)
+        for k, u in units.items()
+    }
     found = compare(spec, "small", records, rising)
     mnist = next(c for c in found if c.group.startswith("dataset mnist, layers 1"))
     assert mnist.verdict == "does not hold" and "20 -> 25 -> 24" in mnist.group
@@ -129,16 +142,27 @@ def test_a_claim_may_compare_values_only_a_tier_grid_has():
 @pytest.mark.parametrize(
     "claim, problem",
     [
-        ('{ label = "x", metric = "bogus", expect = "lower", a = { model = "iwae" },'
-         ' b = { model = "vae" } }', "'bogus' is not a metric"),
-        ('{ label = "x", metric = "nll", expect = "smaller", a = { model = "iwae" },'
-         ' b = { model = "vae" } }', "expected one of"),
-        ('{ label = "x", metric = "nll", expect = "rising", a = { model = "iwae" } }',
-         "needs along"),
-        ('{ label = "x", metric = "nll", expect = "lower", a = { model = "gan" },'
-         ' b = { model = "vae" } }', "'gan' is not in grid.model"),
+        (
+            '{ label = "x", metric = "bogus", expect = "lower", a = { model = "iwae" },'
+            ' b = { model = "vae" } }',
+            "'bogus' is not a metric",
+        ),
+        (
+            '{ label = "x", metric = "nll", expect = "smaller", a = { model = "iwae" },'
+            ' b = { model = "vae" } }',
+            "expected one of",
+        ),
+        (
+            '{ label = "x", metric = "nll", expect = "rising", a = { model = "iwae" } }',
+            "needs along",
+        ),
+        (
+            '{ label = "x", metric = "nll", expect = "lower", a = { model = "gan" },'
+            ' b = { model = "vae" } }',
+            "'gan' is not in grid.model",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_claims_are_one_line_spec_errors(spec_dir, claim, problem):
     path = write_spec(spec_dir)
     path.write_text(path.read_text().replace("notes = [", f"claims = [{claim}]\nnotes = [", 1))
@@ -170,8 +194,12 @@ def test_seed_replicates_compare_their_means_with_the_seed_spread():
     (c,) = compare(spec, "medium", records, claim)
     assert c.diff == pytest.approx(10.5) and c.verdict == "does not hold"
 
-    tight = {("resnet32", 0): 30.0, ("resnet32", 1): 30.2, ("revnet38", 0): 30.1,
-             ("revnet38", 1): 30.3}  # fmt: skip
+    tight = {
+        ("resnet32", 0): 30.0,
+        ("resnet32", 1): 30.2,
+        ("revnet38", 0): 30.1,
+        ("revnet38", 1): 30.3,
+    }
     records = replicate_records(tight)
     (c,) = compare(spec, "medium", records, claim)
     assert c.verdict == "holds"  # 0.1 + 4.30 x 0.14 < 1
@@ -186,8 +214,9 @@ def test_seed_replicates_compare_their_means_with_the_seed_spread():
     (c,) = compare(spec, "medium", records, claim)
     assert c.se is None and c.seeds == (1, 2) and c.verdict == "inconclusive"
 
-    same = replicate_records({("resnet32", 0): 30.0, ("resnet32", 1): 30.0, ("revnet38", 0): 33.0,
-                              ("revnet38", 1): 33.0})  # fmt: skip
+    same = replicate_records(
+        {("resnet32", 0): 30.0, ("resnet32", 1): 30.0, ("revnet38", 0): 33.0, ("revnet38", 1): 33.0}
+    )
     (c,) = compare(spec, "medium", same, claim)
     assert c.verdict == "inconclusive"  # seeds that agree exactly: too few to measure a spread
 
@@ -195,7 +224,8 @@ def test_seed_replicates_compare_their_means_with_the_seed_spread():
 def test_a_directional_claim_over_seeds_needs_a_spread_on_both_sides(spec_dir):
     spec = get_spec("revnet-cifar")
     lower = replace(spec.claims[0], expect="lower", margin=None)
-    records = replicate_records({("resnet32", 0): 30.0, ("resnet32", 1): 36.0,
-                                 ("revnet38", 0): 32.9})  # fmt: skip
+    records = replicate_records(
+        {("resnet32", 0): 30.0, ("resnet32", 1): 36.0, ("revnet38", 0): 32.9}
+    )
     (c,) = compare(spec, "medium", records, lower)
     assert c.diff == pytest.approx(-0.1) and c.verdict == "inconclusive"  # not the sign alone

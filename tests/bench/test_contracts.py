@@ -50,9 +50,10 @@ def test_every_registered_model_is_listed_here():
 @pytest.mark.parametrize("name", [*DENSITY_MODELS, *CLASSIFIERS])
 def test_declaration_meets_the_contract(name):
     contract, kwargs = (
-        (DENSITY, DENSITY_MODELS[name]) if name in DENSITY_MODELS else (CLASSIFIER,
-                                                                        CLASSIFIERS[name][0])
-    )  # fmt: skip
+        (DENSITY, DENSITY_MODELS[name])
+        if name in DENSITY_MODELS
+        else (CLASSIFIER, CLASSIFIERS[name][0])
+    )
     with torch.device("meta"):
         model = models.build(name, **kwargs)
     assert problems(model, contract) == []

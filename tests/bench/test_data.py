@@ -559,8 +559,11 @@ def write_lossless(root: Path) -> dict[str, dict]:
     rng = np.random.default_rng(3)
     batches = {}
     for name in ("data_batch_1", "test_batch"):
-        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [1, 2, 3, 9],
-                 "batch_label": name}  # fmt: skip
+        batch = {
+            "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+            "labels": [1, 2, 3, 9],
+            "batch_label": name,
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
         batches[name] = batch
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}))

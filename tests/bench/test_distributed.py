@@ -15,10 +15,24 @@ from .conftest import IWAE, write_spec
 
 def run(prefix: list[str], root, spec_dir) -> dict:
     args = [
-        *prefix, "-m", "bench", "--specs", str(spec_dir), "--results", str(root / "results"),
-        "--tables", str(root / "tables"), "run", "tiny", "--tier", "smoke", "--cells", IWAE,
-        "--checkpoints", str(root / "ckpt"),
-    ]  # fmt: skip
+        *prefix,
+        "-m",
+        "bench",
+        "--specs",
+        str(spec_dir),
+        "--results",
+        str(root / "results"),
+        "--tables",
+        str(root / "tables"),
+        "run",
+        "tiny",
+        "--tier",
+        "smoke",
+        "--cells",
+        IWAE,
+        "--checkpoints",
+        str(root / "ckpt"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -27,8 +41,16 @@ def run(prefix: list[str], root, spec_dir) -> dict:
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path, spec_dir):
-    write_spec(spec_dir, epochs_per_stage=[3], batch_size=32, n_train=128, max_steps_per_epoch=4,
-               n_test=32, nll_k=64, nll_chunk=64)  # fmt: skip
+    write_spec(
+        spec_dir,
+        epochs_per_stage=[3],
+        batch_size=32,
+        n_train=128,
+        max_steps_per_epoch=4,
+        n_test=32,
+        nll_k=64,
+        nll_chunk=64,
+    )
     one = run([sys.executable], tmp_path / "one", spec_dir)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = run(torchrun, tmp_path / "two", spec_dir)

@@ -40,16 +40,34 @@ def bench(tmp_path, capsys, monkeypatch):
 def trained(bench, tmp_path, table: str, cell: str) -> tuple:
     """Train `cell` with --save-weights into <tmp>/run; its record and weights file."""
     run = tmp_path / "run"
-    status, out, err = bench("run", table, "--cells", cell, "--save-weights", "--results",
-                             str(run / "results"), "--checkpoints", str(run / "ckpt"))  # fmt: skip
+    status, out, err = bench(
+        "run",
+        table,
+        "--cells",
+        cell,
+        "--save-weights",
+        "--results",
+        str(run / "results"),
+        "--checkpoints",
+        str(run / "ckpt"),
+    )
     assert status == 0, err
     weights = run / "ckpt" / table / "smoke" / f"{cell}.weights.pt"
     return read_record(record_path(run / "results", table, "smoke", cell)), weights
 
 
 def evaluated(bench, tmp_path, table: str, cell: str, checkpoint, *more: str):
-    return bench("eval", table, "--cell", cell, "--checkpoint", str(checkpoint),
-                 "--results", str(tmp_path / "eval"), *more)  # fmt: skip
+    return bench(
+        "eval",
+        table,
+        "--cell",
+        cell,
+        "--checkpoint",
+        str(checkpoint),
+        "--results",
+        str(tmp_path / "eval"),
+        *more,
+    )
 
 
 def one_error_line(err: str) -> str:
@@ -198,8 +216,12 @@ def test_bad_requests_are_one_line_and_write_nothing(bench, tmp_path, capsys, ca
         torch.save({"weight": torch.zeros(2)}, checkpoint)
     else:
         torch.save([torch.zeros(2)], checkpoint)
-    args = {"missing": ["--checkpoint", str(tmp_path / "nope.pt")], "cell": ["--cell", "nope"],
-            "tier": ["--tier", "medium"], "data": ["--tier", "small"]}.get(case, [])  # fmt: skip
+    args = {
+        "missing": ["--checkpoint", str(tmp_path / "nope.pt")],
+        "cell": ["--cell", "nope"],
+        "tier": ["--tier", "medium"],
+        "data": ["--tier", "small"],
+    }.get(case, [])
     status, out, err = evaluated(bench, tmp_path, "tiny", VAE, checkpoint, *args)
     assert (status, out) == (2, "")
     line = one_error_line(err)
@@ -239,10 +261,23 @@ def test_a_run_retrains_a_cell_whose_record_was_evaluated(bench, tmp_path):
     write_spec(tmp_path / "specs")
     ran, weights = trained(bench, tmp_path, "tiny", VAE)
     results, ckpt = tmp_path / "run" / "results", tmp_path / "run" / "ckpt"
-    assert bench("eval", "tiny", "--cell", VAE, "--checkpoint", str(weights), "--results",
-                 str(results), "--force")[0] == 0  # fmt: skip
-    status, _, err = bench("run", "tiny", "--cells", VAE, "--results", str(results),
-                           "--checkpoints", str(ckpt))  # fmt: skip
+    assert (
+        bench(
+            "eval",
+            "tiny",
+            "--cell",
+            VAE,
+            "--checkpoint",
+            str(weights),
+            "--results",
+            str(results),
+            "--force",
+        )[0]
+        == 0
+    )
+    status, _, err = bench(
+        "run", "tiny", "--cells", VAE, "--results", str(results), "--checkpoints", str(ckpt)
+    )
     assert status == 0 and "done already" not in err
     record = read_record(record_path(results, "tiny", "smoke", VAE))
     assert record.evaluated_from == {} and record.history

@@ -19,8 +19,11 @@ from .conftest import options
 def copy_of_the_code(tmp_path, monkeypatch):
     """The project's bench/ and models/ copied to tmp_path, with fingerprint reading there."""
     for folder in ("bench", "models"):
-        shutil.copytree(fingerprint.ROOT / folder, tmp_path / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.npz"))  # fmt: skip
+        shutil.copytree(
+            fingerprint.ROOT / folder,
+            tmp_path / folder,
+            ignore=shutil.ignore_patterns("__pycache__", "*.npz"),
+        )
     monkeypatch.setattr(fingerprint, "ROOT", tmp_path)
     return tmp_path
 
@@ -37,8 +40,12 @@ def test_the_code_hash_moves_with_the_models_and_tasks_code_only(copy_of_the_cod
     edit(root / "models" / "revnet.py")  # another model family
     edit(root / "models" / "__init__.py")  # another registry entry
     assert fingerprint.code(TASKS["likelihood"], ["vae"]) == before
-    for changed in ("models/iwae.py", "bench/tasks/likelihood.py", "bench/train.py",
-                    "bench/data/prep.py"):  # fmt: skip
+    for changed in (
+        "models/iwae.py",
+        "bench/tasks/likelihood.py",
+        "bench/train.py",
+        "bench/data/prep.py",
+    ):
         edit(root / changed)
         after = fingerprint.code(TASKS["likelihood"], ["vae"])
         assert after != before, changed

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 def test_interleave_and_ratio_structure():
     calls = []
-    t = interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                   Settings(rounds=3, min_sample_s=0.0))  # fmt: skip
+    t = interleave(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        Settings(rounds=3, min_sample_s=0.0),
+    )
     assert calls[2:] == ["a", "b", "b", "a", "a", "b"]  # after one calibration call each
     assert len(t["a"].wall) == len(t["a"].cpu) == 3
     r = ratio(Timing([2.0, 4.0, 3.0], [1.0, 1.0, 1.0]), Timing([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]))
@@ -35,8 +37,14 @@ def test_each_round_records_its_load_and_rounds_above_the_cores_are_flagged(monk
     t = interleave({"a": lambda: None, "b": lambda: None}, Settings(rounds=3, min_sample_s=0.0))
     assert t["a"].load == t["b"].load == [1.0, 9.0, 1.5]  # one reading per round, shared
     r = row("case", t["a"], t["b"], "b")
-    assert r["load_1min"] == {"median": 1.5, "min": 1.0, "max": 9.0, "n": 3, "cores": 2,
-                              "rounds_over_cores": 1}  # fmt: skip
+    assert r["load_1min"] == {
+        "median": 1.5,
+        "min": 1.0,
+        "max": 9.0,
+        "n": 3,
+        "cores": 2,
+        "rounds_over_cores": 1,
+    }
     sgemm = {"before": {"median": 1.0}, "after": {"median": 1.0}}
     record = dict(benchmark="nice", rows=[r], versions={}, quick=True, cpu_count=2, device="cpu")
     record |= dict(sgemm_gflops=sgemm, loadavg={"before": [], "after": []}, wall_s=1, cpu_s=1)

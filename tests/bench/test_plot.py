@@ -35,8 +35,17 @@ PNG = b"\x89PNG"
 
 
 def record(spec, cell, metrics, history=(), tier="small", seed=0) -> Record:
-    return Record(table=spec.id, tier=tier, cell=cell.id, params=cell.as_dict(), status="ok",
-                  metrics=metrics, history=list(history), device="cpu", seed=seed)  # fmt: skip
+    return Record(
+        table=spec.id,
+        tier=tier,
+        cell=cell.id,
+        params=cell.as_dict(),
+        status="ok",
+        metrics=metrics,
+        history=list(history),
+        device="cpu",
+        seed=seed,
+    )
 
 
 def by_gid(fig, gid: str):
@@ -66,9 +75,18 @@ def close_figures():
 
 
 def iwae_records(spec):
-    return {c.id: record(spec, c, {"nll": 100.0 + c.as_dict()["k"] / 10, "nll_stderr": 0.5,
-                                   "active_units": [20] * c.as_dict()["layers"]})
-            for c in spec.cells("small")}  # fmt: skip
+    return {
+        c.id: record(
+            spec,
+            c,
+            {
+                "nll": 100.0 + c.as_dict()["k"] / 10,
+                "nll_stderr": 0.5,
+                "active_units": [20] * c.as_dict()["layers"],
+            },
+        )
+        for c in spec.cells("small")
+    }
 
 
 def test_iwae_claim_figure_shows_nll_and_units_against_k_per_objective():
@@ -101,12 +119,19 @@ def test_iwae_claim_figure_shows_nll_and_units_against_k_per_objective():
 def test_a_series_with_several_records_at_one_x_is_averaged_and_each_shown(tmp_path):
     spec = get_spec("revnet-memory")
     cells = spec.cells("small")
-    records = {c.id: record(spec, c, {"depth": 6 * c.as_dict()["units"] + 2, "saved_mib": 1.0,
-                                      "step_s": 0.1})
-               for c in cells}  # fmt: skip
+    records = {
+        c.id: record(
+            spec, c, {"depth": 6 * c.as_dict()["units"] + 2, "saved_mib": 1.0, "step_s": 0.1}
+        )
+        for c in cells
+    }
     one = cells[0]
-    records["again"] = record(spec, one, {"depth": 6 * one.as_dict()["units"] + 2,
-                                          "saved_mib": 3.0, "step_s": 0.1}, seed=1)  # fmt: skip
+    records["again"] = record(
+        spec,
+        one,
+        {"depth": 6 * one.as_dict()["units"] + 2, "saved_mib": 3.0, "step_s": 0.1},
+        seed=1,
+    )
     fig = claim_figure(spec, records)
     ax = axes(fig, "saved_mib | ")
     xs, ys = line(ax, "measured resnet_cifar, basic")
@@ -168,8 +193,9 @@ def test_every_likelihood_table_draws_its_claim_and_its_samples(table, tmp_path)
     fig = claim_figure(spec, records)
     for c in spec.cells("small"):
         for y in spec.plot.y:
-            panel = ", ".join(v if isinstance(v := c.as_dict()[f], str) else f"{f} {v}"
-                              for f in spec.plot.panels)  # fmt: skip
+            panel = ", ".join(
+                v if isinstance(v := c.as_dict()[f], str) else f"{f} {v}" for f in spec.plot.panels
+            )
             ax = axes(fig, f"{y} | {panel}")
             assert (
                 bar_height(ax, f"measured {c.as_dict()[spec.plot.x]}") == records[c.id].metrics[y]
@@ -197,8 +223,10 @@ def test_measured_vs_published_and_curves(tmp_path):
     spec = get_spec("iwae-table")
     cells = spec.cells("full")[:3]
     history = [{"epoch": 1, "loss": 120.0}, {"epoch": 2, "loss": 110.0}]
-    records = {c.id: record(spec, c, {"nll": 100.0 + i, "active_units": [20]}, history)
-               for i, c in enumerate(cells)}  # fmt: skip
+    records = {
+        c.id: record(spec, c, {"nll": 100.0 + i, "active_units": [20]}, history)
+        for i, c in enumerate(cells)
+    }
     for draw, name in ((plot_published_vs_measured, "a.png"), (plot_curves, "b.png")):
         path = draw(spec, records, tmp_path / name)
         assert path.read_bytes().startswith(PNG)

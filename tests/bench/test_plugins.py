@@ -81,13 +81,27 @@ def bench(site: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     out = ["--results", str(tmp / "results"), "--tables", str(tmp / "tables")]
     return subprocess.run(
         [sys.executable, "-m", "bench", *args, *out, "--checkpoints", str(tmp / "ckpt")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_plugin_and_an_entry_point_get_rows_claims_and_provenance(site, tmp_path):
-    done = bench(site, tmp_path, "run", "pixelcnn-mnist", "--tier", "smoke",
-                 "--add-model", "mine=mypkg.flows:MyFlow", "--add-model", "bernoulli")  # fmt: skip
+    done = bench(
+        site,
+        tmp_path,
+        "run",
+        "pixelcnn-mnist",
+        "--tier",
+        "smoke",
+        "--add-model",
+        "mine=mypkg.flows:MyFlow",
+        "--add-model",
+        "bernoulli",
+    )
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "tables" / "pixelcnn-mnist-smoke.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith(("| mine", "| bernoulli"))]
@@ -106,8 +120,18 @@ def test_a_plugin_and_an_entry_point_get_rows_claims_and_provenance(site, tmp_pa
 
 
 def test_a_plugin_classifier_runs_its_memory_probe_in_a_fresh_process(site, tmp_path):
-    done = bench(site, tmp_path, "run", "revnet-cifar", "--tier", "smoke", "--cells", "tiny-*",
-                 "--add-model", "tiny=mypkg.flows:Tiny")  # fmt: skip
+    done = bench(
+        site,
+        tmp_path,
+        "run",
+        "revnet-cifar",
+        "--tier",
+        "smoke",
+        "--cells",
+        "tiny-*",
+        "--add-model",
+        "tiny=mypkg.flows:Tiny",
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "results/revnet-cifar/smoke/tiny-cifar10.json").read_text())
     assert record["status"] == "ok" and record["metrics"]["saved_mib"] > 0
@@ -115,8 +139,16 @@ def test_a_plugin_classifier_runs_its_memory_probe_in_a_fresh_process(site, tmp_
 
 
 def test_a_plugin_that_breaks_the_contract_is_one_line_and_writes_nothing(site, tmp_path):
-    done = bench(site, tmp_path, "run", "pixelcnn-mnist", "--tier", "smoke",
-                 "--add-model", "bad=mypkg.flows:Broken")  # fmt: skip
+    done = bench(
+        site,
+        tmp_path,
+        "run",
+        "pixelcnn-mnist",
+        "--tier",
+        "smoke",
+        "--add-model",
+        "bad=mypkg.flows:Broken",
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not meet the density model contract" in lines[0]
@@ -161,16 +193,22 @@ def test_register_refuses_our_names_and_unknown_modules():
 
 @pytest.mark.parametrize(
     "source, message",
-    [("class Flow(:\n    pass\n", "raised SyntaxError: invalid syntax"),
-     ("raise ZeroDivisionError('at import')\n", "raised ZeroDivisionError: at import"),
-     ("import sys\nsys.exit(3)\n", "raised SystemExit: 3"),
-     ("from mypkg.flows import MyFlow\n\n\nclass Flow(MyFlow):\n    def __init__(self, shape):\n"
-      "        raise RuntimeError('boom in __init__')\n",
-      "building model 'mine' raised RuntimeError: boom in __init__")],
+    [
+        ("class Flow(:\n    pass\n", "raised SyntaxError: invalid syntax"),
+        ("raise ZeroDivisionError('at import')\n", "raised ZeroDivisionError: at import"),
+        ("import sys\nsys.exit(3)\n", "raised SystemExit: 3"),
+        (
+            "from mypkg.flows import MyFlow\n\n\nclass Flow(MyFlow):\n"
+            "    def __init__(self, shape):\n"
+            "        raise RuntimeError('boom in __init__')\n",
+            "building model 'mine' raised RuntimeError: boom in __init__",
+        ),
+    ],
     ids=["syntax error", "raises on import", "exits on import", "constructor raises"],
-)  # fmt: skip
-def test_a_plugin_that_fails_to_import_or_build_is_one_line(site, tmp_path, capsys, monkeypatch,
-                                                           source, message):  # fmt: skip
+)
+def test_a_plugin_that_fails_to_import_or_build_is_one_line(
+    site, tmp_path, capsys, monkeypatch, source, message
+):
     from bench.cli import main
 
     module = f"hostile_{abs(hash(source))}"

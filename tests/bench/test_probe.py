@@ -20,10 +20,13 @@ def scripted(monkeypatch, seconds: dict[str, list[float]]):
 def test_paired_step_time_cancels_a_change_of_machine_speed(monkeypatch):
     # The machine slows down 3x halfway through; the cell always costs 1.5 reference steps.
     # Order: warm-up cell, warm-up reference, then reference, (cell, reference) x 4.
-    scripted(monkeypatch, {
-        "cell": [9.0, 1.5, 1.5, 4.5, 4.5],
-        "ref": [9.0, 1.0, 1.0, 1.0, 3.0, 3.0],
-    })  # fmt: skip
+    scripted(
+        monkeypatch,
+        {
+            "cell": [9.0, 1.5, 1.5, 4.5, 4.5],
+            "ref": [9.0, 1.0, 1.0, 1.0, 3.0, 3.0],
+        },
+    )
     t = probing.step_times(Workload("cell", 10, 2, (3, 8, 8)), steps=4, reference={"model": "ref"})
     # Around the speed change the pair gives 4.5 / 2, an outlier the median ignores.
     assert t["step_rel"] == pytest.approx(1.5)

@@ -119,8 +119,9 @@ def test_provenance_names_the_commit_of_the_code_not_of_the_working_directory(
     tmp_path, monkeypatch
 ):
     package = Path(rec.__file__).parent
-    head = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True,
-                          text=True)  # fmt: skip
+    head = subprocess.run(
+        ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
     if head.returncode != 0:
         pytest.skip("bench is not installed from a git checkout")
     monkeypatch.chdir(tmp_path)  # e.g. `bench run` started from a scratch folder
@@ -157,12 +158,27 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
 @pytest.mark.parametrize(
     "change",
-    [{"commit": None}, {"metrics": "garbage"}, {"status": "good"}, {"history": [1]},
-     {"seed": "3"}, {"versions": {"torch": 2}}, {"plugin": {"model": "x"}},
-     {"evaluated_from": {"path": "p", "kind": "weights", "sha256": 5}}],
-    ids=["commit null", "metrics a string", "unknown status", "history of numbers", "seed a str",
-         "version a number", "plugin without its constructor", "evaluated_from sha256 a number"],
-)  # fmt: skip
+    [
+        {"commit": None},
+        {"metrics": "garbage"},
+        {"status": "good"},
+        {"history": [1]},
+        {"seed": "3"},
+        {"versions": {"torch": 2}},
+        {"plugin": {"model": "x"}},
+        {"evaluated_from": {"path": "p", "kind": "weights", "sha256": 5}},
+    ],
+    ids=[
+        "commit null",
+        "metrics a string",
+        "unknown status",
+        "history of numbers",
+        "seed a str",
+        "version a number",
+        "plugin without its constructor",
+        "evaluated_from sha256 a number",
+    ],
+)
 def test_a_record_with_wrong_types_is_skipped_with_one_warning(tmp_path, change):
     path = write_record(tmp_path, record())
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
@@ -237,8 +253,13 @@ def test_untracked_code_makes_the_run_dirty(tmp_path):
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     where = tmp_path / "bench"
-    for ignored in ("models/m.pyc", "results/new.json", "tables/new.md", "scratch/x.py",
-                    "notes.txt"):  # fmt: skip
+    for ignored in (
+        "models/m.pyc",
+        "results/new.json",
+        "tables/new.md",
+        "scratch/x.py",
+        "notes.txt",
+    ):
         (tmp_path / ignored).parent.mkdir(exist_ok=True)
         (tmp_path / ignored).write_text("1\n")
     assert not rec.code_changed(where)
@@ -268,16 +289,24 @@ def test_a_folder_that_cannot_be_written_is_a_usage_error(tmp_path, monkeypatch)
     rec.writable_folder(tmp_path / "new", "--results")
     assert (tmp_path / "new").is_dir() and files(tmp_path / "new") == []
     monkeypatch.setattr(rec.tempfile, "TemporaryFile", refuse)
-    with pytest.raises(UsageError, match=f"^{tmp_path}: cannot write there .Permission denied.; "
-                       "fix its permissions or pass --results DIR$"):  # fmt: skip
+    with pytest.raises(
+        UsageError,
+        match=f"^{tmp_path}: cannot write there .Permission denied.; "
+        "fix its permissions or pass --results DIR$",
+    ):
         rec.writable_folder(tmp_path, "--results")
 
 
 @pytest.mark.parametrize(
     "metrics",
-    [{"active_units": "x"}, {"nll": "abc"}, {"nll": True}, {"active_units": [20, "2"]},
-     {"nll": {"mean": 1}}],
-)  # fmt: skip
+    [
+        {"active_units": "x"},
+        {"nll": "abc"},
+        {"nll": True},
+        {"active_units": [20, "2"]},
+        {"nll": {"mean": 1}},
+    ],
+)
 def test_a_metric_that_is_not_a_measurement_makes_the_record_invalid(tmp_path, metrics):
     path = write_record(tmp_path, record())
     data = json.loads(path.read_text())

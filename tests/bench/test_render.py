@@ -33,9 +33,12 @@ def iwae():
 
 def markdown_rows(text: str) -> list[dict[str, str]]:
     """The rows of the first markdown table in `text`, as {header: cell text}."""
-    lines = list(itertools.takewhile(lambda line: line.startswith("|"),
-                                     itertools.dropwhile(lambda line: not line.startswith("|"),
-                                                         text.splitlines())))  # fmt: skip
+    lines = list(
+        itertools.takewhile(
+            lambda line: line.startswith("|"),
+            itertools.dropwhile(lambda line: not line.startswith("|"), text.splitlines()),
+        )
+    )
     split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     header, body = split[0], split[2:]
     return [dict(zip(header, row)) for row in body]
@@ -49,9 +52,18 @@ def find_row(rows, dataset, layers, k):
 
 
 def ok_record(cell: str, **metrics) -> Record:
-    return Record(table="iwae-table", tier="smoke", cell=cell, params={}, status="ok",
-                  metrics=metrics, command="bench run iwae-table", commit="0123456789abcdef",
-                  device="cpu: test", seed=0)  # fmt: skip
+    return Record(
+        table="iwae-table",
+        tier="smoke",
+        cell=cell,
+        params={},
+        status="ok",
+        metrics=metrics,
+        command="bench run iwae-table",
+        commit="0123456789abcdef",
+        device="cpu: test",
+        seed=0,
+    )
 
 
 def test_every_published_number_is_rendered_without_records(iwae):
@@ -81,8 +93,11 @@ def test_without_records_every_measured_column_says_not_run(iwae):
 
 
 def test_a_record_fills_only_its_own_cell(iwae):
-    records = {"mnist-layers2-k50-iwae": ok_record("mnist-layers2-k50-iwae", nll=85.0,
-                                                   active_units=[30, 6])}  # fmt: skip
+    records = {
+        "mnist-layers2-k50-iwae": ok_record(
+            "mnist-layers2-k50-iwae", nll=85.0, active_units=[30, 6]
+        )
+    }
     text = render(iwae, "smoke", records, [], wide=True)
     rows = markdown_rows(text)
     row = find_row(rows, "mnist", 2, 50)
@@ -128,13 +143,24 @@ def test_values_are_formatted_by_their_metric():
 def test_failed_and_skipped_records(iwae):
     reason = "loss became NaN/inf at epoch 1, step 2 (last finite loss 543.2)"
     records = {
-        "mnist-layers1-k1-vae": Record(table="iwae-table", tier="smoke",
-                                       cell="mnist-layers1-k1-vae", params={}, status="failed",
-                                       reason=reason, metrics={"nll": 1.0}),
-        "omniglot-layers1-k1-vae": Record(table="iwae-table", tier="smoke",
-                                          cell="omniglot-layers1-k1-vae", params={},
-                                          status="skipped", reason="Omniglot not found in /x"),
-    }  # fmt: skip
+        "mnist-layers1-k1-vae": Record(
+            table="iwae-table",
+            tier="smoke",
+            cell="mnist-layers1-k1-vae",
+            params={},
+            status="failed",
+            reason=reason,
+            metrics={"nll": 1.0},
+        ),
+        "omniglot-layers1-k1-vae": Record(
+            table="iwae-table",
+            tier="smoke",
+            cell="omniglot-layers1-k1-vae",
+            params={},
+            status="skipped",
+            reason="Omniglot not found in /x",
+        ),
+    }
     text = render(iwae, "smoke", records, ["/r/bad.json: unreadable record"], wide=True)
     rows = markdown_rows(text)
     failed = find_row(rows, "mnist", 1, 1)
@@ -180,14 +206,24 @@ def test_a_skipped_record_says_whether_its_data_was_absent_or_corrupt():
 
 
 def test_the_compact_layout_puts_measured_published_and_delta_in_one_cell(iwae):
-    records = {"mnist-layers2-k50-iwae": ok_record("mnist-layers2-k50-iwae", nll=85.0,
-                                                   active_units=[30, 6])}  # fmt: skip
+    records = {
+        "mnist-layers2-k50-iwae": ok_record(
+            "mnist-layers2-k50-iwae", nll=85.0, active_units=[30, 6]
+        )
+    }
     text = render(iwae, "smoke", records, [])
     rows = markdown_rows(text)
     header = list(rows[0])
     # Twins side by side: VAE then IWAE for each metric.
-    assert header == ["dataset", "layers", "k", "vae NLL (nats)", "iwae NLL (nats)",
-                      "vae active units", "iwae active units"]  # fmt: skip
+    assert header == [
+        "dataset",
+        "layers",
+        "k",
+        "vae NLL (nats)",
+        "iwae NLL (nats)",
+        "vae active units",
+        "iwae active units",
+    ]
     row = find_row(rows, "mnist", 2, 50)
     assert row["iwae NLL (nats)"] == "85.00 (82.90, +2.10)"
     assert row["iwae active units"] == "30+6 (26+7, +4/-1)"
@@ -214,9 +250,17 @@ def test_both_layouts_hold_every_published_number(iwae):
 
 def test_seed_replicates_pool_into_one_cell():
     metric = Metric("error", "error", unit="%", format=".2f")
-    seeds = [Record(table="t", tier="medium", cell=f"m-seed{s}", params={"model": "m", "seed": s},
-                    status="ok", metrics={"error": e, "params": 0.46, "active_units": u})
-             for s, (e, u) in enumerate([(30.0, [5, 2]), (32.0, [5, 3])])]  # fmt: skip
+    seeds = [
+        Record(
+            table="t",
+            tier="medium",
+            cell=f"m-seed{s}",
+            params={"model": "m", "seed": s},
+            status="ok",
+            metrics={"error": e, "params": 0.46, "active_units": u},
+        )
+        for s, (e, u) in enumerate([(30.0, [5, 2]), (32.0, [5, 3])])
+    ]
     assert pooled_text(metric, seeds) == (31.0, "31.00 ± 1.41 (sd, 2 seeds)")
     count = Metric("params", "params", unit="M", format=".3f")
     assert pooled_text(count, seeds) == (0.46, "0.460")  # the same in every seed: no spread
@@ -228,12 +272,15 @@ def test_a_repeated_cell_pools_its_ok_seeds_and_says_how_many():
     spec = get_spec("revnet-cifar")
     seeds = {
         f"resnet32-cifar10-seed{s}": Record(
-            table="revnet-cifar", tier="medium", cell=f"resnet32-cifar10-seed{s}",
-            params={"model": "resnet32", "dataset": "cifar10", "seed": s}, status=status,
+            table="revnet-cifar",
+            tier="medium",
+            cell=f"resnet32-cifar10-seed{s}",
+            params={"model": "resnet32", "dataset": "cifar10", "seed": s},
+            status=status,
             metrics={"error": 31.0, "params": 0.46} if status == "ok" else {},
         )
         for s, status in ((0, "ok"), (1, "failed"))
-    }  # fmt: skip
+    }
     text = render(spec, "medium", seeds, [])
     row = next(r for r in markdown_rows(text) if r["model"] == "resnet32")
     n = len(spec.tiers["medium"].grid["seed"])
@@ -252,11 +299,13 @@ def test_a_derived_published_value_is_marked_and_its_formula_printed():
     nice = get_spec("nice")
     mnist = "nice-mnist-data-s_lr10"
     metrics = {"bits_per_dim": 5.25, "loglik_continuous": 1530.0}
-    record = Record(table="nice", tier="small", cell=mnist, params={}, status="ok",
-                    metrics=metrics)  # fmt: skip
+    record = Record(table="nice", tier="small", cell=mnist, params={}, status="ok", metrics=metrics)
     text = render(nice, "small", {mnist: record}, [])
-    (row,) = [r for r in markdown_rows(text) if (r["dataset"], r["init"]) == ("mnist", "data")
-              and r["s_lr"] == "10"]  # fmt: skip
+    (row,) = [
+        r
+        for r in markdown_rows(text)
+        if (r["dataset"], r["init"]) == ("mnist", "data") and r["s_lr"] == "10"
+    ]
     assert row["bits/dim (8-bit)"] == "5.250 (4.356 derived, +0.894)"
     assert row["log-likelihood (nats, rescaled)"] == "1530.00 (1980.50, -450.50)"
     derivation = (

@@ -30,9 +30,19 @@ def tiny_spec(folder, reproduce: str = BAND, full: str = FULL):
 
 
 def record(cell: str, tier: str = "full", status: str = "ok", **metrics) -> Record:
-    return Record(table="tiny", tier=tier, cell=cell, params={}, status=status, metrics=metrics,
-                  command="bench run tiny", commit="0123456789abcdef", device="cpu: test",
-                  seed=0, started="2026-12-05T10:00:00+00:00")  # fmt: skip
+    return Record(
+        table="tiny",
+        tier=tier,
+        cell=cell,
+        params={},
+        status=status,
+        metrics=metrics,
+        command="bench run tiny",
+        commit="0123456789abcdef",
+        device="cpu: test",
+        seed=0,
+        started="2026-12-05T10:00:00+00:00",
+    )
 
 
 def row(text: str) -> dict[str, str]:
@@ -52,7 +62,9 @@ def test_within_the_band_is_reproduced_and_beyond_it_is_not(tmp_path):
     assert cell[COLUMN[IWAE]] == "87.40 (86.76, +0.64, not reproduced: Δ beyond ± 0.5)"
     wide = row(render(spec, "full", records, [], wide=True))
     assert (wide["vae NLL (nats) verdict"], wide["iwae NLL (nats) verdict"]) == (
-        "reproduced", "not reproduced: Δ beyond ± 0.5")  # fmt: skip
+        "reproduced",
+        "not reproduced: Δ beyond ± 0.5",
+    )
 
 
 def test_the_band_holds_at_its_edge_despite_float_noise():
@@ -129,18 +141,27 @@ def test_seeds_are_pooled_into_their_mean_before_the_verdict(tmp_path):
         ('nll = { tol = 1, source = "s", reason = "r" }\n', "reproduce.nll.tol", "unknown field"),
         ("nll = 0.5\n", "reproduce.nll", "expected { abs and/or rel"),
         ("nll = []\n", "reproduce.nll", "an empty list"),
-        ('nll = [{ abs = 1, source = "s", reason = "r", where = { model = "gan" } }]\n',
-         "reproduce.nll[0].where.model", "not in grid.model"),
-        ('params = { abs = 1, source = "s", reason = "r" }\n', "reproduce.params",
-         "no published entry gives params"),
+        (
+            'nll = [{ abs = 1, source = "s", reason = "r", where = { model = "gan" } }]\n',
+            "reproduce.nll[0].where.model",
+            "not in grid.model",
+        ),
+        (
+            'params = { abs = 1, source = "s", reason = "r" }\n',
+            "reproduce.params",
+            "no published entry gives params",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_reproduce_section_is_one_line_naming_its_field(
     tmp_path, reproduce, field, problem
 ):
     path = tiny_spec(tmp_path, reproduce=reproduce)
-    path.write_text(path.read_text().replace(
-        "[grid]", '[metrics.params]\nlabel = "params"\nunit = "M"\n\n[grid]'))  # fmt: skip
+    path.write_text(
+        path.read_text().replace(
+            "[grid]", '[metrics.params]\nlabel = "params"\nunit = "M"\n\n[grid]'
+        )
+    )
     with pytest.raises(SpecError) as info:
         load_spec(path)
     message = str(info.value)

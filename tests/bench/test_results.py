@@ -16,9 +16,19 @@ from .conftest import VAE
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [(None, None), ("", None), (3, 3.0), ("2.5", 2.5), ([16, 5], 21.0), ("16+5", 21.0),
-     ("19", 19.0), ("text", None), ("1+x", None), ("-3", -3.0)],
-)  # fmt: skip
+    [
+        (None, None),
+        ("", None),
+        (3, 3.0),
+        ("2.5", 2.5),
+        ([16, 5], 21.0),
+        ("16+5", 21.0),
+        ("19", 19.0),
+        ("text", None),
+        ("1+x", None),
+        ("-3", -3.0),
+    ],
+)
 def test_a_metric_value_as_one_number(given, expected):
     assert number(given) == expected
 

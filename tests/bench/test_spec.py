@@ -260,14 +260,20 @@ def test_layout_must_place_every_grid_field_once(spec_dir, layout):
 
 @pytest.mark.parametrize(
     "reference, problem",
-    [('{ block = "bottleneck", units = 18 }', "needs a `model`"), ('"resnet164"', "expected dict"),
-     ('{ model = "ghost", units = 1 }', "tiers.full: unknown model 'ghost'")],
-)  # fmt: skip
+    [
+        ('{ block = "bottleneck", units = 18 }', "needs a `model`"),
+        ('"resnet164"', "expected dict"),
+        ('{ model = "ghost", units = 1 }', "tiers.full: unknown model 'ghost'"),
+    ],
+)
 def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem):
     shipped = (SPEC_DIR / "revnet-memory.toml").read_text()
     path = tmp_path / "revnet-memory.toml"
-    path.write_text(re.sub(r"(?m)^timing_reference = \{.*\}$", f"timing_reference = {reference}",
-                           shipped, count=1))  # fmt: skip
+    path.write_text(
+        re.sub(
+            r"(?m)^timing_reference = \{.*\}$", f"timing_reference = {reference}", shipped, count=1
+        )
+    )
     with pytest.raises(SpecError, match=problem) as info:
         settings_for(MemorySettings, load_spec(path), "full")
     assert str(path) in str(info.value)
@@ -276,9 +282,14 @@ def test_a_timing_reference_is_a_cell_with_a_model(tmp_path, reference, problem)
 def test_a_timing_reference_with_a_wrong_argument_is_refused_before_anything_runs(tmp_path):
     shipped = (SPEC_DIR / "revnet-memory.toml").read_text()
     path = tmp_path / "revnet-memory.toml"
-    path.write_text(re.sub(r"(?m)^timing_reference = \{.*\}$", 'timing_reference = { model ='
-                           ' "resnet_cifar", block = "bottleneck", units = 18.5 }', shipped,
-                           count=1))  # fmt: skip
+    path.write_text(
+        re.sub(
+            r"(?m)^timing_reference = \{.*\}$",
+            'timing_reference = { model = "resnet_cifar", block = "bottleneck", units = 18.5 }',
+            shipped,
+            count=1,
+        )
+    )
     spec, task = load_spec(path), get_task("memory")
     settings = settings_for(task.Settings, spec, "full")
     with pytest.raises(SpecError, match="model 'resnet_cifar': units takes int, got 18.5"):
@@ -361,8 +372,12 @@ def test_a_plot_section_is_read_into_its_figure(spec_dir):
     spec = load_spec(edit(write_spec(spec_dir), "[grid]", GOOD_PLOT))
     plot = spec.plot
     assert (plot.kind, plot.x, plot.y, plot.series, plot.panels) == (
-        "lines", "k", ("nll", "active_units"), ("model",), ("dataset", "layers"),
-    )  # fmt: skip
+        "lines",
+        "k",
+        ("nll", "active_units"),
+        ("model",),
+        ("dataset", "layers"),
+    )
     assert plot.error == {"nll": "nll_stderr"} and plot.log_x and not plot.samples
     assert load_spec(write_spec(spec_dir)).plot is None
 
@@ -447,10 +462,13 @@ def test_shipped_checks_name_a_rule_for_every_metric():
 
 @pytest.mark.parametrize(
     "old, new, field",
-    [("lr = 1e-3", "lr = nan", "defaults.lr"), ("lr = 1e-3", "lr = inf", "defaults.lr"),
-     ("nll = 86.76", "nll = -inf", "published[0].nll"), ("n_test = 16", "n_test = nan",
-     "tiers.smoke.n_test")],
-)  # fmt: skip
+    [
+        ("lr = 1e-3", "lr = nan", "defaults.lr"),
+        ("lr = 1e-3", "lr = inf", "defaults.lr"),
+        ("nll = 86.76", "nll = -inf", "published[0].nll"),
+        ("n_test = 16", "n_test = nan", "tiers.smoke.n_test"),
+    ],
+)
 def test_numbers_that_are_not_finite_are_refused(spec_dir, old, new, field):
     path = edit(write_spec(spec_dir), old, new)
     expect_error(path, field, "is not a finite number")
@@ -467,8 +485,13 @@ def test_a_grid_value_of_the_wrong_kind_for_its_model_is_refused_before_training
     spec = load_spec(edit(write_spec(spec_dir), "k = [1]", f"k = {ks}"))
     task = get_task(spec.task)
     with pytest.raises(SpecError, match=r"grid \(tier smoke, cell .*\): model '\w+': k takes int"):
-        check_cells(spec, "smoke", task.preflight, settings_for(task.Settings, spec, "smoke"),
-                    spec.cells("smoke"))  # fmt: skip
+        check_cells(
+            spec,
+            "smoke",
+            task.preflight,
+            settings_for(task.Settings, spec, "smoke"),
+            spec.cells("smoke"),
+        )
 
 
 def test_two_cells_with_one_id_are_refused(spec_dir):
@@ -493,12 +516,17 @@ def test_nice_spec_declares_its_departures_ablation_and_derived_number():
     MNIST bits/dim is derived from the published 1980.50 nats, 8 - 1980.50 / (784 ln 2)."""
     spec = get_spec("nice")
     task = get_task(spec.task)
-    small = {(c.as_dict()["dataset"], c.as_dict()["init"], c.as_dict()["s_lr"])
-             for c in spec.cells("small")}  # fmt: skip
-    assert small == {(d, i, s) for d in ("mnist", "cifar10_lossless") for i in ("data", "zero")
-                     for s in (10, 1)}  # fmt: skip
-    assert [c.id for c in spec.cells("full")] == ["nice-mnist-zero-s_lr1",
-                                                  "nice-cifar10_lossless-zero-s_lr1"]  # fmt: skip
+    small = {
+        (c.as_dict()["dataset"], c.as_dict()["init"], c.as_dict()["s_lr"])
+        for c in spec.cells("small")
+    }
+    assert small == {
+        (d, i, s) for d in ("mnist", "cifar10_lossless") for i in ("data", "zero") for s in (10, 1)
+    }
+    assert [c.id for c in spec.cells("full")] == [
+        "nice-mnist-zero-s_lr1",
+        "nice-cifar10_lossless-zero-s_lr1",
+    ]
     assert settings_for(task.Settings, spec, "full").adam_beta2 == 0.99
     departures = " ".join(spec.tiers["small"].departures)
     assert "init = data" in departures and "s_lr = 10" in departures
@@ -544,8 +572,11 @@ def test_malformed_derived_values_name_their_field(spec_dir, old, new, fields):
 
 def test_a_derived_value_joins_its_published_entry_only(spec_dir):
     path = write_spec(spec_dir)
-    edit(path, 'model = "vae",  layers = 1, k = 1, nll = 86.76, active_units = "19"',
-         'model = "vae",  layers = 1, k = 1, nll = 86.76')  # fmt: skip
+    edit(
+        path,
+        'model = "vae",  layers = 1, k = 1, nll = 86.76, active_units = "19"',
+        'model = "vae",  layers = 1, k = 1, nll = 86.76',
+    )
     edit(path, "[metrics.nll]", DERIVED + "\n[metrics.nll]")
     spec = load_spec(path)
     vae, iwae = spec.cells("smoke")[0], spec.cells("smoke")[1]
@@ -590,8 +621,11 @@ def test_an_axis_no_one_reads_is_refused(tmp_path):
         'rows = ["model"]', 'rows = ["model", "width"]'
     )
     path.write_text(text)
-    with pytest.raises(SpecError, match=r"grid.width: neither a field task 'classify' reads"
-                       r" \(dataset, model\) nor in model_arguments"):  # fmt: skip
+    with pytest.raises(
+        SpecError,
+        match=r"grid.width: neither a field task 'classify' reads"
+        r" \(dataset, model\) nor in model_arguments",
+    ):
         load_spec(path)
     text = (SPEC_DIR / "iwae-table.toml").read_text()
     path = tmp_path / "iwae-table.toml"

@@ -37,11 +37,20 @@ def tiny_results(tmp_path, tier="small"):
         ("mnist-layers1-k1-iwae", "iwae", 88.0, [87.2, 87.9, 88.9], "bbbbbbbb22"),
         ("mnist-layers1-k5-vae", "vae", 500.0, [500.0, 500.0, 500.0], "cccccccc33"),
     ]:
-        write_record(results, Record(
-            table="tiny", tier=tier, cell=cell, params={"model": model}, status="ok",
-            metrics={"nll": nll, "nll_per_image": per_image}, data=data, commit=commit,
-            started="2026-12-0" + commit[-1] + "T10:00:00+00:00",
-        ))  # fmt: skip
+        write_record(
+            results,
+            Record(
+                table="tiny",
+                tier=tier,
+                cell=cell,
+                params={"model": model},
+                status="ok",
+                metrics={"nll": nll, "nll_per_image": per_image},
+                data=data,
+                commit=commit,
+                started="2026-12-0" + commit[-1] + "T10:00:00+00:00",
+            ),
+        )
     tables.mkdir()
     for name in (f"tiny-{tier}.md", f"tiny-{tier}.png", f"tiny-{tier}-unrelated.png"):
         (tables / name).write_text("")

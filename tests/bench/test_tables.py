@@ -28,15 +28,18 @@ def test_smoke_tier_runs_renders_and_matches_its_references(table, tmp_path, all
     # `bench check` trains into --work (results/, tables/, checkpoints/ there) and compares with
     # the committed records; a table without them yet says "no reference" and passes.
     references = Path(__file__).parents[2] / RESULTS_DIR
-    code = main(["--results", str(references), "check", table, "--tier", "smoke",
-                 "--work", str(tmp_path)])  # fmt: skip
+    code = main(
+        ["--results", str(references), "check", table, "--tier", "smoke", "--work", str(tmp_path)]
+    )
     out, err = capsys.readouterr()
     assert code == 0, out + err
 
     spec = get_spec(table)
     cells = spec.cells("smoke")
-    records = [json.loads((tmp_path / "results" / table / "smoke" / f"{c.id}.json").read_text())
-               for c in cells]  # fmt: skip
+    records = [
+        json.loads((tmp_path / "results" / table / "smoke" / f"{c.id}.json").read_text())
+        for c in cells
+    ]
     assert all(r["status"] == "ok" for r in records)
     for r in records:
         assert r["commit"] and r["command"] and r["wall_s"] > 0 and r["versions"]["torch"]
@@ -54,8 +57,9 @@ def test_smoke_tier_runs_renders_and_matches_its_references(table, tmp_path, all
 
 def test_invert_writes_a_figure_of_an_exact_round_trip(tmp_path, capsys):
     out = tmp_path / "invert.png"
-    code = main(["invert", "--model", "irevnet_cifar", "--dataset", "cifar10", "-n", "2",
-                 "--out", str(out)])  # fmt: skip
+    code = main(
+        ["invert", "--model", "irevnet_cifar", "--dataset", "cifar10", "-n", "2", "--out", str(out)]
+    )
     assert code == 0
     assert out.stat().st_size > 10_000
     error = float(capsys.readouterr().out.rsplit("=", 1)[1])

@@ -48,8 +48,16 @@ def make_job(epochs: int, init_seed: int = 0) -> Fit:
         noise = 0.1 * torch.randn_like(xb) * float(np.random.randn()) * random.gauss(0, 1)
         return (net(xb + noise) - yb).pow(2).mean()
 
-    return Fit(model, optimizer, loss, TensorDataset(x, y), batch_size=8, epochs=epochs,
-               lr_at=lambda epoch: 1e-2 * 0.5**epoch, seed=7)  # fmt: skip
+    return Fit(
+        model,
+        optimizer,
+        loss,
+        TensorDataset(x, y),
+        batch_size=8,
+        epochs=epochs,
+        lr_at=lambda epoch: 1e-2 * 0.5**epoch,
+        seed=7,
+    )
 
 
 def reseed_everything(seed: int):
@@ -197,8 +205,11 @@ def test_a_checkpoint_whose_epoch_the_schedule_lacks_is_named(tmp_path, epoch):
     fit(make_job(1), Checkpoint(path))
     state = torch.load(path, weights_only=True)
     torch.save({**state, "epoch": epoch}, path)
-    with pytest.raises(CheckpointError, match=f"^{path}: cannot resume \\(it says {epoch!r} epochs"
-                       " done, with 1 in its history, of this cell's 2\\); delete it"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=f"^{path}: cannot resume \\(it says {epoch!r} epochs"
+        " done, with 1 in its history, of this cell's 2\\); delete it",
+    ):
         fit(make_job(2), Checkpoint(path))
 
 
@@ -310,12 +321,25 @@ def test_a_corrupt_checkpoint_fails_its_cell_with_the_file_named(tmp_path):
 def test_sigkill_mid_cell_then_rerun_gives_the_uninterrupted_numbers(tmp_path):
     """`bench run` killed with SIGKILL after a checkpoint resumes in a new process, and the record
     equals that of a run that was never interrupted."""
-    write_spec(tmp_path / "specs", epochs_per_stage=[8], n_train=320, batch_size=32,
-               max_steps_per_epoch=10)  # fmt: skip
+    write_spec(
+        tmp_path / "specs", epochs_per_stage=[8], n_train=320, batch_size=32, max_steps_per_epoch=10
+    )
 
     def command(root):
-        return ["--specs", "specs", "--results", f"{root}/results", "--tables", f"{root}/tables",
-                "run", "tiny", "--cells", VAE, "--checkpoints", f"{root}/checkpoints"]  # fmt: skip
+        return [
+            "--specs",
+            "specs",
+            "--results",
+            f"{root}/results",
+            "--tables",
+            f"{root}/tables",
+            "run",
+            "tiny",
+            "--cells",
+            VAE,
+            "--checkpoints",
+            f"{root}/checkpoints",
+        ]
 
     whole = bench_process(command("whole"), tmp_path)
     killed = bench_process(command("killed"), tmp_path)
@@ -388,10 +412,13 @@ def partial_then_fail(error: Exception):
 
 @pytest.mark.parametrize(
     "error",
-    [RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448"),
-     OSError(errno.EFBIG, "File too large"), OSError(errno.ENOSPC, "No space left on device")],
+    [
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448"),
+        OSError(errno.EFBIG, "File too large"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
     ids=["torch writer", "file-size limit", "disk full"],
-)  # fmt: skip
+)
 def test_a_failed_save_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch, error):
     monkeypatch.setattr(torch, "save", partial_then_fail(error))
     path = tmp_path / "ck" / "cell.pt"

@@ -22,9 +22,19 @@ def load_compare():
 
 def test_benchmarks_run_tiny_and_untimed():
     code = pytest.main(
-        [str(BENCHMARKS), "-c", str(BENCHMARKS / "pytest.ini"), "--rootdir", str(BENCHMARKS),
-         "--bench-tiny", "--benchmark-disable", "-q", "-p", "no:cacheprovider"]
-    )  # fmt: skip
+        [
+            str(BENCHMARKS),
+            "-c",
+            str(BENCHMARKS / "pytest.ini"),
+            "--rootdir",
+            str(BENCHMARKS),
+            "--bench-tiny",
+            "--benchmark-disable",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ]
+    )
     assert code == 0
 
 

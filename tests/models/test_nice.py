@@ -73,8 +73,9 @@ def test_log_det_equals_autograd_jacobian():
         h, log_det = model.encode(x)
         log_p = model.log_prob(x)
     for i in range(len(x)):
-        jac = torch.autograd.functional.jacobian(lambda v: model.encode(v.view(1, 1, 2, 3))[0][0],
-                                                 x[i].flatten())  # fmt: skip
+        jac = torch.autograd.functional.jacobian(
+            lambda v: model.encode(v.view(1, 1, 2, 3))[0][0], x[i].flatten()
+        )
         sign, log_abs_det = torch.linalg.slogdet(jac)
         assert sign != 0
         assert abs(float(log_abs_det - log_det[i])) < 1e-10

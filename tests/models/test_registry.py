@@ -26,10 +26,13 @@ def test_build_passes_arguments():
 
 @pytest.mark.parametrize(
     "name, kwargs, problem",
-    [("iwae", {"k": 1.5}, "k takes int, got 1.5"), ("vae", {"k": 5.0}, "k takes int, got 5.0"),
-     ("vae", {"layers": True}, "layers takes int, got True"),
-     ("irevnet_cifar", {"dropout": "high"}, "dropout takes float, got 'high'")],
-)  # fmt: skip
+    [
+        ("iwae", {"k": 1.5}, "k takes int, got 1.5"),
+        ("vae", {"k": 5.0}, "k takes int, got 5.0"),
+        ("vae", {"layers": True}, "layers takes int, got True"),
+        ("irevnet_cifar", {"dropout": "high"}, "dropout takes float, got 'high'"),
+    ],
+)
 def test_an_argument_of_the_wrong_kind_is_refused_by_name(name, kwargs, problem):
     with pytest.raises(TypeError, match=f"^model '{name}': {problem}$"), torch.device("meta"):
         models.build(name, shape=(1, 28, 28), **kwargs) if "vae" in name else models.build(

@@ -22,8 +22,9 @@ def _module():
 
 
 def test_the_dry_run_lists_a_cuda_check_of_every_smoke_tier():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run"], capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     expected = "$ bench check iwae-table --tier smoke --device cuda --work <scratch>/iwae-table"
@@ -41,8 +42,11 @@ def test_the_dry_run_lists_a_cuda_check_of_every_smoke_tier():
 
 
 def test_unknown_tables_are_one_line():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--tables", "nope"],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--tables", "nope"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr == "error: no table with [check.smoke]: nope\n"
 

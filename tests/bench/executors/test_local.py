@@ -87,11 +87,25 @@ sys.exit(main(sys.argv[1:]))
 def test_a_killed_workers_cell_is_resumed_by_another_process(tmp_path, spec_dir, monkeypatch):
     spec = write_spec(spec_dir, epochs_per_stage=[3])
     opts = options(tmp_path, cells=VAE)
-    args = ["run", "tiny", "--specs", str(spec_dir), "--results", str(opts.results),
-            "--tables", str(opts.tables), "--checkpoints", str(opts.checkpoints),
-            "--cells", VAE, "--threads-per-cell", "1"]  # fmt: skip
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_ONE_EPOCH, *args],
-                            capture_output=True, text=True)  # fmt: skip
+    args = [
+        "run",
+        "tiny",
+        "--specs",
+        str(spec_dir),
+        "--results",
+        str(opts.results),
+        "--tables",
+        str(opts.tables),
+        "--checkpoints",
+        str(opts.checkpoints),
+        "--cells",
+        VAE,
+        "--threads-per-cell",
+        "1",
+    ]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_ONE_EPOCH, *args], capture_output=True, text=True
+    )
     assert killed.returncode == 9, killed.stderr
     path = record_path(opts.results, "tiny", "smoke", VAE)
     assert read_lease(lease_path(path)) is not None and not path.exists()
@@ -105,8 +119,9 @@ def test_a_killed_workers_cell_is_resumed_by_another_process(tmp_path, spec_dir,
     assert record.status == "ok" and record.resumed and record.segments == 2
     assert [h["epoch"] for h in record.history] == [1, 2, 3]
     assert not lease_path(path).exists()
-    uninterrupted = run_table(load_spec(spec), options(tmp_path / "b", cells=VAE,
-                              threads_per_cell=1), log=quiet)  # fmt: skip
+    uninterrupted = run_table(
+        load_spec(spec), options(tmp_path / "b", cells=VAE, threads_per_cell=1), log=quiet
+    )
     assert _numbers([record]) == _numbers(uninterrupted)
 
 

@@ -83,16 +83,31 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_the_sbatch_script_asks_for_what_the_options_say(tmp_path, tiny, fake_slurm):
-    slurm = SlurmOptions(partition="gpu", time_min=90, gpus_per_cell=2, cpus_per_cell=8,
-                         mem_gb=16, array_parallelism=1, folder=tmp_path / "logs",
-                         extra={"account": "lab"})  # fmt: skip
+    slurm = SlurmOptions(
+        partition="gpu",
+        time_min=90,
+        gpus_per_cell=2,
+        cpus_per_cell=8,
+        mem_gb=16,
+        array_parallelism=1,
+        folder=tmp_path / "logs",
+        extra={"account": "lab"},
+    )
     opts = options(tmp_path, executor="slurm", slurm=slurm, device="cpu")
     jobs = submit(plan(tiny, opts), opts)
     script = (tmp_path / "logs" / "4242" / "4242_submission.sh").read_text()
-    for line in ["#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --ntasks-per-node=2", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB",
-                 "#SBATCH --array=0-1%1", "#SBATCH --account=lab", "#SBATCH --nodes=1",
-                 "#SBATCH --job-name=bench-tiny-smoke"]:  # fmt: skip
+    for line in [
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=90",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --ntasks-per-node=2",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16GB",
+        "#SBATCH --array=0-1%1",
+        "#SBATCH --account=lab",
+        "#SBATCH --nodes=1",
+        "#SBATCH --job-name=bench-tiny-smoke",
+    ]:
         assert line in script.splitlines()
     command = script.splitlines()[-1]
     assert command.startswith("srun --unbuffered") and command.endswith(
@@ -136,8 +151,10 @@ def test_slurm_without_a_slurm_client_is_one_usage_error(tmp_path, tiny, monkeyp
     pytest.importorskip("submitit")
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
     opts = options(tmp_path, executor="slurm", slurm=SlurmOptions(folder=tmp_path / "logs"))
-    with pytest.raises(UsageError, match="^--executor slurm: no Slurm client here .*srun.*; run"
-                       " on a machine with one"):  # fmt: skip
+    with pytest.raises(
+        UsageError,
+        match="^--executor slurm: no Slurm client here .*srun.*; run on a machine with one",
+    ):
         submit(plan(tiny, opts), opts)
 
 

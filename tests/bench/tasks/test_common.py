@@ -45,8 +45,15 @@ def test_meta_models_skip_initialisers_and_are_built_once(monkeypatch):
         assert meta_model("iwae", DENSITY, shape=(1, 28, 28), k=5).k == 5
     assert built == [("resnet_cifar",), ("iwae",)]
     assert "empty" in seen.names  # parameters were made, but never filled
-    assert not set(seen.names) & {"kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_",
-                                  "xavier_uniform_", "zero_", "fill_"}  # fmt: skip
+    assert not set(seen.names) & {
+        "kaiming_normal_",
+        "kaiming_uniform_",
+        "normal_",
+        "uniform_",
+        "xavier_uniform_",
+        "zero_",
+        "fill_",
+    }
 
 
 def test_a_real_build_still_initialises():

@@ -72,8 +72,15 @@ def test_the_maximum_likelihood_factorised_model_scores_the_datas_entropy(levels
     model.init_from_data(x_uint8)
     x = (x_uint8 == 255).float() if levels == 2 else x_uint8.float()
     told = []
-    metrics = evaluate(model, x, Settings(nll_batch=50), seed=0, dims=x[0].numel(), offset=0.0,
-                       progress=told.append)  # fmt: skip
+    metrics = evaluate(
+        model,
+        x,
+        Settings(nll_batch=50),
+        seed=0,
+        dims=x[0].numel(),
+        offset=0.0,
+        progress=told.append,
+    )
     assert told == [min(50 * (i + 1), len(x)) for i in range(math.ceil(len(x) / 50))]
     values = (x_uint8.numpy() > 127).astype(int) if levels == 2 else x_uint8.numpy().astype(int)
     assert metrics["bits_per_dim"] == pytest.approx(entropy_bits_per_dim(values, levels), rel=1e-5)
@@ -137,9 +144,13 @@ def test_cells_a_model_cannot_build_are_refused_before_training(tmp_path, grid, 
 
 
 def test_lossy_images_are_refused_for_likelihoods(tmp_path):
-    spec = shipped_with(tmp_path, "factorised", '[tiers.smoke]   # the committed 192 + 96',
-                        '[tiers.smoke]\ngrid = { model = ["factorised"], dataset = ["cifar10"],'
-                        ' init = ["uniform"] }\n# the committed 192 + 96')  # fmt: skip
+    spec = shipped_with(
+        tmp_path,
+        "factorised",
+        "[tiers.smoke]   # the committed 192 + 96",
+        '[tiers.smoke]\ngrid = { model = ["factorised"], dataset = ["cifar10"],'
+        ' init = ["uniform"] }\n# the committed 192 + 96',
+    )
     records = run_table(spec, options(tmp_path, tier="smoke", cells="*uniform"), log=lambda _: None)
     assert records[0].status == "skipped" and "lossy" in records[0].reason
 
@@ -187,9 +198,16 @@ def test_a_models_lr_scale_applies_to_its_group_alone():
     model = NICE((1, 4, 4), hidden=8, depth=1, s_lr=10)
     optimizer = optimizer_for(model, Settings(lr=1e-3, adam_eps=1e-12))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    job = Fit(model, optimizer, lambda net, batch: net(batch[0]).mean(),
-              TensorDataset(torch.rand(8, 1, 4, 4)), batch_size=8, epochs=1,
-              lr_at=lambda epoch: 1e-3, seed=0)  # fmt: skip
+    job = Fit(
+        model,
+        optimizer,
+        lambda net, batch: net(batch[0]).mean(),
+        TensorDataset(torch.rand(8, 1, 4, 4)),
+        batch_size=8,
+        epochs=1,
+        lr_at=lambda epoch: 1e-3,
+        seed=0,
+    )
     fit(job, Checkpoint(None))
     moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
     assert moved.pop("s") == pytest.approx(1e-2, rel=1e-3)
