@@ -54,6 +54,26 @@ def _at_least_1(text: str) -> int:
     return value
 
 
+MOST_THREADS = 4096  # torch takes a C int; no node has more cores than this
+
+
+def _cores(text: str) -> int:
+    """A count of threads or CPUs: 1 to MOST_THREADS."""
+    value = _at_least_1(text)
+    if value > MOST_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {MOST_THREADS}, got {text[:30]!r}"
+        )
+    return value
+
+
+def _gpus(text: str) -> int:
+    value = int(text) if text.isdigit() else None
+    if value is None or value > 64:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 64, got {text[:30]!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     value = int(text) if text.lstrip("-").isdigit() else None
     if value is None or not 0 <= value < SEED_LIMIT:
@@ -67,11 +87,14 @@ def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     """--results, --tables, --specs: before the subcommand, or after it (without defaults there,
     so that a subcommand does not reset one given before it)."""
     tables = "rendered tables and figures (default tables/, or RESULTS/tables with --results)"
-    for flag, default, what in [("--results", RESULTS_DIR, "records folder (results/)"),
-                                ("--tables", None, tables),
-                                ("--specs", SPEC_DIR, "spec folder (bench/specs/)")]:  # fmt: skip
-        p.add_argument(flag, type=Path, default=default if defaults else argparse.SUPPRESS,
-                       help=what)  # fmt: skip
+    for flag, default, what in [
+        ("--results", RESULTS_DIR, "records folder (results/)"),
+        ("--tables", None, tables),
+        ("--specs", SPEC_DIR, "spec folder (bench/specs/)"),
+    ]:
+        p.add_argument(
+            flag, type=Path, default=default if defaults else argparse.SUPPRESS, help=what
+        )
 
 
 def _tables_folder(args) -> Path:
@@ -86,8 +109,10 @@ def _tables_folder(args) -> Path:
 def _cells(args) -> str | None:
     """--cells as given; an empty one (`--cells ''`) is an error, not every cell."""
     if args.cells is not None and not [g for g in args.cells.split(",") if g.strip()]:
-        raise UsageError(f"--cells {args.cells!r}: no glob given; pass glob(s) over cell ids"
-                         " (e.g. 'mnist-*'), or leave --cells out for every cell")  # fmt: skip
+        raise UsageError(
+            f"--cells {args.cells!r}: no glob given; pass glob(s) over cell ids"
+            " (e.g. 'mnist-*'), or leave --cells out for every cell"
+        )
     return args.cells
 
 
@@ -98,9 +123,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="tables, their tiers and how many cells have records")
     validate = sub.add_parser("validate", help="check every spec file (no torch)")
-    validate.add_argument("--models", action="store_true",
-                          help="also build each cell's model on the meta device and check it"
-                          " against its task's contract (imports torch; seconds)")  # fmt: skip
+    validate.add_argument(
+        "--models",
+        action="store_true",
+        help="also build each cell's model on the meta device and check it"
+        " against its task's contract (imports torch; seconds)",
+    )
 
     run = sub.add_parser("run", help="train and evaluate the cells of a table, then render it")
     run.add_argument("table")
@@ -123,8 +151,11 @@ def _parser() -> argparse.ArgumentParser:
         help="each cell's curves as TensorBoard events under RESULTS/tensorboard/ (watch:"
         " tensorboard --logdir RESULTS/tensorboard); changes no record",
     )
-    run.add_argument("--save-weights", action="store_true",
-                     help="keep each trained model's state_dict beside its checkpoint")  # fmt: skip
+    run.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="keep each trained model's state_dict beside its checkpoint",
+    )
     run.add_argument(
         "--rehearse",
         action="store_true",
@@ -142,41 +173,69 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_model_option(run)
     par = run.add_argument_group("parallel cells (README: 'Running on a cluster')")
-    par.add_argument("--jobs", type=_at_least_1, default=1, metavar="N",
-                     help="cells at once on this machine, each in its own process")  # fmt: skip
-    par.add_argument("--threads-per-cell", type=_at_least_1, metavar="T",
-                     help="torch threads of each cell (default: cores / jobs)")  # fmt: skip
+    par.add_argument(
+        "--jobs",
+        type=_at_least_1,
+        default=1,
+        metavar="N",
+        help="cells at once on this machine, each in its own process",
+    )
+    par.add_argument(
+        "--threads-per-cell",
+        type=_cores,
+        metavar="T",
+        help="torch threads of each cell (default: cores / jobs)",
+    )
     par.add_argument(
         "--executor",
         choices=list(EXECUTORS),
         default="local",
         help="; ".join(f"{e.name}: {e.help}" for e in EXECUTORS.values()),
     )
-    par.add_argument("--slurm-config", type=Path, metavar="TOML",
-                     help="Slurm defaults (default $DGM_BENCH_SLURM_CONFIG or"
-                     " ~/.config/dgm-bench/slurm.toml)")  # fmt: skip
+    par.add_argument(
+        "--slurm-config",
+        type=Path,
+        metavar="TOML",
+        help="Slurm defaults (default $DGM_BENCH_SLURM_CONFIG or ~/.config/dgm-bench/slurm.toml)",
+    )
     par.add_argument("--partition", help="Slurm partition")
     par.add_argument("--time-min", type=_at_least_1, help="Slurm time limit per cell, minutes")
-    par.add_argument("--gpus-per-cell", type=int, help="GPUs per cell (one task each, DDP)")
-    par.add_argument("--cpus-per-cell", type=_at_least_1, help="CPUs per cell")
+    par.add_argument("--gpus-per-cell", type=_gpus, help="GPUs per cell (one task each, DDP)")
+    par.add_argument("--cpus-per-cell", type=_cores, help="CPUs per cell")
     par.add_argument("--mem-gb", type=float, help="memory per cell, GB")
-    par.add_argument("--array-parallelism", type=_at_least_1,
-                     help="Slurm tasks of this run at once")  # fmt: skip
+    par.add_argument(
+        "--array-parallelism", type=_at_least_1, help="Slurm tasks of this run at once"
+    )
     par.add_argument("--slurm-folder", type=Path, help="submitit's logs and job files")
 
-    ev = sub.add_parser("eval", help="score a trained model's weights under a table's evaluation"
-                        " (no training), then render the table")  # fmt: skip
+    ev = sub.add_parser(
+        "eval",
+        help="score a trained model's weights under a table's evaluation"
+        " (no training), then render the table",
+    )
     ev.add_argument("table")
     ev.add_argument("--tier", choices=TIERS, default="smoke")
     ev.add_argument("--cell", required=True, help="the cell whose model and evaluation to use")
-    ev.add_argument("--checkpoint", type=Path, required=True, metavar="PATH",
-                    help="a `bench run --save-weights` file or a training checkpoint")  # fmt: skip
+    ev.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="a `bench run --save-weights` file or a training checkpoint",
+    )
     _data_dir_option(ev)
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ev.add_argument("--seed", type=_seed, default=0,
-                    help="the run's seed: test-set preparation and sampling follow it")  # fmt: skip
-    ev.add_argument("--force", action="store_true",
-                    help="replace the cell's ok trained record with the evaluated one")  # fmt: skip
+    ev.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="the run's seed: test-set preparation and sampling follow it",
+    )
+    ev.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the cell's ok trained record with the evaluated one",
+    )
     _add_model_option(ev)
 
     status = sub.add_parser(
@@ -188,8 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="re-render a table from its records (no training)")
     table.add_argument("table")
     table.add_argument("--tier", choices=TIERS, default="smoke")
-    table.add_argument("--wide", action="store_true",
-                       help="published, measured and Δ in columns of their own")  # fmt: skip
+    table.add_argument(
+        "--wide", action="store_true", help="published, measured and Δ in columns of their own"
+    )
     _add_model_option(table)
     inv = sub.add_parser("invert", help="x -> forward -> inverse -> x: a PNG grid and the error")
     inv.add_argument("--model", default="irevnet_b", help="an invertible model (default irevnet_b)")
@@ -199,8 +259,11 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("-n", type=_at_least_1, default=4, help="how many images (>= 1)")
     inv.add_argument("--out", type=Path, help="PNG path (default tables/invert-MODEL.png)")
 
-    plot = sub.add_parser("plot", help="draw the claim figure ([plot]), measured vs published,"
-                          " training curves and sample grids (PNG)")  # fmt: skip
+    plot = sub.add_parser(
+        "plot",
+        help="draw the claim figure ([plot]), measured vs published,"
+        " training curves and sample grids (PNG)",
+    )
     plot.add_argument("table")
     plot.add_argument("--tier", choices=TIERS, default="smoke")
 
@@ -231,11 +294,13 @@ def _parser() -> argparse.ArgumentParser:
         "perf", help="time our hot paths against their peers (pythae, MemCNN, revlib, zuko)"
     )
     perf.add_argument("--quick", action="store_true", help="one short round (CI's smoke run)")
-    perf.add_argument("--only", metavar="NAME",
-                      help="one benchmark (a wrong name lists them)")  # fmt: skip
-    perf.add_argument("--render-only", action="store_true",
-                      help="time nothing: re-render the table and figure from the records"
-                      " (e.g. records copied from a clean worktree)")  # fmt: skip
+    perf.add_argument("--only", metavar="NAME", help="one benchmark (a wrong name lists them)")
+    perf.add_argument(
+        "--render-only",
+        action="store_true",
+        help="time nothing: re-render the table and figure from the records"
+        " (e.g. records copied from a clean worktree)",
+    )
 
     sub.add_parser("summary", help="the scoreboard tables/README.md, from records (no training)")
 
@@ -282,8 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--against-records",
         action="store_true",
-        help="plan each small and medium tier that has records, at their threads and"
-        " data sizes, and compare with their wall times (tables/plan-accuracy.md)",
+        help="plan each small and medium tier that has records (--tier small or medium: only"
+        " that one), at their threads and data sizes, and compare with their wall and CPU"
+        " times (tables/plan-accuracy.md)",
     )
     _data_dir_option(pl)
 
@@ -303,11 +369,14 @@ def _data_dir_option(command) -> None:
 
 def _add_model_option(command) -> None:
     command.add_argument(
-        "--add-model", action="append", default=[], metavar="NAME[=MODULE:CONSTRUCTOR]",
+        "--add-model",
+        action="append",
+        default=[],
+        metavar="NAME[=MODULE:CONSTRUCTOR]",
         help="also run/show a model from outside this repository as a row of its own, e.g."
         " mine=mypkg.flows:MyFlow, or NAME of an installed `dgm_bench.models` entry point"
         " (README: 'Your own model in a table')",
-    )  # fmt: skip
+    )
 
 
 def _table_spec(args):
@@ -377,8 +446,9 @@ def cmd_validate(args) -> int:
             spec = load_spec(path)
             register_plugins(spec)
             task = TASKS[spec.task]
-            preflight = get_task(spec.task).preflight if args.models else partial(
-                check_cell, spec.task)  # fmt: skip
+            preflight = (
+                get_task(spec.task).preflight if args.models else partial(check_cell, spec.task)
+            )
             for tier in spec.tiers:
                 settings = settings_for(task.settings_class(), spec, tier)
                 check_cells(spec, tier, preflight, settings, spec.cells(tier))
@@ -405,24 +475,40 @@ def cmd_run(args) -> int:
         from .executors.slurm import slurm_options
 
         slurm = slurm_options(
-            args.slurm_config, partition=args.partition, time_min=args.time_min,
-            gpus_per_cell=args.gpus_per_cell, cpus_per_cell=args.cpus_per_cell,
-            mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
+            args.slurm_config,
+            partition=args.partition,
+            time_min=args.time_min,
+            gpus_per_cell=args.gpus_per_cell,
+            cpus_per_cell=args.cpus_per_cell,
+            mem_gb=args.mem_gb,
+            array_parallelism=args.array_parallelism,
             folder=args.slurm_folder,
-        )  # fmt: skip
+        )
         slurm = _sized_from_plan(spec, args, slurm)
     elif args.slurm_config or args.partition or args.gpus_per_cell:
         raise UsageError("--slurm-config, --partition, --gpus-per-cell: need --executor slurm")
     opts = RunOptions(
-        tier=args.tier, cells=_cells(args), data_dir=args.data_dir, device=args.device,
-        seed=args.seed, fresh=args.fresh, download=args.download,
-        save_weights=args.save_weights, checkpoint_every=args.checkpoint_every,
-        results=args.results, tables=args.tables, checkpoints=args.checkpoints,
-        jobs=args.jobs, threads_per_cell=args.threads_per_cell, executor=args.executor,
-        command=args.command_line, rehearse=args.rehearse or args.rehearse_worker,
-        stop_after=args.stop_after_epochs, tensorboard=args.tensorboard,
+        tier=args.tier,
+        cells=_cells(args),
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        fresh=args.fresh,
+        download=args.download,
+        save_weights=args.save_weights,
+        checkpoint_every=args.checkpoint_every,
+        results=args.results,
+        tables=args.tables,
+        checkpoints=args.checkpoints,
+        jobs=args.jobs,
+        threads_per_cell=args.threads_per_cell,
+        executor=args.executor,
+        command=args.command_line,
+        rehearse=args.rehearse or args.rehearse_worker,
+        stop_after=args.stop_after_epochs,
+        tensorboard=args.tensorboard,
         **({"slurm": slurm} if slurm else {}),
-    )  # fmt: skip
+    )
     ran = run_table(spec, opts)
     records, _ = read_records(args.results, spec.id, args.tier)
     wanted = {c.id for c in spec.select(args.tier, args.cells)}
@@ -432,8 +518,10 @@ def cmd_run(args) -> int:
         c for c in wanted if c in failed or c not in records or records[c].status != "ok"
     )
     if missing:
-        print(f"{len(missing)} of {len(wanted)} cells did not finish: {', '.join(missing)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(missing)} of {len(wanted)} cells did not finish: {', '.join(missing)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -471,11 +559,14 @@ def _rehearse(spec, args) -> int:
     from .tasks import TASKS
 
     if EXECUTORS[args.executor].workers or args.jobs > 1 or args.stop_after_epochs:
-        raise UsageError("--rehearse runs cells one at a time here; drop --executor, --jobs and"
-                         " --stop-after-epochs")  # fmt: skip
+        raise UsageError(
+            "--rehearse runs cells one at a time here; drop --executor, --jobs and"
+            " --stop-after-epochs"
+        )
     if args.tier not in spec.tiers:
-        raise UsageError(f"table '{spec.id}' has no tier '{args.tier}'; it has:"
-                         f" {', '.join(spec.tiers)}")  # fmt: skip
+        raise UsageError(
+            f"table '{spec.id}' has no tier '{args.tier}'; it has: {', '.join(spec.tiers)}"
+        )
     device = resolve_device(args.device)
     cells = [c.id for c in spec.select(args.tier, _cells(args))]
     if not cells:
@@ -504,10 +595,17 @@ def cmd_eval(args) -> int:
 
     spec = _table_spec(args)
     opts = EvalOptions(
-        tier=args.tier, cell=args.cell, checkpoint=args.checkpoint, data_dir=args.data_dir,
-        device=args.device, seed=args.seed, force=args.force, results=args.results,
-        tables=args.tables, command=args.command_line,
-    )  # fmt: skip
+        tier=args.tier,
+        cell=args.cell,
+        checkpoint=args.checkpoint,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        force=args.force,
+        results=args.results,
+        tables=args.tables,
+        command=args.command_line,
+    )
     evaluate_cell(spec, opts)
     return 0
 
@@ -517,8 +615,9 @@ def cmd_status(args) -> int:
 
     spec = get_spec(args.table, args.specs)
     if args.tier not in spec.tiers:
-        raise UsageError(f"table '{spec.id}' has no tier '{args.tier}'; it has:"
-                         f" {', '.join(spec.tiers)}")  # fmt: skip
+        raise UsageError(
+            f"table '{spec.id}' has no tier '{args.tier}'; it has: {', '.join(spec.tiers)}"
+        )
     print(render_status(spec, args.tier, cell_states(spec, args.tier, args.results)))
     return 0
 
@@ -531,15 +630,23 @@ def cmd_table(args) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if not records and not warnings:  # e.g. a misspelt --results: keep the committed table
-        print(f"error: no records under {args.results / spec.id / args.tier}; check --results"
-              f" or run `bench run {spec.id} --tier {args.tier}`", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: no records under {args.results / spec.id / args.tier}; check --results"
+            f" or run `bench run {spec.id} --tier {args.tier}`",
+            file=sys.stderr,
+        )
         return 2
     try:
-        print(write_table(spec, args.tier, records, warnings, args.tables, args.wide,
-                          results=args.results))  # fmt: skip
+        print(
+            write_table(
+                spec, args.tier, records, warnings, args.tables, args.wide, results=args.results
+            )
+        )
     except OSError as e:
-        raise UsageError(f"{args.tables}: cannot write the table ({e.strerror or e});"
-                         " fix its permissions or pass --tables DIR") from None  # fmt: skip
+        raise UsageError(
+            f"{args.tables}: cannot write the table ({e.strerror or e});"
+            " fix its permissions or pass --tables DIR"
+        ) from None
     return 0
 
 
@@ -568,8 +675,10 @@ def cmd_plot(args) -> int:
             gap = args.tables / f"{spec.id}-gap-vs-budget.png"
             drawn.append(plot_gap_vs_budget(spec, args.results, gap))
     except OSError as e:
-        raise UsageError(f"{args.tables}: cannot write a figure ({e.strerror or e}); fix its"
-                         " permissions or pass --tables DIR") from None  # fmt: skip
+        raise UsageError(
+            f"{args.tables}: cannot write a figure ({e.strerror or e}); fix its"
+            " permissions or pass --tables DIR"
+        ) from None
     drawn = [str(p) for p in drawn if p]
     if not drawn:
         print(
@@ -592,8 +701,9 @@ def cmd_invert(args) -> int:
     try:
         path, error = invert(args.model, args.dataset, out, args.images, args.weights, args.n)
     except OSError as e:
-        raise UsageError(f"{out}: cannot write the figure ({e.strerror or e}); pass {option}"
-                         ) from None  # fmt: skip
+        raise UsageError(
+            f"{out}: cannot write the figure ({e.strerror or e}); pass {option}"
+        ) from None
     print(f"{path}: max |x - inverse(forward(x))| = {error:.2e}")
     return 0
 
@@ -615,8 +725,10 @@ def cmd_check(args) -> int:
                     " add them (README, 'Regression checks')"
                 )
             if args.subset and not spec.checks[args.tier].subset:
-                raise UsageError(f"table '{spec.id}' has no subset in [check.{args.tier}] of"
-                                 f" {spec.path}; drop --subset or add one")  # fmt: skip
+                raise UsageError(
+                    f"table '{spec.id}' has no subset in [check.{args.tier}] of"
+                    f" {spec.path}; drop --subset or add one"
+                )
     else:
         specs = []
         for table_id, path in _specs(args).items():
@@ -634,8 +746,10 @@ def cmd_check(args) -> int:
         specs = [s for s in specs if s.checks[args.tier].subset or not args.subset]
         if not specs:
             what = "a subset in [check.{0}]" if args.subset else "[check.{0}] tolerances"
-            raise UsageError(f"no table in {args.specs} has {what.format(args.tier)}: nothing to"
-                             " check (README, 'Regression checks')")  # fmt: skip
+            raise UsageError(
+                f"no table in {args.specs} has {what.format(args.tier)}: nothing to"
+                " check (README, 'Regression checks')"
+            )
     work = args.work or temporary_work()
     try:
         for spec in specs:
@@ -643,9 +757,15 @@ def cmd_check(args) -> int:
             opts = scratch_options(
                 work, data_dir=args.data_dir, device=args.device, command=args.command_line
             )
-            report = check_table(spec, args.tier, cells, opts, args.results,
-                                 update=args.tables if args.update else None,
-                                 log=lambda *a: print(*a, file=sys.stderr))  # fmt: skip
+            report = check_table(
+                spec,
+                args.tier,
+                cells,
+                opts,
+                args.results,
+                update=args.tables if args.update else None,
+                log=lambda *a: print(*a, file=sys.stderr),
+            )
             print(render_report(report, args.results / spec.id / args.tier))
             runs_failed = any(r.metric == "(run)" for r in report.failed)
             if report.failed and (runs_failed or not args.update):
@@ -670,16 +790,18 @@ def cmd_perf(args) -> int:
     if args.render_only and args.only is not None:
         raise UsageError("--render-only renders every record; drop --only")
     if not args.render_only:
-        for path in run_perf(args.results, quick=args.quick, only=args.only,
-                             command=args.command_line):  # fmt: skip
+        for path in run_perf(
+            args.results, quick=args.quick, only=args.only, command=args.command_line
+        ):
             print(path)
     name = perf_folder(args.quick)  # --quick: results/perf-quick/, tables/perf-quick.md
     records, warnings = read_perf_records(args.results, quick=args.quick)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     if not records:
-        raise UsageError(f"{args.results / name}: no `bench perf` records to render; run"
-                         " `bench perf` first")  # fmt: skip
+        raise UsageError(
+            f"{args.results / name}: no `bench perf` records to render; run `bench perf` first"
+        )
     print(write_perf_table(records, args.tables, name))
     print(plot_perf(records, args.tables / f"{name}.png"))
     return 0
@@ -707,14 +829,25 @@ def cmd_plan(args) -> int:
         return 0
     if args.against_records:
         if args.all or args.cells:
-            raise UsageError("--against-records plans every tier with records; drop --all and"
-                             " --cells (name tables to plan only those)")  # fmt: skip
+            raise UsageError(
+                "--against-records plans every tier with records; drop --all and"
+                " --cells (name tables to plan only those)"
+            )
         paths = _specs(args)
         specs = [get_spec(t, args.specs) for t in args.table] or [
             load_spec(p) for p in paths.values()
         ]
-        print(plan_accuracy(specs, args.results, args.tables, args.data_dir, args.command_line,
-                            log=lambda line: print(line, file=sys.stderr)))  # fmt: skip
+        print(
+            plan_accuracy(
+                specs,
+                args.results,
+                args.tables,
+                args.data_dir,
+                args.command_line,
+                log=lambda line: print(line, file=sys.stderr),
+                tiers=(args.tier,) if args.tier in ("small", "medium") else ("small", "medium"),
+            )
+        )
         return 0
     if len(args.table) > 1:
         raise UsageError("bench plan: give one table or --all")
@@ -779,8 +912,10 @@ def cmd_summary(args) -> int:
     try:
         print(write_summary(args.results, args.specs, args.tables))
     except OSError as e:
-        raise UsageError(f"{args.tables}: cannot write the scoreboard ({e.strerror or e}); fix"
-                         " its permissions or pass --tables DIR") from None  # fmt: skip
+        raise UsageError(
+            f"{args.tables}: cannot write the scoreboard ({e.strerror or e}); fix"
+            " its permissions or pass --tables DIR"
+        ) from None
     return 0
 
 
@@ -812,13 +947,17 @@ def _interrupted(args) -> str:
     """What an interrupted command can honestly promise about a rerun."""
     command = getattr(args, "command", None)
     if command == "run" and EXECUTORS[args.executor].detached:
-        return ("interrupted: stopped waiting; the jobs keep running (`bench status` shows them,"
-                " a later `bench run` collects their records)")  # fmt: skip
+        return (
+            "interrupted: stopped waiting; the jobs keep running (`bench status` shows them,"
+            " a later `bench run` collects their records)"
+        )
     if command == "run" or (command == "check" and args.work is not None):
         return "interrupted; rerun the same command to resume from the last checkpoint"
     if command == "check":
-        return ("interrupted; nothing was compared and the scratch run was removed, so a rerun"
-                " starts over (--work DIR keeps a check's run to resume)")  # fmt: skip
+        return (
+            "interrupted; nothing was compared and the scratch run was removed, so a rerun"
+            " starts over (--work DIR keeps a check's run to resume)"
+        )
     return "interrupted"
 
 

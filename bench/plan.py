@@ -1299,15 +1299,17 @@ def plan_accuracy(
     data_dir: Path | None,
     command: str,
     log=print,
+    tiers: tuple[str, ...] = ("small", "medium"),
 ) -> Path:
-    """Plan every small and medium tier that has ok trained records, at their threads and data
-    sizes, and write the comparison with their wall times (results/plans/accuracy.json,
+    """Plan every small and medium tier (or only `tiers`) that has ok trained records, at their
+    threads and data sizes, and write the comparison with their wall times
+    (results/plans/accuracy/TABLE.json, where a table's rows of the other tiers are kept, and
     tables/plan-accuracy.md)."""
     from .records import read_records
 
     rows, threads_seen = [], set()
     for spec in specs:
-        for tier in ("small", "medium"):
+        for tier in tiers:
             if tier not in spec.tiers:
                 continue
             records, _ = read_records(results, spec.id, tier)
@@ -1338,9 +1340,12 @@ def plan_accuracy(
                 row["recorded_train_s"] = sum(h.get("seconds", 0) for h in ok[row["cell"]].history)
                 rows.append(row)
         meta = {"command": command, **provenance(), "threads": sorted(t for t in threads_seen if t)}
-        table_rows = [r for r in rows if r["table"] == spec.id]
+        path = results / "plans" / "accuracy" / f"{spec.id}.json"
+        kept = []
+        if path.exists():  # this table's rows of the tiers not planned now
+            kept = [r for r in json.loads(path.read_text())["rows"] if r["tier"] not in tiers]
+        table_rows = kept + [r for r in rows if r["table"] == spec.id]
         if table_rows:
-            path = results / "plans" / "accuracy" / f"{spec.id}.json"
             atomic_write_text(path, json.dumps({**meta, "rows": table_rows}, indent=1) + "\n")
     return write_accuracy(results, tables)
 

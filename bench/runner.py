@@ -19,7 +19,14 @@ from .curves import check_available
 from .errors import UsageError
 from .executors import get_executor
 from .lease import campaign
-from .records import Record, command_line, provenance, read_records, writable_folder
+from .records import (
+    Record,
+    command_line,
+    provenance,
+    read_records,
+    record_path,
+    writable_folder,
+)
 from .render import write_table
 from .spec import SEED, SEED_LIMIT, Cell, TableSpec, check_cells, register_plugins, settings_for
 from .tasks import get_task
@@ -59,6 +66,10 @@ def plan(spec: TableSpec, opts: RunOptions) -> list[CellJob]:
     writable_folder(folder, "--results")
     writable_folder(opts.tables, "--tables")
     writable_folder(opts.checkpoints, "--checkpoints")
+    for cell in cells:  # a record could never replace a folder: say so before training it
+        path = record_path(opts.results, spec.id, opts.tier, cell.id)
+        if path.is_dir() and not path.is_symlink():
+            raise UsageError(f"{path}: a folder where the cell's record belongs; remove it")
     ours = campaign(opts.results)
     command = opts.command or command_line()
     return [

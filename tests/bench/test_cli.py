@@ -30,8 +30,15 @@ def bench(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DGM_BENCH_DATA", raising=False)
 
     def call(*args: str, specs=tmp_path / "specs"):
-        argv = ["--specs", str(specs), "--results", str(tmp_path / "results"),
-                "--tables", str(tmp_path / "tables"), *args]  # fmt: skip
+        argv = [
+            "--specs",
+            str(specs),
+            "--results",
+            str(tmp_path / "results"),
+            "--tables",
+            str(tmp_path / "tables"),
+            *args,
+        ]
         if args and args[0] == "run":
             argv += ["--checkpoints", str(tmp_path / "checkpoints")]
         status = main(argv)
@@ -208,9 +215,9 @@ def test_validate_without_torch_still_refuses_model_arguments_and_models_checks_
     monkeypatch.syspath_prepend(str(tmp_path))
     grid = 'grid = { model = ["pixelcnn", "gated_pixelcnn"], dataset = ["binarized_mnist"] }'
     (specs / "pixelcnn-mnist.toml").write_text(
-        'models = { flow = "broken_flow:Flow" }\n' + text.replace(grid, grid.replace(
-            '"gated_pixelcnn"]', '"gated_pixelcnn", "flow"]'), 1)
-    )  # fmt: skip
+        'models = { flow = "broken_flow:Flow" }\n'
+        + text.replace(grid, grid.replace('"gated_pixelcnn"]', '"gated_pixelcnn", "flow"]'), 1)
+    )
     assert bench("validate")[0] == 0  # the structure is sound
     status, _, err = bench("validate", "--models")
     assert status == 2
@@ -235,18 +242,42 @@ def test_table_without_records_is_an_error_and_keeps_the_table(bench, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "tiny", "--checkpoint-every", "0"],
-         "bench run: argument --checkpoint-every: expected an integer >= 1, got '0'"),
-        (["run", "tiny", "--seed", "-1"],
-         "bench run: argument --seed: expected an integer from 0 to 4294967295, got '-1'"),
-        (["run", "tiny", "--seed", str(2**64)],
-         f"bench run: argument --seed: expected an integer from 0 to 4294967295, got '{2**64}'"),
+        (
+            ["run", "tiny", "--checkpoint-every", "0"],
+            "bench run: argument --checkpoint-every: expected an integer >= 1, got '0'",
+        ),
+        (
+            ["run", "tiny", "--seed", "-1"],
+            "bench run: argument --seed: expected an integer from 0 to 4294967295, got '-1'",
+        ),
+        (
+            ["run", "tiny", "--seed", str(2**64)],
+            f"bench run: argument --seed: expected an integer from 0 to 4294967295, got '{2**64}'",
+        ),
         (["invert", "-n", "0"], "bench invert: argument -n: expected an integer >= 1, got '0'"),
         (["invert", "-n", "-1"], "bench invert: argument -n: expected an integer >= 1, got '-1'"),
         (["run"], "bench run: the following arguments are required: table"),
+        (
+            ["run", "tiny", "--threads-per-cell", str(10**20)],
+            "bench run: argument --threads-per-cell: expected an integer from 1 to 4096, got"
+            " '100000000000000000000'",
+        ),
+        (
+            ["run", "tiny", "--gpus-per-cell", "-1"],
+            "bench run: argument --gpus-per-cell: expected an integer from 0 to 64, got '-1'",
+        ),
     ],
-    ids=["checkpoint-every 0", "seed -1", "seed 2**64", "n 0", "n -1", "no table"],
-)  # fmt: skip
+    ids=[
+        "checkpoint-every 0",
+        "seed -1",
+        "seed 2**64",
+        "n 0",
+        "n -1",
+        "no table",
+        "threads-per-cell 10**20",
+        "gpus-per-cell -1",
+    ],
+)
 def test_bad_arguments_are_one_line(bench, args, message):
     status, out, err = bench(*args)
     assert (status, out) == (2, "")
@@ -296,14 +327,21 @@ def test_results_or_tables_that_cannot_be_written_are_one_line(bench, tmp_path):
 
 @pytest.mark.parametrize(
     "args, hint",
-    [(["run", "tiny"], "; rerun the same command to resume from the last checkpoint"),
-     (["check", "tiny", "--work", "w"], "; rerun the same command to resume from the last"
-      " checkpoint"),
-     (["check", "tiny"], "; nothing was compared and the scratch run was removed, so a rerun"
-      " starts over (--work DIR keeps a check's run to resume)"),
-     (["list"], "")],
+    [
+        (["run", "tiny"], "; rerun the same command to resume from the last checkpoint"),
+        (
+            ["check", "tiny", "--work", "w"],
+            "; rerun the same command to resume from the last checkpoint",
+        ),
+        (
+            ["check", "tiny"],
+            "; nothing was compared and the scratch run was removed, so a rerun"
+            " starts over (--work DIR keeps a check's run to resume)",
+        ),
+        (["list"], ""),
+    ],
     ids=["run", "check --work", "check", "list"],
-)  # fmt: skip
+)
 def test_sigterm_says_what_a_rerun_does_and_exits_143(bench, monkeypatch, args, hint):
     monkeypatch.setitem(COMMANDS, args[0], lambda args: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
@@ -318,8 +356,9 @@ class Payload:
         return (print, ("pwned",))
 
 
-@pytest.mark.parametrize("case", ["no folder", "not an image", "no weights", "wrong weights",
-                                  "pickle", "not png"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case", ["no folder", "not an image", "no weights", "wrong weights", "pickle", "not png"]
+)
 def test_invert_input_errors_are_one_line(bench, tmp_path, case):
     images, weights, pickled = tmp_path / "images", tmp_path / "w.pt", tmp_path / "p.pt"
     images.mkdir()
@@ -334,8 +373,16 @@ def test_invert_input_errors_are_one_line(bench, tmp_path, case):
         "pickle": ["--weights", str(pickled)],
         "not png": ["--out", str(tmp_path / "x.txt")],
     }[case]
-    status, out, err = bench("invert", "--model", "irevnet_cifar", "--dataset", "cifar10",
-                             "--out", str(tmp_path / "x.png"), *args)  # fmt: skip
+    status, out, err = bench(
+        "invert",
+        "--model",
+        "irevnet_cifar",
+        "--dataset",
+        "cifar10",
+        "--out",
+        str(tmp_path / "x.png"),
+        *args,
+    )
     assert (status, out) == (2, "")
     line = one_error_line(err)
     assert {
@@ -355,13 +402,15 @@ def test_invert_input_errors_are_one_line(bench, tmp_path, case):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["run", "tiny", "--fre"], "bench: unrecognized arguments: --fre"),
-     (["list", "--res", "x"], "bench: unrecognized arguments: --res x"),
-     (["run", "tiny", "--cells", ""], "--cells '': no glob given"),
-     (["run", "tiny", "--cells", " , "], "--cells ' , ': no glob given"),
-     (["check", "tiny", "--cells", ""], "--cells '': no glob given")],
+    [
+        (["run", "tiny", "--fre"], "bench: unrecognized arguments: --fre"),
+        (["list", "--res", "x"], "bench: unrecognized arguments: --res x"),
+        (["run", "tiny", "--cells", ""], "--cells '': no glob given"),
+        (["run", "tiny", "--cells", " , "], "--cells ' , ': no glob given"),
+        (["check", "tiny", "--cells", ""], "--cells '': no glob given"),
+    ],
     ids=["--fre", "--res", "run --cells ''", "run --cells ' , '", "check --cells ''"],
-)  # fmt: skip
+)
 def test_no_abbreviations_and_no_empty_cells(bench, args, message):
     status, out, err = bench(*args)
     assert (status, out) == (2, "")
@@ -390,12 +439,17 @@ def test_list_counts_only_cells_of_the_grid_and_says_where_it_looked(bench, tmp_
 
 @pytest.mark.parametrize(
     "argv, tables",
-    [([], "tables"), (["--results", "results"], "tables"), (["--results", "scratch"],
-     "scratch/tables"), (["--results", "scratch", "--tables", "t"], "t"),
-     (["list", "--results", "/x/r"], "/x/r/tables")],
-)  # fmt: skip
-def test_tables_go_beside_the_records_of_another_results_folder(tmp_path, monkeypatch, argv,
-                                                                tables):  # fmt: skip
+    [
+        ([], "tables"),
+        (["--results", "results"], "tables"),
+        (["--results", "scratch"], "scratch/tables"),
+        (["--results", "scratch", "--tables", "t"], "t"),
+        (["list", "--results", "/x/r"], "/x/r/tables"),
+    ],
+)
+def test_tables_go_beside_the_records_of_another_results_folder(
+    tmp_path, monkeypatch, argv, tables
+):
     monkeypatch.chdir(tmp_path)
     seen = []
     monkeypatch.setitem(COMMANDS, "list", lambda args: seen.append(args.tables) or 0)
@@ -408,8 +462,18 @@ def test_a_scratch_run_never_rewrites_the_committed_table(tmp_path, monkeypatch,
     write_spec(tmp_path / "specs")
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "tiny-smoke.md").write_text("committed\n")
-    argv = ["--specs", "specs", "--results", "scratch", "run", "tiny", "--cells", VAE,
-            "--checkpoints", "ck"]  # fmt: skip
+    argv = [
+        "--specs",
+        "specs",
+        "--results",
+        "scratch",
+        "run",
+        "tiny",
+        "--cells",
+        VAE,
+        "--checkpoints",
+        "ck",
+    ]
     assert main(argv) == 0
     assert (tmp_path / "tables" / "tiny-smoke.md").read_text() == "committed\n"
     table = (tmp_path / "scratch" / "tables" / "tiny-smoke.md").read_text()
@@ -433,8 +497,9 @@ def test_a_record_with_a_bad_metric_is_a_warning_not_a_crash_or_a_measurement(be
 def test_invert_refuses_a_model_that_is_not_invertible_before_building_it(bench, tmp_path):
     status, out, err = bench("invert", "--model", "vae")
     assert (status, out) == (2, "")
-    assert one_error_line(err).startswith("error: model 'vae' has no inverse(); pick an invertible"
-                                          " model: irevnet_a, irevnet_b")  # fmt: skip
+    assert one_error_line(err).startswith(
+        "error: model 'vae' has no inverse(); pick an invertible model: irevnet_a, irevnet_b"
+    )
     assert not (tmp_path / "tables").exists()  # refused before anything was written
 
 
@@ -448,8 +513,9 @@ def test_plot_and_invert_into_a_folder_that_cannot_be_written_are_one_line(bench
         f"error: {tmp_path / 'tables'}: cannot write there (a file is in the way)"
     )
     out_png = tmp_path / "tables" / "x.png"
-    status, out, err = bench("invert", "--model", "irevnet_cifar", "--dataset", "cifar10",
-                             "--out", str(out_png))  # fmt: skip
+    status, out, err = bench(
+        "invert", "--model", "irevnet_cifar", "--dataset", "cifar10", "--out", str(out_png)
+    )
     assert (status, out) == (2, "")
     assert one_error_line(err).startswith(f"error: {tmp_path / 'tables'}: cannot write there")
 
@@ -509,7 +575,7 @@ def test_a_spec_that_is_not_utf8_is_one_line_and_the_others_still_load(bench, tm
         ["status", "iwae-table"],
         ["table", "iwae-table", "--tier", "small", "--tables", "{tmp}"],
         ["validate"],
-    ],  # fmt: skip
+    ],
 )
 def test_light_commands_import_no_torch(args, tmp_path):
     """Help, listing, rendering and status answer without torch (seconds of imports here)."""

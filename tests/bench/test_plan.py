@@ -232,6 +232,32 @@ def test_a_plan_of_a_real_tier_writes_its_record_and_table(tmp_path, tiny):
     assert "mnist-layers1-k1-vae" in md.read_text()
 
 
+def test_planning_one_tier_against_records_keeps_the_other_tiers_rows(tmp_path, tiny, monkeypatch):
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    older = {"table": "tiny", "tier": "medium", "cell": "c", "predicted_s": 1, "recorded_s": 1}
+    path = results / "plans" / "accuracy" / "tiny.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"rows": [{**older, "ratio": 1.0}]}))
+    for cell in ("mnist-layers1-k1-vae", "mnist-layers1-k1-iwae"):
+        write_record(results, Record("tiny", "small", cell, {}, "ok", wall_s=90.0, cpu_s=61.0))
+
+    def planned(spec, opts, log):  # no calibration: every cell predicted at 60 s
+        cells = [P._as_dict(_plan(c)) for c in opts.cells.split(",")]
+        return {"table": spec.id, "tier": opts.tier, "cells": cells}
+
+    monkeypatch.setattr(P, "plan_table", planned)
+    monkeypatch.setattr(P, "write_plan", lambda *args: None)
+    md = P.plan_accuracy([tiny], results, tables, None, "bench plan", lambda *_: None, ("small",))
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["tier"], r["cell"]) for r in rows] == [
+        ("medium", "c"),
+        ("small", "mnist-layers1-k1-iwae"),
+        ("small", "mnist-layers1-k1-vae"),
+    ]
+    assert rows[1]["busy_ratio"] == pytest.approx(60 / 61)
+    assert "Predicted over CPU seconds / threads ('ratio to CPU'): 2 of 2 (100%)" in md.read_text()
+
+
 def test_plan_refuses_bad_requests_in_one_line(capsys):
     assert main(["plan"]) == 2
     assert "give one table or --all" in capsys.readouterr().err

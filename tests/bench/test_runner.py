@@ -335,8 +335,7 @@ def test_a_cell_finished_by_another_worker_just_before_our_lease_is_not_retraine
     assert not lease_path(record_path(opts.results, "tiny", "smoke", VAE)).exists()
 
 
-def test_a_model_that_raises_while_training_fails_its_cell_in_one_line(tmp_path, tiny,
-                                                                      monkeypatch):  # fmt: skip
+def test_a_model_that_raises_while_training_fails_its_cell_in_one_line(tmp_path, tiny, monkeypatch):
     from models.iwae import IWAE
 
     def broken(self, x):
@@ -352,8 +351,9 @@ def test_a_model_that_raises_while_training_fails_its_cell_in_one_line(tmp_path,
     assert read_record(record_path(tmp_path / "results", "tiny", "smoke", VAE)).reason == reason
 
 
-def test_a_test_nll_that_is_not_finite_fails_its_cell_instead_of_an_ok_nan(tmp_path, tiny,
-                                                                          monkeypatch):  # fmt: skip
+def test_a_test_nll_that_is_not_finite_fails_its_cell_instead_of_an_ok_nan(
+    tmp_path, tiny, monkeypatch
+):
     from models.iwae import IWAE
 
     monkeypatch.setattr(IWAE, "nll", lambda self, x, **kw: torch.full((len(x),), float("nan")))
@@ -447,3 +447,13 @@ def test_a_run_stopped_while_scoring_resumes_the_test_pass_bit_for_bit(
     assert saves == [4, 8] and told == [0, 12, 16]  # only the last two batches scored again
     assert model_metrics(resumed.metrics) == model_metrics(whole.metrics)
     assert resumed.segments == 2 and not point.exists()
+
+
+def test_a_folder_where_a_record_belongs_is_refused_before_anything_trains(tmp_path, tiny):
+    path = record_path(tmp_path / "results", "tiny", "smoke", IWAE)
+    path.mkdir(parents=True)
+    with pytest.raises(UsageError, match=f"^{path}: a folder where the cell's record belongs;"):
+        run_table(tiny, options(tmp_path), log=quiet)
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        (tmp_path / "checkpoints").rglob("*.pt")
+    )
