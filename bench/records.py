@@ -14,11 +14,11 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import types
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from models.typecheck import as_json, why_not
 
 from .errors import UsageError
 from .files import NotAFile, read_small
@@ -105,31 +105,7 @@ def write_record(root: Path, record: Record) -> Path:
     return path
 
 
-def _type_error(value: Any, hint: Any) -> str:
-    """Why `value` does not fit the Record field type `hint` ("" if it does); one level deep."""
-    origin = typing.get_origin(hint) or hint
-    if hint is Any:
-        return ""
-    if origin in (types.UnionType, typing.Union):  # `float | None`: any one of them
-        whys = [_type_error(value, arg) for arg in typing.get_args(hint)]
-        return "" if "" in whys else whys[0]
-    if origin is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif origin is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, origin)
-    if not ok:
-        return f"expected {origin.__name__}, got {json.dumps(value)[:40]}"
-    args = typing.get_args(hint)
-    items = value.values() if origin is dict else value if origin is list else ()
-    for item in items:
-        if why := _type_error(item, args[-1] if args else Any):
-            return f"an item: {why}"
-    return ""
-
-
-_FIELD_TYPES = typing.get_type_hints(Record)
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(Record)}  # annotations as text
 # The keys a non-empty `plugin` (models.provenance) and `evaluated_from` (bench eval) hold.
 _NESTED = {
     "plugin": ("model", "constructor", "package", "version", "source_sha256"),
@@ -149,7 +125,7 @@ def _measurement(value: Any) -> bool:
 def _invalid(record_dict: dict, path: Path) -> str:
     """What is wrong with a parsed record at `path`, or ""."""
     for name in (f.name for f in fields(Record) if f.name in record_dict):
-        if why := _type_error(record_dict[name], _FIELD_TYPES[name]):
+        if why := why_not(record_dict[name], _FIELD_TYPES[name], as_json):
             return f"field '{name}': {why}"
     for name, keys in _NESTED.items():  # what the table prints of them must be there
         value = record_dict.get(name) or {}

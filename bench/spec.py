@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.typecheck import why_not
+
 from .tasks import TASKS  # the registry only: no task (and so no torch) is imported here
 from .units import CONVERSIONS
 
@@ -1049,23 +1051,20 @@ def settings_for(cls: type, spec: TableSpec, tier: str) -> Any:
             raise _fail(
                 spec.path, f"tiers.{tier}.{key}", f"unknown setting; known: {', '.join(names)}"
             )
-        kind = str(names[key].type)
-        expected = _TYPES.get(kind.split("[")[0].split(" |")[0])
-        ok = (
-            expected is None
-            or (value is None and "None" in kind)
-            or (
-                isinstance(value, expected)
-                and not (isinstance(value, bool) and expected is not bool)
-            )
-        )
-        if not ok:
-            raise _fail(spec.path, f"tiers.{tier}.{key}", f"expected {kind}, got {value!r}")
+        if why := why_not(value, str(names[key].type)):  # the annotation's text
+            raise _fail(spec.path, f"tiers.{tier}.{key}", why)
+    missing = [
+        name
+        for name, f in names.items()
+        if name not in raw
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        listed = ", ".join(f"'{m}'" for m in missing)
+        raise _fail(spec.path, f"tiers.{tier}", f"missing setting {listed}")
     try:
         return cls(**raw)
-    except TypeError as e:
-        missing = str(e).split("argument")[-1].strip(": ")
-        raise _fail(spec.path, f"tiers.{tier}", f"missing setting {missing}") from None
     except ValueError as e:  # a Settings.__post_init__ found settings that contradict each other
         raise _fail(spec.path, f"tiers.{tier}", str(e)) from None
     except KeyError as e:  # ... or a model name it checks (timing_reference) that is unknown
@@ -1091,6 +1090,3 @@ def check_cells(
                 f"grid (tier {tier}, cell {cell.id})",
                 f"{problem} {(str(e).splitlines() or [''])[0]}",
             ) from None
-
-
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}

@@ -23,6 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .typecheck import fits
+
 MODELS: dict[str, str] = {
     # Classifiers (RevNet and i-RevNet tables)
     "resnet32": "models.resnet:resnet32",
@@ -160,9 +162,6 @@ def provenance(name: str) -> dict[str, str]:
     }
 
 
-_PLAIN = {"int": int, "float": int | float, "bool": bool, "str": str, "None": type(None)}
-
-
 def check_types(name: str, constructor, kwargs: dict[str, Any]) -> None:
     """A TypeError for an argument of the wrong kind where the constructor's annotation is plain
     (`k: int` given 1.5 or 5.0, a bool for a number): a model would take it and fail mid-run."""
@@ -177,13 +176,7 @@ def check_types(name: str, constructor, kwargs: dict[str, Any]) -> None:
 
 
 def _check_kind(name: str, key: str, hint: str, value: Any) -> None:
-    kinds = [k.strip() for k in hint.split("|")]
-    if not hint or any(k not in _PLAIN for k in kinds):
-        return  # no annotation, or one this check does not read (a tuple, a class)
-    fits = any(
-        isinstance(value, _PLAIN[k]) and (k == "bool" or not isinstance(value, bool)) for k in kinds
-    )
-    if not fits:
+    if not fits(value, hint):  # no annotation, or one not read (a tuple, a class): fits
         raise TypeError(f"model '{name}': {key} takes {hint}, got {value!r}")
 
 
