@@ -334,3 +334,34 @@ def test_a_classifier_and_a_memory_cell_are_planned(table, cell):
     assert not plan["error"], plan["error"]
     assert plan["phases"]["train" if table == "revnet-cifar" else "timed steps"] > 0
     assert plan["units"]["train step"]["seconds"] > 0 and plan["memory"]["saved_mib"] > 0
+
+
+class _Sampler(torch.nn.Module):
+    """nll in about a millisecond; sample in `seconds` whatever the size."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def nll(self, x):
+        time.sleep(0.001)
+        return x.flatten(1).sum(1)
+
+    def sample(self, n, generator=None):
+        time.sleep(self.seconds)
+        return torch.zeros(n, 3, 32, 32)
+
+
+@pytest.mark.parametrize(("seconds", "how"), [(0.01, "measured"), (3.0, "upper bound")])
+def test_a_sampler_is_priced_per_sub_pixel_only_when_it_is_that_slow(seconds, how):
+    """A factorised model on 8-bit CIFAR-10 was priced at one forward per sub-pixel (65 s for a
+    sampler that takes a millisecond): only a sampler that does not end within 20 forwards'
+    time is."""
+    units = {}
+    s = type("S", (), {"samples": 16})()
+    opts = P.PlanOptions(tier="small", unit_budget_s=1.0)
+    got = P._sampling(
+        _Sampler(seconds), s, torch.device("cpu"), opts, units, False, torch.zeros(1, 3, 32, 32)
+    )
+    assert units["sample"]["how"].startswith(how)
+    assert (got < 1.0) if how == "measured" else got > 3 * 32 * 32 * 16 * 0.001
