@@ -288,14 +288,7 @@ def _load_seconds(cell: dict, s, opts: PlanOptions, seed: int) -> float | None:
         return None
     t0 = time.perf_counter()
     try:
-        datasets.load(
-            cell["dataset"],
-            opts.data_dir,
-            n_train=s.n_train,
-            n_test=s.n_test,
-            seed=seed,
-            image_size=s.image_size,
-        )
+        datasets.load_for(cell["dataset"], s, opts.data_dir, seed)
     except datasets.DataError:
         return None
     return time.perf_counter() - t0

@@ -95,6 +95,23 @@ def _root(name: str, data_dir: str | Path | None) -> Path:
     return Path(data_dir).expanduser()
 
 
+def load_for(
+    name: str, settings: Any, data_dir: str | Path | None, seed: int, download: bool = False
+) -> Splits:
+    """Data set `name` as a tier's settings ask for it (committed sample or real data, how many
+    images, their size): what every task and the plan load, written once."""
+    return load(
+        name,
+        data_dir,
+        sample=getattr(settings, "data", "real") == "sample",
+        n_train=settings.n_train,
+        n_test=settings.n_test,
+        seed=seed,
+        download=download,
+        image_size=settings.image_size,
+    )
+
+
 def load(
     name: str,
     data_dir: str | Path | None,

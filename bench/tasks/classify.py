@@ -62,16 +62,7 @@ class Prepared(Trained):
 def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     """The data, the memory and step-time probe, and the seeded model before training."""
     name, dataset, device = cell["model"], cell["dataset"], ctx.device
-    splits = datasets.load(
-        dataset,
-        ctx.data_dir,
-        sample=s.data == "sample",
-        n_train=s.n_train,
-        n_test=s.n_test,
-        seed=ctx.seed,
-        download=ctx.download,
-        image_size=s.image_size,
-    )
+    splits = datasets.load_for(dataset, s, ctx.data_dir, ctx.seed, ctx.download)
     num_classes = DATASETS[dataset].classes
     shape = tuple(splits.test[0][0].shape)
     # The probe builds its own models (and reseeds), so it runs before this cell's seed is set.

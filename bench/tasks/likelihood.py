@@ -97,16 +97,7 @@ class Prepared(Trained):
 def setup(cell: dict, s: Settings, ctx: Context) -> Prepared:
     """The data and the model as training starts: seeded, initialised, one step measured."""
     prep, device = PREPS[s.prep], ctx.device
-    splits = datasets.load(
-        cell["dataset"],
-        ctx.data_dir,
-        sample=s.data == "sample",
-        n_train=s.n_train,
-        n_test=s.n_test,
-        seed=ctx.seed,
-        download=ctx.download,
-        image_size=s.image_size,
-    )
+    splits = datasets.load_for(cell["dataset"], s, ctx.data_dir, ctx.seed, ctx.download)
     if splits.info.lossy:
         raise datasets.DataError(
             f"{splits.info.source}: lossy images give meaningless likelihoods; use a lossless"
