@@ -30,13 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from itertools import islice
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import pixelcnnpp_sampler as engine
 from models.pixelcnn import draw, uniforms
+from models.pixelcnnpp_sampler import At, Cache
 
 LOG_HALF_BINS = math.log(127.5)
 
@@ -218,34 +219,6 @@ def down_shift(x: Tensor) -> Tensor:
 
 def right_shift(x: Tensor) -> Tensor:
     return F.pad(x, (1, 0))[..., :-1]
-
-
-class At(NamedTuple):
-    """Positions of one row of a map, columns start .. stop - 1: where a sampling step runs."""
-
-    row: int
-    start: int
-    stop: int
-
-
-class Cache:
-    """One map of the network while sampling, [n, C, H, W] zero-padded by a row above and a
-    column on each side (enough for every causal filter here): positions are written once the
-    pixels they depend on are drawn, and are read back, or convolved by a causal convolution
-    (`DownShiftedConv2d.step`), at the positions a step asks for."""
-
-    def __init__(self, like: Tensor, n: int, channels: int, height: int, width: int) -> None:
-        self.map = like.new_zeros(n, channels, height + 1, width + 2)
-
-    def write(self, at: At, value: Tensor) -> None:
-        self.map[:, :, at.row + 1 : at.row + 2, at.start + 1 : at.stop + 1] = value
-
-    def read(self, at: At) -> Tensor:
-        return self.map[:, :, at.row + 1 : at.row + 2, at.start + 1 : at.stop + 1]
-
-    def window(self, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
-        """Rows and columns lo .. hi - 1 of the map, where -1 is the padding."""
-        return self.map[:, :, rows[0] + 1 : rows[1] + 1, cols[0] + 1 : cols[1] + 1]
 
 
 class Conv2d(nn.Conv2d):
@@ -566,112 +539,25 @@ class PixelCNNpp(LogisticMixtureModel):
                 u, ul = self.up_size_u[stage](u), self.up_size_ul[stage](ul)
         return self.out(F.elu(ul))
 
-    # Cached sampling. Every map of `params` at a position depends on earlier pixels only, so a
-    # position is computed once, when the pixels it depends on are drawn. The u stream sees the
-    # rows above only: at the start of image row i it runs on whole rows, row i >> L at each
-    # level L where i is a multiple of 2^L (`u_rows`). The ul stream also sees the pixels to the
-    # left: it runs at pixel (i, j), and at (i >> L, j >> L) where both are multiples of 2^L
-    # (`ul_pixel`). Up and down pass meet at the same positions in the same step, so the ul
-    # stream's skip connections need no cache; the caches hold the causal convolutions'
-    # inputs, the u stream (read by ul), and what the up-sampling reads.
+    # Cached sampling: the engine is models/pixelcnnpp_sampler.py (which positions each pixel
+    # completes, the caches they read); the model gives it its layers.
 
-    def sampling_state(self, n: int) -> dict:
-        C, H, W = self.shape
-        nf, n_res = self.up_u[0].conv_in.conv.out_channels, self.nr_resnet
-        like = next(self.parameters())
+    def sampling_state(self, n: int) -> engine.PixelCNNppState:
+        return engine.pixelcnnpp_state(self, n)
 
-        def cache(level: int, channels: int = nf) -> Cache:
-            return Cache(like, n, channels, H >> level, W >> level)
-
-        blocks = [(self.up_u[k], self.up_ul[k], k // n_res) for k in range(3 * n_res)]
-        for level, ks in self.down_blocks.items():
-            blocks += [(self.down_u[k], self.down_ul[k], level) for k in ks]
-        return {
-            "x": cache(0, C + 1),
-            # the part of ul's first map that sees the rows above only, run with the u stream
-            "ul_init_down": cache(0),
-            # a GatedResnet -> the inputs of its two causal convolutions
-            "convs": {b: (cache(lv, 2 * nf), cache(lv, 2 * nf)) for *bs, lv in blocks for b in bs},
-            # per level, the up pass's u maps: the first one, then after each block
-            "u_up": [[cache(level) for _ in range(n_res + 1)] for level in range(3)],
-            "u_down": [cache(level) for *_, level in blocks[3 * n_res :]],
-            # per level, the up pass's last ul map (down-sampled) and the down pass's (up-sampled)
-            "ul_up": [cache(level) for level in range(2)],
-            "ul_down": [None, cache(1), cache(2)],
-        }
-
-    def pixel_params(self, state: dict, i: int, j: int, y: Tensor | None) -> Tensor:
+    def pixel_params(
+        self, state: engine.PixelCNNppState, i: int, j: int, y: Tensor | None
+    ) -> Tensor:
         if j == 0:
-            self.u_rows(state, i, y)
-        return self.ul_pixel(state, i, j, y)
+            engine.u_rows(self, state, i, y)
+        return engine.ul_pixel(self, state, i, j, y)
 
-    def pixel_drawn(self, state: dict, x: Tensor, i: int, j: int, y: Tensor | None) -> None:
+    def pixel_drawn(
+        self, state: engine.PixelCNNppState, x: Tensor, i: int, j: int, y: Tensor | None
+    ) -> None:
         # the input of params: the pixel in [-1, 1] and a channel of ones
         xs = scale_pixels(x[:, :, i : i + 1, j : j + 1])
-        state["x"].write(At(i, j, j + 1), torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1))
-
-    def u_rows(self, state: dict, i: int, y: Tensor | None) -> None:
-        """The u stream of `params` on the rows that image row i completes."""
-        n, W = self.nr_resnet, self.shape[2]
-        levels = [level for level in range(3) if i % (1 << level) == 0]
-        u_up, u_down = state["u_up"], state["u_down"]
-        for level in levels:
-            at = At(i >> level, 0, W >> level)
-            if level == 0:
-                u = self.u_init.step(state["x"], at)
-                state["ul_init_down"].write(at, self.ul_init_down.step(state["x"], at))
-            else:
-                u = self.down_size_u[level - 1].step(u_up[level - 1][n], at)
-            u_up[level][0].write(at, u)
-            for r in range(n):
-                block = self.up_u[level * n + r]
-                u = block.step(u, state["convs"][block], at, y=y)
-                u_up[level][r + 1].write(at, u)
-        for level in reversed(levels):
-            at = At(i >> level, 0, W >> level)
-            skips = u_up[level][::-1]
-            if level == 2:
-                u, skips = skips[0].read(at), skips[1:]
-            else:
-                u = self.up_size_u[1 - level].step(u_down[self.down_blocks[level + 1][-1]], at)
-            for k, skip in zip(self.down_blocks[level], skips):
-                u = self.down_u[k].step(u, state["convs"][self.down_u[k]], at, skip.read(at), y)
-                u_down[k].write(at, u)
-
-    def ul_pixel(self, state: dict, i: int, j: int, y: Tensor | None) -> Tensor:
-        """The ul stream of `params` at the positions that pixel (i, j) completes, and the
-        mixture parameters of pixel (i, j), [n, P]."""
-        n = self.nr_resnet
-        levels = [level for level in range(3) if i % (1 << level) == 0 and j % (1 << level) == 0]
-        ul_up, ul_down = state["ul_up"], state["ul_down"]
-        ups = {}
-        for level in levels:
-            at = At(i >> level, j >> level, (j >> level) + 1)
-            if level == 0:
-                ul = state["ul_init_down"].read(at) + self.ul_init_right.step(state["x"], at)
-            else:
-                ul = self.down_size_ul[level - 1].step(ul_up[level - 1], at)
-            ups[level] = [ul]
-            for r in range(n):
-                block = self.up_ul[level * n + r]
-                a = state["u_up"][level][r + 1].read(at)
-                ul = block.step(ul, state["convs"][block], at, a, y)
-                ups[level].append(ul)
-            if level < 2:
-                ul_up[level].write(at, ul)
-        for level in reversed(levels):
-            at = At(i >> level, j >> level, (j >> level) + 1)
-            skips = ups[level][::-1]
-            if level == 2:
-                ul, skips = skips[0], skips[1:]
-            else:
-                ul = self.up_size_ul[1 - level].step(ul_down[level + 1], at)
-            for k, skip in zip(self.down_blocks[level], skips):
-                a = torch.cat([state["u_down"][k].read(at), skip], dim=1)
-                ul = self.down_ul[k].step(ul, state["convs"][self.down_ul[k]], at, a, y)
-            if level > 0:
-                ul_down[level].write(at, ul)
-        return self.out(F.elu(ul))[:, :, 0, 0]
+        state.x.write(At(i, j, j + 1), torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1))
 
 
 def sample_by_pixel(

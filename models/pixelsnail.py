@@ -28,8 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.pixelcnnpp import (
-    At,
-    Cache,
     Conv2d,
     DownRightShiftedConv2d,
     DownShiftedConv2d,
@@ -38,6 +36,7 @@ from models.pixelcnnpp import (
     n_mixture_params,
     scale_pixels,
 )
+from models.pixelcnnpp_sampler import At, Cache, PixelSNAILState
 
 
 def causal_attention(query: Tensor, key: Tensor, value: Tensor, n_heads: int) -> Tensor:
@@ -192,45 +191,46 @@ class PixelSNAIL(LogisticMixtureModel):
     # inputs, and each attention block reads the keys and values of the earlier positions,
     # cached as each pixel is drawn (a position's keys and values depend on its own pixel).
 
-    def sampling_state(self, n: int) -> dict:
+    def sampling_state(self, n: int) -> PixelSNAILState:
         C, H, W = self.shape
         like = next(self.parameters())
         nf = self.out.in_channels
-        return {
-            "x": Cache(like, n, C + 1, H, W),
-            # a GatedResnet -> the inputs of its two causal convolutions
-            "convs": {
+        return PixelSNAILState(
+            x=Cache(like, n, C + 1, H, W),
+            convs={
                 resnet: (Cache(like, n, 2 * nf, H, W), Cache(like, n, 2 * nf, H, W))
                 for resnets in self.resnets
                 for resnet in resnets
             },
-            "background": self.background(H, W, like),
-            # per attention block: keys and values of every position, and the stream entering
-            # it at the new pixel (its keys and values wait for the pixel to be drawn)
-            "keys": [like.new_zeros(n, a.key_size, H * W) for a in self.attention],
-            "values": [like.new_zeros(n, nf // 2, H * W) for a in self.attention],
-            "streams": [None for _ in self.attention],
-        }
+            background=self.background(H, W, like),
+            # keys and values of every position; the stream entering a block at the new pixel
+            # (its keys and values wait for the pixel to be drawn)
+            keys=[like.new_zeros(n, a.key_size, H * W) for a in self.attention],
+            values=[like.new_zeros(n, nf // 2, H * W) for a in self.attention],
+            streams=[None for _ in self.attention],
+        )
 
-    def pixel_params(self, state: dict, i: int, j: int, y: Tensor | None) -> Tensor:
+    def pixel_params(self, state: PixelSNAILState, i: int, j: int, y: Tensor | None) -> Tensor:
         at, p = At(i, j, j + 1), i * self.shape[2] + j
-        background = state["background"][None, :, i : i + 1, j : j + 1]
-        ul = self.init_down.step(state["x"], at) + self.init_right.step(state["x"], at)
+        background = state.background[None, :, i : i + 1, j : j + 1]
+        ul = self.init_down.step(state.x, at) + self.init_right.step(state.x, at)
         for b, (resnets, attention) in enumerate(zip(self.resnets, self.attention)):
             for resnet in resnets:
-                ul = resnet.step(ul, state["convs"][resnet], at, y=y)
-            state["streams"][b] = ul
-            keys, values = state["keys"][b][..., :p], state["values"][b][..., :p]
+                ul = resnet.step(ul, state.convs[resnet], at, y=y)
+            state.streams[b] = ul
+            keys, values = state.keys[b][..., :p], state.values[b][..., :p]
             ul = attention.step(ul, background.expand(len(ul), -1, -1, -1), keys, values, y)
         return self.out(F.elu(ul))[:, :, 0, 0]
 
-    def pixel_drawn(self, state: dict, x: Tensor, i: int, j: int, y: Tensor | None) -> None:
+    def pixel_drawn(
+        self, state: PixelSNAILState, x: Tensor, i: int, j: int, y: Tensor | None
+    ) -> None:
         p = i * self.shape[2] + j
         xs = scale_pixels(x[:, :, i : i + 1, j : j + 1])
         # the input of params: the pixel in [-1, 1] and a channel of ones
-        state["x"].write(At(i, j, j + 1), torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1))
-        background = state["background"][None, :, i : i + 1, j : j + 1].expand(len(xs), -1, -1, -1)
+        state.x.write(At(i, j, j + 1), torch.cat([xs, torch.ones_like(xs[:, :1])], dim=1))
+        background = state.background[None, :, i : i + 1, j : j + 1].expand(len(xs), -1, -1, -1)
         for b, attention in enumerate(self.attention):
-            key, value = attention.keys_values(state["streams"][b], xs, background, y)
-            state["keys"][b][..., p] = key[:, :, 0, 0]
-            state["values"][b][..., p] = value[:, :, 0, 0]
+            key, value = attention.keys_values(state.streams[b], xs, background, y)
+            state.keys[b][..., p] = key[:, :, 0, 0]
+            state.values[b][..., p] = value[:, :, 0, 0]

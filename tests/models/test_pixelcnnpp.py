@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from models.pixelcnnpp import (
-    At,
-    Cache,
     DownRightShiftedConv2d,
     DownRightShiftedDeconv2d,
     DownShiftedConv2d,
@@ -19,6 +17,7 @@ from models.pixelcnnpp import (
     mixture_terms,
     sample_pixel,
 )
+from models.pixelcnnpp_sampler import At, Cache
 
 from .cached import assert_cached_params_equal_full_pass
 
