@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import pixelcnnpp_sampler as engine
-from models.pixelcnn import draw, uniforms
+from models.pixelcnn import down_shift, draw, uniforms
 from models.pixelcnnpp_sampler import At, Cache
 
 LOG_HALF_BINS = math.log(127.5)
@@ -213,11 +213,8 @@ def concat_elu(x: Tensor) -> Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
-def down_shift(x: Tensor) -> Tensor:
-    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
-
-
 def right_shift(x: Tensor) -> Tensor:
+    """Move every column one right (zeros enter at the left): column j then holds j - 1."""
     return F.pad(x, (1, 0))[..., :-1]
 
 
