@@ -45,12 +45,12 @@ from models.iwae import (
     BernoulliMLP,
     GaussianMLP,
     active_units_from_means,
-    bernoulli_log_prob,
     gaussian_log_prob,
     gaussian_log_prob_of_noise,
     log_mean_exp_chunked,
     standard_normal_log_prob,
 )
+from models.kernels import bernoulli_log_prob
 from models.pixelcnn import MaskedConv2d
 
 
