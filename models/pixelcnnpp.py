@@ -389,6 +389,7 @@ class LogisticMixtureModel(nn.Module):
     shape: tuple[int, int, int]
     n_classes: int
     capabilities = frozenset({"sample", "naive_sampler"})  # bench/contracts.py
+    input_kind = "discrete256"  # 8-bit values 0..255: a mixture over each value's bin
 
     def _check_y(self, y: Tensor | None) -> None:
         if (y is None) != (self.n_classes == 0):
@@ -480,7 +481,6 @@ class PixelCNNpp(LogisticMixtureModel):
             raise ValueError(f"height and width must be divisible by 4, got {H}x{W}")
         self.shape = tuple(shape)
         self.n_classes = n_classes
-        self.input_kind = "discrete256"
         self.nr_resnet = nr_resnet
         nf = nr_filters
 

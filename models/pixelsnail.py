@@ -147,7 +147,6 @@ class PixelSNAIL(LogisticMixtureModel):
             raise ValueError("key_size and nr_filters // 2 must be divisible by n_heads")
         self.shape = tuple(shape)
         self.n_classes = n_classes
-        self.input_kind = "discrete256"
         nf = nr_filters
         self.init_down = DownShiftedConv2d(C + 1, nf, (1, 3), shift=True)
         self.init_right = DownRightShiftedConv2d(C + 1, nf, (2, 1), shift=True)
