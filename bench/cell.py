@@ -328,14 +328,13 @@ def _run_cell(
 ) -> tuple[Record, Checkpoint]:
     spec, cell, opts = job.spec, job.cell, job.opts
     folder = opts.checkpoints / spec.id / opts.tier
+    watched = Curves(curves.folder(opts.results, spec.id, opts.tier, cell.id))
     ckpt = Checkpoint(
         folder / f"{cell.id}.{key}.pt",
         every=opts.checkpoint_every,
         on_progress=lease.progress,
         stop_after=opts.stop_after,
-        on_epoch=Curves(curves.folder(opts.results, spec.id, opts.tier, cell.id))
-        if opts.tensorboard
-        else None,
+        on_epoch=watched if opts.tensorboard else None,
     )
     if fresh:
         ckpt.remove()
@@ -358,8 +357,6 @@ def _run_cell(
     status, reason, detail, result = "ok", "", "", None
     try:
         result = task.run(cell.model_params, job.settings, ctx)
-        if ckpt.on_epoch is not None:
-            ckpt.on_epoch.close()
     except datasets.DataError as e:
         status, reason, detail = "skipped", str(e), _data_detail(e)
     except (NonFiniteLoss, NonFiniteMetric, CheckpointError, LeaseLost) as e:
@@ -372,6 +369,8 @@ def _run_cell(
             raise  # one rank alone cannot fail a DDP cell: every process stops
         else:  # this cell fails with a record, the run goes on to the next
             status, reason = "failed", describe_crash(e)
+    finally:
+        watched.close()  # a writer opened by the first epoch, whatever became of the cell
     record = cell_record(
         spec,
         opts.tier,

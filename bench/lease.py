@@ -130,9 +130,14 @@ def read_campaign(results: Path) -> str | None:
     return _campaign_id(results / CAMPAIGN_FILE)
 
 
-def campaign(results: Path, keep: str | None = None) -> str:
-    """The campaign id of a results folder, created by the first run that asks for it; with
-    `keep`, a file that is missing is made with that id (written again: see keep_campaign)."""
+def campaign(results: Path) -> str:
+    """The campaign id of a results folder, created by the first run that asks for it."""
+    return _open_campaign(results, None)[0]
+
+
+def _open_campaign(results: Path, keep: str | None) -> tuple[str, bool]:
+    """The folder's campaign id, and whether this call wrote the file: with a new id, or with
+    `keep` where the file is missing (written again: see keep_campaign)."""
     check_environment()
     path = results / CAMPAIGN_FILE
     results.mkdir(parents=True, exist_ok=True)
@@ -145,7 +150,7 @@ def campaign(results: Path, keep: str | None = None) -> str:
             except _Empty:
                 found = None
             if found is not None:
-                return found
+                return found, False
             time.sleep(0.02)
             continue
         except OSError as e:
@@ -157,7 +162,7 @@ def campaign(results: Path, keep: str | None = None) -> str:
         made = time.strftime("%Y-%m-%dT%H:%M:%S")
         with os.fdopen(fd, "w") as f:
             f.write(f"{new} {how} {made} on {socket.gethostname()}\n")
-        return new
+        return new, True
     raise _Empty(f"{path}: empty campaign file; {_RESTORE}")
 
 
@@ -170,19 +175,14 @@ def keep_campaign(results: Path, started: str) -> bool:
     A `.campaign` removed under it is written again with that id (True: it was); one that now
     names another campaign is CampaignChanged, so that the command stops instead of training
     cells twice or leaving records of a campaign the folder no longer has."""
-    path = results / CAMPAIGN_FILE
-    try:
-        missing = read_campaign(results) is None
-    except _Empty:  # being written by another process right now: campaign() waits for it
-        missing = False
-    found = campaign(results, keep=started)
+    found, written = _open_campaign(results, started)
     if found != started:
         raise CampaignChanged(
-            f"{path}: the campaign changed during this run (from {started} to {found}): stopped;"
-            " the cells' checkpoints are kept, and a rerun continues them in the folder's"
-            " campaign"
+            f"{results / CAMPAIGN_FILE}: the campaign changed during this run (from {started}"
+            f" to {found}): stopped; the cells' checkpoints are kept, and a rerun continues"
+            " them in the folder's campaign"
         )
-    return missing
+    return written
 
 
 def lease_path(record: Path) -> Path:

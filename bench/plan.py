@@ -37,6 +37,7 @@ from .activations import measure_step
 from .contracts import has
 from .data.catalog import DATASETS
 from .data.prep import PREPS
+from .executors import SIGNAL_LEAD_S
 from .probe import MIB, logits_of, peak_mib
 from .records import atomic_write_text, device_name, provenance
 from .spec import SEED, Cell, TableSpec, register_plugins, settings_for
@@ -1414,9 +1415,6 @@ def slurm_resources(
         )
         minutes = max_time_min
     return Resources(minutes, mem_gb, lines)
-
-
-SIGNAL_LEAD_S = 90  # submitit asks Slurm for USR2 this long before the time limit
 
 
 def segment_s(cell: dict, checkpoint_every: int) -> float:

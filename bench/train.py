@@ -119,13 +119,9 @@ class Checkpoint:
         """Seconds spent on the cell by earlier processes (up to their last save) and this one."""
         return sum(self.earlier.values()) + time.perf_counter() - self.started
 
-    def cpu_before(self) -> float:
-        """CPU seconds that earlier processes spent on the cell."""
-        return sum(self.cpu_earlier.values())
-
     def cpu_s(self) -> float:
         """CPU seconds (all threads of the process) spent on the cell, counted like `wall_s`."""
-        return self.cpu_before() + time.process_time() - self.cpu_started
+        return sum(self.cpu_earlier.values()) + time.process_time() - self.cpu_started
 
     @property
     def segments(self) -> int:
@@ -152,7 +148,10 @@ class Checkpoint:
             "rng_python": torch.tensor(random.getstate()[1], dtype=torch.int64),
             "rng_python_gauss": random.getstate()[2],
             "segments": {**self.earlier, self.token: time.perf_counter() - self.started},
-            "cpu_segments": {**self.cpu_earlier, self.token: self.cpu_s() - self.cpu_before()},
+            "cpu_segments": {
+                **self.cpu_earlier,
+                self.token: time.process_time() - self.cpu_started,
+            },
         }
         save_atomic(state, self.path)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from ..errors import UsageError
 
+SIGNAL_LEAD_S = 90  # submitit asks Slurm for USR2 this long before a task's time limit
+
 
 @dataclass(frozen=True)
 class Executor:
@@ -51,7 +53,7 @@ EXECUTORS = {
             detached=True,
             cluster="slurm",
             accounted=True,
-            min_time_min=3,  # submitit asks for USR2 90 s before the limit
+            min_time_min=3,  # the USR2 comes SIGNAL_LEAD_S before the limit: 2 min never end
         ),
         Executor(
             "submitit-local",

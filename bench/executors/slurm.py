@@ -22,7 +22,7 @@ from ..cell import CellJob, Outcome, RunOptions, SlurmOptions, before_submission
 from ..errors import UsageError
 from ..lease import lease_path, read_lease
 from ..records import record_path
-from . import get_executor
+from . import SIGNAL_LEAD_S, get_executor
 
 CONFIG_ENV = "DGM_BENCH_SLURM_CONFIG"
 CONFIG_PATH = Path("~/.config/dgm-bench/slurm.toml")
@@ -165,8 +165,8 @@ def submit(jobs: list[CellJob], opts: RunOptions):
     if opts.slurm.time_min < least:
         raise UsageError(
             f"--time-min {opts.slurm.time_min}: a cell never finishes under a limit of"
-            f" {least - 1} minutes or less (submitit's USR2 comes 90 s before it and requeues the"
-            f" task); pass --time-min {least} or more"
+            f" {least - 1} minutes or less (submitit's USR2 comes {SIGNAL_LEAD_S} s before it"
+            f" and requeues the task); pass --time-min {least} or more"
         )
     executor = make_executor(opts, len(jobs), f"bench-{spec.id}-{opts.tier}")
     jobs = [
